@@ -1,0 +1,5 @@
+import sys
+
+from arvid.cli.main import main
+
+sys.exit(main())

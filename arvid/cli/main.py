@@ -1,0 +1,61 @@
+"""Entry point of the `arvid` command.
+
+Every module in `arvid.cli` (other than this one) that defines `register(subparsers)` adds one
+subcommand; `register` sets `func` on its parser, a callable taking the parsed arguments and
+returning an exit code. `ArvidError` becomes one line on stderr and exit code 2; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+import arvid
+from arvid.errors import ArvidError
+
+_DESCRIPTION = """\
+arvid: autoregressive latent-token video generation.
+
+A causal 3D-conv VQ tokenizer turns frames into tokens; a causal transformer with fused Triton
+attention and a static KV cache samples the next token; clips of any length decode back to video.
+Run `arvid COMMAND --help` for the options of each command.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="arvid", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"arvid {arvid.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    import arvid.cli as pkg
+
+    for mod in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        if mod.name.startswith("_") or mod.name == "main":
+            continue
+        module = importlib.import_module(f"arvid.cli.{mod.name}")
+        if hasattr(module, "register"):
+            module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args.func(args) or 0)
+    except ArvidError as e:
+        print(f"arvid: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("arvid: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

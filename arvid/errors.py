@@ -1,0 +1,14 @@
+"""arvid's one error type.
+
+Everything a user can get wrong (a file that is not a video, a clip of the wrong length, a model
+file that does not match its config) raises `ArvidError` with a message that names the thing and
+the problem and, where there is one, what to do. The CLI prints it as one line and exits with 2.
+"""
+
+from __future__ import annotations
+
+
+class ArvidError(Exception):
+    """A problem with the user's input, files or settings (not a bug in arvid)."""
+
+    exit_code = 2

@@ -1,0 +1,85 @@
+"""Atomic writes: write to a temporary name in the target's folder, then rename into place.
+
+A crash, an exception or Ctrl-C before the rename leaves no file at the target (and the temporary
+is removed), so readers only ever see a complete file or none. `os.replace` is atomic on POSIX
+when both names are on one file system, which holds because the temporary sits beside the target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from arvid.errors import ArvidError
+
+
+def _check_parent(path: Path) -> None:
+    parent = path.parent
+    if not parent.exists():
+        raise ArvidError(f"cannot write {path}: folder {parent} does not exist (create it first)")
+    if not parent.is_dir():
+        raise ArvidError(f"cannot write {path}: {parent} is not a folder")
+    if path.is_dir():
+        raise ArvidError(f"cannot write {path}: it is an existing folder, give a file name")
+    if not os.access(parent, os.W_OK):
+        raise ArvidError(f"cannot write {path}: folder {parent} is not writable")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it to `path`, on failure delete it.
+
+    The temporary keeps the target's suffix (so libraries that pick a format from the name work).
+    With `is_dir=True` the temporary is a folder and replaces an existing folder at `path`.
+    """
+    path = Path(path)
+    _check_parent(path) if not is_dir else _check_parent_dir(path)
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if is_dir:
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        raise
+
+
+def _check_parent_dir(path: Path) -> None:
+    parent = path.parent
+    if not parent.exists():
+        raise ArvidError(f"cannot write {path}: folder {parent} does not exist (create it first)")
+    if path.exists() and not path.is_dir():
+        raise ArvidError(f"cannot write folder {path}: a file of that name exists")
+    if not os.access(parent, os.W_OK):
+        raise ArvidError(f"cannot write {path}: folder {parent} is not writable")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))

@@ -1,0 +1,1 @@
+"""arvid.kernels: fused Triton attention kernels and their pure-PyTorch references (in progress)."""
