@@ -1,0 +1,96 @@
+"""What arvid will run on: versions, the device, and which attention path is used.
+
+`collect_info()` gathers it as a dict (for `arvid info --json`); the CLI prints it as a table.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+import arvid
+
+PACKAGES = ("torch", "triton", "numpy", "vector-quantize-pytorch", "av", "safetensors", "tqdm", "pillow")
+DEFAULT_MODEL_DIR = Path(arvid.__file__).parent / "weights" / "default"
+
+
+def package_versions() -> dict[str, str | None]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def device_info() -> dict:
+    info: dict = {"cuda_available": torch.cuda.is_available(), "cpu_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        idx = torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(idx)
+        info.update(
+            default="cuda",
+            gpu_count=torch.cuda.device_count(),
+            gpu_name=props.name,
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            compute_capability=f"{props.major}.{props.minor}",
+            bf16_supported=torch.cuda.is_bf16_supported(),
+        )
+    else:
+        info["default"] = "cpu"
+    return info
+
+
+def attention_info(device: str) -> dict:
+    """Which attention path runs on `device`: the Triton kernels, their interpreter, or PyTorch."""
+    try:
+        from arvid.kernels import attention_backend
+    except ImportError as e:
+        return {"backend": "unavailable", "reason": f"arvid.kernels does not import: {e}"}
+    backend = attention_backend(torch.device(device))
+    why = {
+        "triton": "compiled Triton kernels on the GPU",
+        "triton-interpreter": "Triton kernels under the numpy interpreter (TRITON_INTERPRET=1): correct but slow",
+        "pytorch": "PyTorch scaled_dot_product_attention with arvid's mask (no GPU for the Triton kernels)",
+    }.get(backend, "")
+    return {
+        "backend": backend,
+        "explanation": why,
+        "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET", ""),
+        "ARVID_ATTENTION_BACKEND": os.environ.get("ARVID_ATTENTION_BACKEND", ""),
+    }
+
+
+def default_model_info() -> dict:
+    """The shipped default model's configs, when the package carries one."""
+    if not DEFAULT_MODEL_DIR.is_dir():
+        return {"shipped": False, "path": str(DEFAULT_MODEL_DIR)}
+    out: dict = {"shipped": True, "path": str(DEFAULT_MODEL_DIR)}
+    for part in ("tokenizer", "generator"):
+        cfg = DEFAULT_MODEL_DIR / part / "config.json"
+        if cfg.is_file():
+            try:
+                out[part] = json.loads(cfg.read_text()).get("config", {})
+            except (OSError, ValueError) as e:
+                out[part] = {"error": f"unreadable {cfg}: {e}"}
+    return out
+
+
+def collect_info() -> dict:
+    dev = device_info()
+    return {
+        "arvid": arvid.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "device": dev,
+        "attention": attention_info(dev["default"]),
+        "default_model": default_model_info(),
+    }
