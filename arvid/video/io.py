@@ -1,0 +1,627 @@
+"""Video files in and out: uint8 frames (T, H, W, C), C in {1, 3}, and a frame rate.
+
+Read (`read_video`):
+    .mp4 .m4v .mov .mkv .webm .avi .gif   decoded with PyAV (FFmpeg); the demuxer is chosen by the
+                                          suffix, never guessed from the bytes
+    a folder of .png/.jpg frames          in natural order (frame_2 before frame_10)
+    a single .png/.jpg                    a one-frame clip
+    .npy                                  uint8 (T, H, W) or (T, H, W, C) with C in {1, 3}
+Write (`write_video`), by suffix:
+    .mp4   H.264 (libx264, yuv420p, crf 18); width and height must be even (H.264 4:2:0 needs it)
+    .webm  VP9 (libvpx-vp9, yuv420p, crf 32)
+    .gif   a palette per frame: exact when a frame has at most 256 colours, else median-cut
+           quantised; frame delays are whole centiseconds (at least 2), so the stored frame rate
+           is 100 / round(100 / fps), at most 50
+    .npy   the array as it is
+    a path without a suffix, or ending in '/': a folder of frame_00000.png, frame_00001.png, ...
+
+Channels. Reading keeps grayscale as C=1 where the source is grayscale (gray PNG/JPEG frames, gray
+.npy arrays, gray-coded video streams) and gives RGB otherwise; `channels=1` or `3` converts
+(gray = ITU-R 601 luma, the same weights as Pillow). Images with an alpha channel (RGBA, LA) have
+the alpha dropped; palette and CMYK images become RGB; 16-bit and float images are refused. A .npy
+array with 2 or 4 channels is refused: its channels have no declared meaning. Writing keeps gray
+as gray in .png folders and .npy and expands it to RGB for .mp4, .webm and .gif.
+
+Frame rates. Videos carry theirs. A png folder written by arvid stores it in each frame's
+`arvid:fps` text chunk; .npy files and other frame folders have none and read as 8.0 fps.
+
+Safety. Every failure is an `ArvidError` naming the file and the problem; FFmpeg, Pillow and numpy
+exceptions never escape `read_video`. Sizes are checked against `ReadLimits` from the headers before
+anything is decoded, and again while decoding. Containers whose declared length runs past the end
+of the file (mp4 boxes, Matroska segments, AVI RIFF chunks, a GIF without its trailer) are refused
+as truncated. Writes are atomic (`arvid.utils.atomic_path`): a failure leaves no file behind and
+an existing file at the target untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from arvid.errors import ArvidError
+from arvid.utils.atomic import atomic_path
+
+DEFAULT_FPS = 8.0
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_DEMUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "matroska",
+             ".avi": "avi", ".gif": "gif"}
+_FPS_KEY = "arvid:fps"
+_MAX_FPS = 1000.0
+# Subsampled YUV is brought to 4:4:4 with a bicubic filter before RGB conversion: FFmpeg's direct
+# yuv420p -> rgb24 path repeats chroma samples, which costs about 1.5 dB on small colourful clips.
+_UPSAMPLE = {"yuv420p": "yuv444p", "yuv422p": "yuv444p", "yuvj420p": "yuvj444p", "yuvj422p": "yuvj444p"}
+
+
+@dataclass
+class Video:
+    """A clip: `frames` uint8 (T, H, W, C) with C in {1, 3}, played at `fps` frames per second."""
+
+    frames: np.ndarray  # (T, H, W, C) uint8
+    fps: float = DEFAULT_FPS
+
+    def __post_init__(self) -> None:
+        f = self.frames
+        if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.ndim != 4 or f.shape[3] not in (1, 3):
+            raise ArvidError(f"Video.frames must be a uint8 array (T, H, W, C) with C 1 or 3, got {_describe_array(f)}")
+        self.fps = _check_fps(self.fps, "Video.fps")
+
+    def __len__(self) -> int:
+        return self.frames.shape[0]
+
+    @property
+    def height(self) -> int:
+        return self.frames.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.frames.shape[2]
+
+    @property
+    def channels(self) -> int:
+        return self.frames.shape[3]
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """Bounds that protect memory when reading untrusted files, checked before and while decoding.
+
+    max_frames: frames in the clip. max_pixels: H * W of one frame. max_bytes: T * H * W * C of the
+    decoded clip (the size of the array `read_video` returns).
+    """
+
+    max_frames: int = 100_000
+    max_pixels: int = 4096 * 4096
+    max_bytes: int = 8 * 2**30
+
+    def check(self, path: Path, *, frames: int | None = None, height: int | None = None,
+              width: int | None = None, channels: int = 3, declared: bool = False) -> None:
+        """Raise ArvidError if the clip (as declared by a header, or as decoded so far) is too big."""
+        how = "declares" if declared else "has"
+        if frames is not None and frames > self.max_frames:
+            raise ArvidError(f"{path}: {how} {frames} frames, over the limit of {self.max_frames} "
+                             "(ReadLimits.max_frames); read a shorter clip or raise the limit")
+        if height is None or width is None:
+            return
+        if height * width > self.max_pixels:
+            raise ArvidError(f"{path}: {how} frames of {width}x{height} pixels, over the limit of "
+                             f"{self.max_pixels} pixels per frame (ReadLimits.max_pixels)")
+        if frames is not None and frames * height * width * channels > self.max_bytes:
+            raise ArvidError(f"{path}: {how} {frames} frames of {width}x{height}x{channels}, "
+                             f"{frames * height * width * channels / 2**30:.1f} GiB decoded, over the "
+                             f"limit of {self.max_bytes / 2**30:.1f} GiB (ReadLimits.max_bytes)")
+
+
+# ---------------------------------------------------------------------------------------- reading
+
+
+def read_video(path: str | os.PathLike, *, limits: ReadLimits | None = None,
+               channels: int | None = None) -> Video:
+    """Read a video file, a folder of frames, an image or a .npy array into a `Video`.
+
+    `channels=None` keeps grayscale sources gray (C=1) and gives RGB (C=3) otherwise; 1 or 3
+    converts. Raises `ArvidError` naming the file for anything unreadable or over `limits`.
+    """
+    if channels not in (None, 1, 3):
+        raise ArvidError(f"channels must be None, 1 or 3, got {channels!r}")
+    limits = limits or ReadLimits()
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ArvidError(f"{path}: no such file or folder")
+    if path.is_dir():
+        video = _read_folder(path, limits)
+    elif not path.is_file():
+        raise ArvidError(f"{path}: not a regular file (a device, pipe or socket); give a video file or a folder")
+    elif path.stat().st_size == 0:
+        raise ArvidError(f"{path}: the file is empty (0 bytes)")
+    else:
+        video = _read_file(path, limits, channels)
+    return Video(_convert_channels(video.frames, channels), video.fps)
+
+
+def _read_file(path: Path, limits: ReadLimits, channels: int | None) -> Video:
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return _read_npy(path, limits)
+    if suffix in IMAGE_SUFFIXES:
+        return _read_images(path, [path], limits)
+    if suffix in _DEMUXERS:
+        return _read_av(path, limits, channels)
+    known = ", ".join(sorted(set(_DEMUXERS) | set(IMAGE_SUFFIXES) | {".npy"}))
+    raise ArvidError(f"{path}: unsupported file type '{path.suffix}'; arvid reads {known} and folders of frames")
+
+
+@contextlib.contextmanager
+def _as_arvid_error(path: Path, doing: str = "cannot read it") -> Iterator[None]:
+    """Turn any exception from a decoder (FFmpeg, Pillow, numpy) into an ArvidError naming `path`."""
+    try:
+        yield
+    except ArvidError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ArvidError(f"{path}: declares an absurd image size ({e})") from e
+    except MemoryError as e:
+        raise ArvidError(f"{path}: {doing}: out of memory; lower ReadLimits or read a smaller clip") from e
+    except Exception as e:  # noqa: BLE001 - untrusted bytes can make any decoder raise anything
+        raise ArvidError(f"{path}: {doing}: not a valid file of this type, or truncated or corrupt "
+                         f"({type(e).__name__}: {_short(e)})") from e
+
+
+# --- PyAV containers
+
+
+def _read_av(path: Path, limits: ReadLimits, channels: int | None) -> Video:
+    _check_container_length(path)
+    with _as_arvid_error(path), av.open(str(path), format=_DEMUXERS[path.suffix.lower()]) as container:
+        stream = _video_stream(path, container)
+        fps = _stream_fps(stream)
+        exact, estimate = _declared_frames(stream, container, fps)
+        ctx = stream.codec_context
+        limits.check(path, frames=exact or estimate, height=ctx.height or None, width=ctx.width or None,
+                     declared=True)
+        gray = channels == 1 or (channels is None and (ctx.pix_fmt or "").startswith(("gray", "ya")))
+        frames = _decode(path, container, stream, limits, gray)
+    if not frames:
+        raise ArvidError(f"{path}: has a video stream but zero video frames")
+    if exact and len(frames) < exact:
+        raise ArvidError(f"{path}: truncated or corrupt: the header declares {exact} frames but only "
+                         f"{len(frames)} could be decoded")
+    return Video(np.stack(frames), fps)
+
+
+def _video_stream(path: Path, container) -> "av.video.stream.VideoStream":
+    if container.streams.video:
+        return container.streams.video[0]
+    if container.streams.audio:
+        raise ArvidError(f"{path}: has only audio, no video stream")
+    raise ArvidError(f"{path}: has no video stream (zero video frames)")
+
+
+def _stream_fps(stream) -> float:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate and 0 < float(rate) <= _MAX_FPS:
+            return float(rate)
+    return DEFAULT_FPS
+
+
+def _declared_frames(stream, container, fps: float) -> tuple[int | None, int | None]:
+    """(exact frame count from the container's index, or None; estimate from its duration, or None)."""
+    if stream.frames and stream.frames > 0:
+        return int(stream.frames), None
+    seconds = None
+    if stream.duration and stream.time_base:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration and len(container.streams) == 1:
+        seconds = container.duration / av.time_base
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        return None, None
+    return None, math.ceil(seconds * fps)
+
+
+def _decode(path: Path, container, stream, limits: ReadLimits, gray: bool) -> list[np.ndarray]:
+    frames: list[np.ndarray] = []
+    channels = 1 if gray else 3
+    for frame in container.decode(stream):
+        size = (frame.height, frame.width)
+        if frames and size != frames[0].shape[:2]:
+            raise ArvidError(f"{path}: the frame size changes mid-video ({frames[0].shape[1]}x"
+                             f"{frames[0].shape[0]} to {frame.width}x{frame.height} at frame {len(frames)})")
+        limits.check(path, frames=len(frames) + 1, height=frame.height, width=frame.width, channels=channels)
+        frames.append(_frame_to_array(frame, gray))
+    return frames
+
+
+def _frame_to_array(frame: "av.VideoFrame", gray: bool) -> np.ndarray:
+    if gray:
+        return frame.to_ndarray(format="gray")[..., None]  # (H, W, 1)
+    upsampled = _UPSAMPLE.get(frame.format.name)
+    if upsampled:
+        frame = frame.reformat(format=upsampled, interpolation="BICUBIC")
+    return frame.to_ndarray(format="rgb24")  # (H, W, 3)
+
+
+# --- container length checks (truncation shows as a declared length past the end of the file)
+
+
+def _check_container_length(path: Path) -> None:
+    size = path.stat().st_size
+    suffix = path.suffix.lower()
+    with _as_arvid_error(path), open(path, "rb") as f:
+        if suffix in (".mp4", ".m4v", ".mov"):
+            problem = _mp4_overrun(f, size)
+        elif suffix in (".mkv", ".webm"):
+            problem = _matroska_overrun(f, size)
+        elif suffix == ".avi":
+            problem = _riff_overrun(f, size)
+        else:
+            problem = _gif_overrun(f, size)
+    if problem:
+        raise ArvidError(f"{path}: {problem}")
+
+
+def _mp4_overrun(f, size: int) -> str | None:
+    offset, boxes = 0, 0
+    while offset < size and boxes < 10_000:
+        f.seek(offset)
+        head = f.read(16)
+        if len(head) < 8:
+            return f"truncated or corrupt: {size - offset} stray bytes after the last box at byte {offset}"
+        length, kind = int.from_bytes(head[:4], "big"), head[4:8].decode("latin-1")
+        if length == 1:
+            length = int.from_bytes(head[8:16], "big") if len(head) == 16 else 0
+        elif length == 0:  # this box runs to the end of the file
+            return None
+        if length < 8:
+            return f"not a valid mp4 file or corrupt: the box at byte {offset} has an impossible size {length}"
+        if offset + length > size:
+            return (f"truncated or corrupt: box '{kind}' at byte {offset} declares {length} bytes but the "
+                    f"file ends at byte {size}")
+        offset, boxes = offset + length, boxes + 1
+    return None
+
+
+def _read_vint(buf: bytes, pos: int, keep_marker: bool) -> tuple[int, int, bool]:
+    """An EBML variable-length integer at `pos`: (value, next pos, all value bits set = unknown)."""
+    first = buf[pos]
+    width = 8 - first.bit_length() + 1
+    if first == 0 or pos + width > len(buf):
+        raise ValueError("bad EBML integer")
+    value = first if keep_marker else first & ((1 << (8 - width)) - 1)
+    for b in buf[pos + 1:pos + width]:
+        value = (value << 8) | b
+    unknown = not keep_marker and value == (1 << (7 * width)) - 1
+    return value, pos + width, unknown
+
+
+def _matroska_overrun(f, size: int) -> str | None:
+    head = f.read(4096)
+    if head[:4] != b"\x1a\x45\xdf\xa3":
+        return "not a Matroska/WebM file (no EBML header)"
+    _, pos, _ = _read_vint(head, 0, keep_marker=True)
+    header_size, pos, _ = _read_vint(head, pos, keep_marker=False)
+    pos += header_size
+    if pos >= len(head):
+        return f"truncated or corrupt: the EBML header declares {header_size} bytes but the file is {size} bytes"
+    element, pos, _ = _read_vint(head, pos, keep_marker=True)
+    if element != 0x18538067:
+        return "not a Matroska/WebM file or corrupt (no Segment after the EBML header)"
+    segment, pos, unknown = _read_vint(head, pos, keep_marker=False)
+    if not unknown and pos + segment > size:
+        return f"truncated or corrupt: the Segment declares {pos + segment} bytes but the file ends at byte {size}"
+    return None
+
+
+def _riff_overrun(f, size: int) -> str | None:
+    head = f.read(12)
+    if head[:4] != b"RIFF" or head[8:12] != b"AVI ":
+        return "not an AVI file (no RIFF/AVI header)"
+    declared = 8 + int.from_bytes(head[4:8], "little")
+    if declared > size:
+        return f"truncated or corrupt: the RIFF chunk declares {declared} bytes but the file ends at byte {size}"
+    return None
+
+
+def _gif_overrun(f, size: int) -> str | None:
+    if f.read(6) not in (b"GIF87a", b"GIF89a"):
+        return "not a GIF file (no GIF87a/GIF89a signature)"
+    f.seek(max(0, size - 64))
+    if not f.read().rstrip(b"\x00").endswith(b";"):
+        return "truncated or corrupt: the GIF trailer is missing (the file was cut short)"
+    return None
+
+
+# --- frames as images
+
+
+def _natural_key(p: Path) -> list:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", p.name)]
+
+
+def _read_folder(path: Path, limits: ReadLimits) -> Video:
+    with _as_arvid_error(path, "cannot list the folder"):
+        files = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                 and not p.name.startswith(".") and p.is_file()]
+    if not files:
+        raise ArvidError(f"{path}: is a folder without .png/.jpg frames; give a video file or a folder of frames")
+    return _read_images(path, sorted(files, key=_natural_key), limits)
+
+
+def _read_images(path: Path, files: list[Path], limits: ReadLimits) -> Video:
+    limits.check(path, frames=len(files), declared=True)
+    frames: list[np.ndarray] = []
+    fps = None
+    for f in files:
+        with _as_arvid_error(f), warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(f) as im:
+                width, height = im.size
+                limits.check(f, height=height, width=width, declared=True)
+                if not frames:
+                    limits.check(path, frames=len(files), height=height, width=width, declared=True)
+                    fps = _png_fps(im)
+                elif (height, width) != frames[0].shape[:2]:
+                    raise ArvidError(f"{path}: frames have different sizes: {files[0].name} is "
+                                     f"{frames[0].shape[1]}x{frames[0].shape[0]}, {f.name} is {width}x{height}; "
+                                     "resize them to one size")
+                frames.append(_image_to_array(f, im))
+    if any(a.shape[2] == 3 for a in frames):  # a mix of gray and colour frames reads as colour
+        frames = [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in frames]
+    return Video(np.stack(frames), fps or DEFAULT_FPS)
+
+
+def _image_to_array(f: Path, im: Image.Image) -> np.ndarray:
+    if im.mode in ("1", "L", "LA", "La"):
+        return np.asarray(im.convert("L"))[..., None]  # (H, W, 1), alpha dropped
+    if im.mode in ("RGB", "RGBA", "RGBa", "RGBX", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+        return np.asarray(im.convert("RGB"))  # (H, W, 3), alpha dropped
+    raise ArvidError(f"{f}: image mode '{im.mode}' ({len(im.getbands())} channel(s), not 8-bit) is not "
+                     "supported; save frames as 8-bit gray or RGB")
+
+
+def _png_fps(im: Image.Image) -> float | None:
+    try:
+        fps = float(im.info.get(_FPS_KEY, "nan"))
+    except (TypeError, ValueError):
+        return None
+    return fps if 0 < fps <= _MAX_FPS else None
+
+
+# --- .npy
+
+
+def _read_npy(path: Path, limits: ReadLimits) -> Video:
+    size = path.stat().st_size
+    with _as_arvid_error(path, "cannot read it as a .npy array"), open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        frames_shape = _check_npy_header(path, shape, dtype)
+        limits.check(path, frames=frames_shape[0], height=frames_shape[1], width=frames_shape[2],
+                     channels=frames_shape[3], declared=True)
+        count = math.prod(shape)
+        if size - f.tell() < count:
+            raise ArvidError(f"{path}: truncated: the header declares {count} bytes of data but the "
+                             f"file holds {size - f.tell()}")
+        data = np.frombuffer(f.read(count), dtype=np.uint8)
+    frames = data.reshape(shape, order="F" if fortran else "C").reshape(frames_shape)
+    return Video(np.ascontiguousarray(frames), DEFAULT_FPS)
+
+
+def _check_npy_header(path: Path, shape: tuple, dtype: np.dtype) -> tuple[int, int, int, int]:
+    """Validate a .npy header's dtype and shape; return the clip shape (T, H, W, C)."""
+    if dtype.hasobject:
+        raise ArvidError(f"{path}: holds Python objects (a pickle); arvid reads only uint8 arrays and never unpickles")
+    if dtype != np.uint8:
+        raise ArvidError(f"{path}: dtype {dtype} is not supported; save frames as uint8 in [0, 255] "
+                         "(e.g. (x * 255).round().astype(np.uint8) for floats in [0, 1])")
+    if len(shape) == 3:
+        shape = (*shape, 1)
+    if len(shape) != 4:
+        raise ArvidError(f"{path}: shape {tuple(shape)} is not a clip; expected (T, H, W) or (T, H, W, C)")
+    if shape[3] not in (1, 3):
+        raise ArvidError(f"{path}: {shape[3]} channels are not supported (shape {tuple(shape)}); "
+                         "expected 1 (gray) or 3 (RGB), e.g. drop alpha with x[..., :3]")
+    if shape[0] == 0:
+        raise ArvidError(f"{path}: has zero frames (shape {tuple(shape)})")
+    if shape[1] == 0 or shape[2] == 0:
+        raise ArvidError(f"{path}: has empty frames (shape {tuple(shape)})")
+    return tuple(int(s) for s in shape)
+
+
+# --- channels
+
+
+def _convert_channels(frames: np.ndarray, channels: int | None) -> np.ndarray:
+    """(T, H, W, C) -> (T, H, W, channels); gray is ITU-R 601 luma with Pillow's rounding."""
+    if channels is None or frames.shape[3] == channels:
+        return frames
+    if channels == 3:
+        return np.repeat(frames, 3, axis=3)
+    rgb = frames.astype(np.uint32)
+    luma = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
+    return luma.astype(np.uint8)[..., None]
+
+
+# ---------------------------------------------------------------------------------------- writing
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray | Video, fps: float | None = None, *,
+                crf: int | None = None) -> Path:
+    """Write uint8 frames (T, H, W, C) or (T, H, W) to `path`, atomically; return the path written.
+
+    The format follows the suffix (see the module docstring); a path without a suffix or ending in
+    '/' is a folder of PNG frames. `fps` defaults to the Video's own, else 8.0. `crf` sets the
+    quality of .mp4 (0-51, default 18) and .webm (0-63, default 32) and is ignored otherwise.
+    """
+    raw = os.fspath(path)
+    path = Path(raw).expanduser()
+    if fps is None:
+        fps = frames.fps if isinstance(frames, Video) else DEFAULT_FPS
+    fps = _check_fps(fps, f"fps for {path}")
+    frames = _check_frames_to_write(path, frames.frames if isinstance(frames, Video) else frames)
+    if raw.endswith(("/", os.sep)) or path.suffix == "" or (path.is_dir() and path.suffix not in _WRITERS):
+        _write_png_folder(path, frames, fps)
+        return path
+    writer = _WRITERS.get(path.suffix.lower())
+    if writer is None:
+        raise ArvidError(f"{path}: cannot write '{path.suffix}' files; use .mp4, .webm, .gif, .npy or a "
+                         "folder (a path without a suffix) for png frames")
+    writer(path, frames, fps, crf)
+    return path
+
+
+def _check_fps(fps, what: str) -> float:
+    try:
+        value = float(fps)
+    except (TypeError, ValueError):
+        raise ArvidError(f"{what} must be a number, got {fps!r}") from None
+    if not (0 < value <= _MAX_FPS):
+        raise ArvidError(f"{what} must be in (0, {_MAX_FPS:g}], got {fps!r}")
+    return value
+
+
+def _check_frames_to_write(path: Path, frames) -> np.ndarray:
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
+        raise ArvidError(f"{path}: frames to write must be a uint8 numpy array in [0, 255], got "
+                         f"{_describe_array(frames)}; convert with (x * 255).round().astype(np.uint8)")
+    if frames.ndim == 3:
+        frames = frames[..., None]  # (T, H, W) gray -> (T, H, W, 1)
+    if frames.ndim != 4 or frames.shape[3] not in (1, 3):
+        raise ArvidError(f"{path}: frames to write must be (T, H, W) or (T, H, W, C) with C 1 or 3, "
+                         f"got shape {frames.shape}")
+    if min(frames.shape[:3]) == 0:
+        raise ArvidError(f"{path}: nothing to write, frames have shape {frames.shape}")
+    return frames
+
+
+def _check_crf(path: Path, crf, default: int, top: int) -> str:
+    crf = default if crf is None else crf
+    if not isinstance(crf, (int, np.integer)) or not 0 <= crf <= top:
+        raise ArvidError(f"{path}: crf must be an integer in [0, {top}], got {crf!r}")
+    return str(int(crf))
+
+
+def _write_mp4(path: Path, frames: np.ndarray, fps: float, crf) -> None:
+    _, height, width, _ = frames.shape
+    if height % 2 or width % 2:
+        raise ArvidError(f"{path}: H.264 (yuv420p) needs an even width and height, got {width}x{height}; "
+                         "crop or pad with arvid.video.fit_video, or write .webm, .gif or png frames")
+    options = {"crf": _check_crf(path, crf, 18, 51), "preset": "medium"}
+    _write_av(path, frames, fps, "mp4", "libx264", "yuv420p", options)
+
+
+def _write_webm(path: Path, frames: np.ndarray, fps: float, crf) -> None:
+    options = {"crf": _check_crf(path, crf, 32, 63), "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"}
+    _write_av(path, frames, fps, "webm", "libvpx-vp9", "yuv420p", options)
+
+
+def _write_gif(path: Path, frames: np.ndarray, fps: float, crf) -> None:
+    # GIF delays are whole centiseconds (and players slow down delays under 2): write one constant
+    # delay rather than FFmpeg's alternating ones, so the clip reads back at the rate it plays at.
+    # FFmpeg's frame-difference optimisations compare palette indices, which is wrong when every
+    # frame has its own palette: switch them off.
+    fps = 100 / min(max(2, round(100 / fps)), 65535)
+    _write_av(path, frames, fps, "gif", "gif", "pal8", {"gifflags": "0"})
+
+
+def _write_av(path: Path, frames: np.ndarray, fps: float, muxer: str, codec: str, pix_fmt: str,
+              options: dict[str, str]) -> None:
+    _, height, width, _ = frames.shape
+    with _writing(path) as tmp, av.open(str(tmp), "w", format=muxer) as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=options)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if pix_fmt == "yuv420p":  # tag what swscale's RGB -> YUV conversion produced: BT.601, limited range
+            ctx = stream.codec_context
+            ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = 6, 6, 6, 1
+        for frame in frames:
+            for packet in stream.encode(_av_frame(frame, pix_fmt)):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _av_frame(frame: np.ndarray, pix_fmt: str) -> "av.VideoFrame":
+    """One (H, W, C) uint8 frame as a PyAV frame in `pix_fmt` (yuv420p or pal8)."""
+    if pix_fmt == "pal8":
+        return av.VideoFrame.from_ndarray(_palettize(frame), format="pal8")
+    if frame.shape[2] == 1:
+        return av.VideoFrame.from_ndarray(frame[..., 0], format="gray").reformat(format="yuv420p")
+    # RGB -> 4:4:4 -> 4:2:0 with an area filter: better chroma than swscale's direct path.
+    rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+    return rgb.reformat(format="yuv444p").reformat(format="yuv420p", interpolation="AREA")
+
+
+def _palettize(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, C) uint8 -> (indices (H, W) uint8, palette (256, 4) ARGB); exact for <= 256 colours."""
+    rgb = np.repeat(frame, 3, axis=2) if frame.shape[2] == 1 else frame
+    key = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
+    colours, inverse = np.unique(key.ravel(), return_inverse=True)
+    palette = np.zeros((256, 4), np.uint8)
+    palette[:, 0] = 255
+    if len(colours) <= 256:
+        palette[:len(colours), 1] = colours >> 16
+        palette[:len(colours), 2] = (colours >> 8) & 255
+        palette[:len(colours), 3] = colours & 255
+        return inverse.reshape(key.shape).astype(np.uint8), palette
+    quantized = Image.fromarray(np.ascontiguousarray(rgb)).quantize(
+        256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    colours_rgb = np.asarray(quantized.getpalette()[:768], np.uint8).reshape(-1, 3)
+    palette[:len(colours_rgb), 1:] = colours_rgb
+    return np.asarray(quantized), palette
+
+
+def _write_npy(path: Path, frames: np.ndarray, fps: float, crf) -> None:
+    with _writing(path) as tmp, open(tmp, "wb") as f:
+        np.lib.format.write_array(f, np.ascontiguousarray(frames), allow_pickle=False)
+
+
+def _write_png_folder(path: Path, frames: np.ndarray, fps: float) -> None:
+    if path.is_dir():
+        strangers = [p.name for p in path.iterdir() if not re.fullmatch(r"frame_\d+\.png", p.name)]
+        if strangers:
+            raise ArvidError(f"{path}: the folder exists and holds other files ({strangers[0]}, ...); "
+                             "writing frames would replace it, so choose a new or empty folder")
+    info = PngImagePlugin.PngInfo()
+    info.add_text(_FPS_KEY, repr(fps))
+    digits = max(5, len(str(len(frames) - 1)))
+    with _writing(path, is_dir=True) as tmp:
+        for i, frame in enumerate(frames):
+            image = Image.fromarray(frame[..., 0] if frame.shape[2] == 1 else frame)
+            image.save(tmp / f"frame_{i:0{digits}d}.png", pnginfo=info)
+
+
+@contextlib.contextmanager
+def _writing(path: Path, is_dir: bool = False) -> Iterator[Path]:
+    """atomic_path, with I/O and encoder failures reported as ArvidError naming `path`."""
+    try:
+        with atomic_path(path, is_dir=is_dir) as tmp:
+            yield tmp
+    except (OSError, av.FFmpegError) as e:
+        raise ArvidError(f"{path}: cannot write it ({type(e).__name__}: {_short(e)})") from e
+
+
+_WRITERS = {".mp4": _write_mp4, ".webm": _write_webm, ".gif": _write_gif, ".npy": _write_npy}
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def _describe_array(x) -> str:
+    if isinstance(x, np.ndarray):
+        return f"{x.dtype} array of shape {x.shape}"
+    return type(x).__name__
+
+
+def _short(e: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
