@@ -1,0 +1,227 @@
+"""The tokenizer: a causal 3D-conv encoder, a quantizer, and a causal 3D-conv decoder.
+
+Time: the encoder prepends τ-1 zero frames and folds each group of τ frames into channels, so the
+first frame forms a latent frame on its own (images are one-frame videos) and every τ frames after
+it form one more; the decoder unfolds τ frames per latent frame and drops the τ-1 padding frames.
+Space: `patch` x `patch` pixels fold into channels, then strided convolutions halve H and W down to
+the spatial factor. Everything in between is causal in time (see causal_conv.py), so encoding and
+decoding can run one latent frame at a time (streaming.py) with the same result.
+
+    tok = Tokenizer(TokenizerConfig.preset("mnist"))
+    codes = tok.encode(video)      # (B, C, T, H, W) in [-1, 1] -> (B, t, h, w) int64
+    video = tok.decode(codes)      # -> (B, C, T, H, W) in [-1, 1], T = 1 + (t - 1)·τ
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from arvid.errors import ArvidError
+from arvid.tokenizer.causal_conv import CausalConv3d, Downsample, FrameNorm, ResBlock, StreamState, Upsample
+from arvid.tokenizer.config import TokenizerConfig
+from arvid.tokenizer.frames import check_frames
+from arvid.tokenizer.quantize import Quantizer
+
+
+class Encoder(nn.Module):
+    """(B, C·τ·p², t, H/p, W/p) folded frames -> (B, D, t, h, w) latents."""
+
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        widths, kt = cfg.level_widths, cfg.temporal_kernel
+        self.conv_in = CausalConv3d(cfg.channels * cfg.temporal_factor * cfg.patch**2, widths[0], kt)
+        self.levels = nn.ModuleList()
+        for i in range(cfg.num_down):
+            blocks = [ResBlock(widths[i], widths[i], kt) for _ in range(cfg.depth)]
+            self.levels.append(nn.ModuleList([*blocks, Downsample(widths[i], widths[i + 1])]))
+        self.mid = nn.ModuleList([ResBlock(widths[-1], widths[-1], kt) for _ in range(cfg.latent_depth)])
+        self.norm_out = FrameNorm(widths[-1])
+        self.conv_out = CausalConv3d(widths[-1], cfg.latent_dim, 1, 1)
+
+    def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
+        x = self.conv_in(x, state)
+        for level in self.levels:
+            for block in level:
+                x = block(x, state)
+        for block in self.mid:
+            x = block(x, state)
+        return self.conv_out(F.silu(self.norm_out(x)))
+
+
+class Decoder(nn.Module):
+    """(B, D, t, h, w) quantized latents -> (B, C·τ·p², t, H/p, W/p) folded frames."""
+
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        widths, kt = cfg.level_widths, cfg.temporal_kernel
+        self.conv_in = CausalConv3d(cfg.latent_dim, widths[-1], kt)
+        self.mid = nn.ModuleList([ResBlock(widths[-1], widths[-1], kt) for _ in range(cfg.latent_depth)])
+        self.levels = nn.ModuleList()
+        for i in reversed(range(cfg.num_down)):
+            blocks = [ResBlock(widths[i], widths[i], kt) for _ in range(cfg.depth)]
+            self.levels.append(nn.ModuleList([Upsample(widths[i + 1], widths[i]), *blocks]))
+        self.norm_out = FrameNorm(widths[0])
+        self.conv_out = CausalConv3d(widths[0], cfg.channels * cfg.temporal_factor * cfg.patch**2, 1)
+
+    def forward(self, z: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
+        x = self.conv_in(z, state)
+        for block in self.mid:
+            x = block(x, state)
+        for level in self.levels:
+            for block in level:
+                x = block(x, state)
+        return self.conv_out(F.silu(self.norm_out(x)))
+
+
+class Tokenizer(nn.Module):
+    def __init__(self, config: TokenizerConfig):
+        super().__init__()
+        if not isinstance(config, TokenizerConfig):
+            raise ArvidError(f"Tokenizer needs a TokenizerConfig, got {type(config).__name__}")
+        self.config = config
+        self.encoder = Encoder(config)
+        self.quantizer = Quantizer(config)
+        self.decoder = Decoder(config)
+
+    # ---- sizes ------------------------------------------------------------------------------
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    @property
+    def temporal_factor(self) -> int:
+        return self.config.temporal_factor
+
+    @property
+    def spatial_factor(self) -> int:
+        return self.config.spatial_factor
+
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """(t, h, w) of a clip of (T, H, W); ArvidError when T is not 1 + k·τ or H, W do not divide."""
+        t = check_frames(frames, self.temporal_factor)
+        s = self.spatial_factor
+        if height % s or width % s or height < s or width < s:
+            raise ArvidError(f"frames of {height}x{width} do not fit this tokenizer: height and width must be "
+                             f"multiples of its spatial factor {s} (e.g. {max(s, height // s * s)}x{max(s, width // s * s)})")
+        return t, height // s, width // s
+
+    def check_video(self, video: torch.Tensor) -> tuple[int, int, int]:
+        if not torch.is_tensor(video) or video.ndim != 5 or not video.is_floating_point():
+            raise ArvidError(f"expected a float video tensor (B, C, T, H, W), got "
+                             f"{tuple(video.shape) if torch.is_tensor(video) else type(video).__name__}")
+        if video.shape[1] != self.config.channels:
+            raise ArvidError(f"video has {video.shape[1]} channels, this tokenizer takes {self.config.channels} "
+                             f"(shape is (B, C, T, H, W))")
+        return self.latent_shape(*video.shape[2:])
+
+    def check_codes(self, codes: torch.Tensor) -> None:
+        if not torch.is_tensor(codes) or codes.ndim != 4 or codes.is_floating_point():
+            raise ArvidError(f"expected integer codes (B, t, h, w), got "
+                             f"{tuple(codes.shape) if torch.is_tensor(codes) else type(codes).__name__}")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
+            raise ArvidError(f"codes must lie in [0, {self.codebook_size}), got values in "
+                             f"[{int(codes.min())}, {int(codes.max())}]: were they made by another tokenizer?")
+
+    # ---- time/space folding --------------------------------------------------------------------
+    def fold(self, video: torch.Tensor, pad_first: bool = True) -> torch.Tensor:
+        """(B, C, T, H, W) -> (B, C·τ·p², t, H/p, W/p); with `pad_first`, τ-1 zero frames go in front."""
+        tau, p = self.temporal_factor, self.config.patch
+        if pad_first and tau > 1:
+            video = F.pad(video, (0, 0, 0, 0, tau - 1, 0))
+        return rearrange(video, "b c (t k) (h p) (w q) -> b (c k p q) t h w", k=tau, p=p, q=p)
+
+    def unfold(self, x: torch.Tensor, drop_first: bool = True) -> torch.Tensor:
+        """(B, C·τ·p², t, h', w') -> (B, C, t·τ - (τ-1 if drop_first), h'·p, w'·p)."""
+        tau, p = self.temporal_factor, self.config.patch
+        video = rearrange(x, "b (c k p q) t h w -> b c (t k) (h p) (w q)", k=tau, p=p, q=p)
+        return video[:, :, tau - 1 :] if drop_first else video
+
+    # ---- the passes ----------------------------------------------------------------------------
+    def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training pass: video (B, C, T, H, W) -> (reconstruction (B, C, T, H, W), codes, aux loss)."""
+        self.check_video(video)
+        z = self.encoder(self.fold(video))
+        zq, codes, aux = self.quantizer(z, update=self.training)
+        return self.unfold(self.decoder(zq)), codes, aux
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """video float (B, C, T, H, W) in [-1, 1] -> codes int64 (B, t, h, w)."""
+        self.check_video(video)
+        z = self.encoder(self.fold(video.to(self.device)))
+        return self.quantizer(z, update=False)[1]
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, t, h, w) -> video float32 (B, C, 1 + (t-1)·τ, H, W) in [-1, 1]."""
+        self.check_codes(codes)
+        x = self.decoder(self.quantizer.codes_to_latent(codes.to(self.device)))
+        return self.unfold(x).float().clamp(-1, 1)
+
+    # ---- streaming -----------------------------------------------------------------------------
+    def encoder_stream(self, batch_size: int = 1):
+        from arvid.tokenizer.streaming import EncoderStream
+
+        return EncoderStream(self, batch_size)
+
+    def decoder_stream(self, batch_size: int = 1):
+        from arvid.tokenizer.streaming import DecoderStream
+
+        return DecoderStream(self, batch_size)
+
+    # ---- uint8 conveniences --------------------------------------------------------------------
+    def encode_video(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 (T, H, W, C) (or (T, H, W) grayscale) -> codes int64 (t, h, w)."""
+        return self.encode(video_to_tensor(frames, self.config.channels))[0].cpu().numpy()
+
+    def decode_to_video(self, codes) -> np.ndarray:
+        """codes (t, h, w) (numpy or tensor) -> uint8 frames (T, H, W, C)."""
+        codes = torch.as_tensor(np.asarray(codes) if not torch.is_tensor(codes) else codes)
+        return tensor_to_video(self.decode(codes[None].long()))[0]
+
+    # ---- files ---------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Write `path/` with model.safetensors and config.json (atomically)."""
+        from arvid.tokenizer.checkpoint import save_tokenizer
+
+        save_tokenizer(self, path)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = "cpu") -> "Tokenizer":
+        """Load a tokenizer folder (or a training run folder) written by save_pretrained / arvid train."""
+        from arvid.tokenizer.checkpoint import load_tokenizer
+
+        return load_tokenizer(path, device)
+
+
+def video_to_tensor(frames: np.ndarray, channels: int | None = None) -> torch.Tensor:
+    """uint8 (T, H, W, C) or (B, T, H, W, C) -> float32 (B, C, T, H, W) in [-1, 1]."""
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8:
+        raise ArvidError(f"expected uint8 frames, got {frames.dtype}")
+    if frames.ndim == 3:
+        frames = frames[..., None]
+    if frames.ndim == 4:
+        frames = frames[None]
+    if frames.ndim != 5:
+        raise ArvidError(f"expected frames (T, H, W, C), got shape {frames.shape}")
+    if channels is not None and frames.shape[-1] != channels:
+        raise ArvidError(f"frames have {frames.shape[-1]} channels, the tokenizer takes {channels}")
+    x = torch.from_numpy(np.ascontiguousarray(frames)).float().div(127.5).sub(1.0)
+    return rearrange(x, "b t h w c -> b c t h w")
+
+
+def tensor_to_video(video: torch.Tensor) -> np.ndarray:
+    """float (B, C, T, H, W) in [-1, 1] -> uint8 (B, T, H, W, C)."""
+    x = ((video.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return rearrange(x, "b c t h w -> b t h w c").cpu().numpy()

@@ -1,0 +1,86 @@
+"""Streaming encode and decode: one latent frame (or a few) at a time, in constant memory.
+
+    enc = tok.encoder_stream(batch_size)
+    codes = enc.push(frames)     # frames (B, C, n, H, W) -> codes of the latent frames completed (B, t_new, h, w)
+    dec = tok.decoder_stream(batch_size)
+    frames = dec.push(codes)     # codes (B, t_new, h, w) -> frames (B, C, n, H, W)
+
+The encoder completes its first latent frame with the first frame, then one more with every τ
+frames; frames that do not complete a latent frame wait for the next push. The decoder gives one
+frame for the first latent frame and τ for each after it. Both carry the causal convolutions' past
+frames in a `StreamState`, so the results equal the whole-clip pass (`Tokenizer.encode/decode`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from arvid.errors import ArvidError
+from arvid.tokenizer.causal_conv import StreamState
+
+
+class EncoderStream:
+    def __init__(self, tokenizer, batch_size: int = 1):
+        self.tok, self.batch_size = tokenizer, int(batch_size)
+        self.state = StreamState()
+        self.pending: torch.Tensor | None = None  # (B, C, n < τ, H, W) frames not yet in a latent frame
+        self.frames_in = 0
+        self.latent_out = 0
+
+    @torch.no_grad()
+    def push(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames (B, C, n, H, W) in [-1, 1] -> codes (B, t_new, h, w) of the latent frames they complete."""
+        tok, tau = self.tok, self.tok.temporal_factor
+        self._check(frames)
+        frames = frames.to(tok.device)
+        if self.pending is None:  # the first frame makes a latent frame alone: τ-1 zero frames go first
+            self.pending = frames.new_zeros(*frames.shape[:2], tau - 1, *frames.shape[3:])
+        buf = torch.cat([self.pending, frames], dim=2)
+        ready = buf.shape[2] // tau * tau
+        self.pending = buf[:, :, ready:]
+        self.frames_in += frames.shape[2]
+        t_new = ready // tau
+        if t_new == 0:
+            _, h, w = tok.latent_shape(1, *frames.shape[3:])
+            return torch.zeros(self.batch_size, 0, h, w, dtype=torch.long, device=tok.device)
+        z = tok.encoder(tok.fold(buf[:, :, :ready], pad_first=False), self.state)
+        self.latent_out += t_new
+        return tok.quantizer(z, update=False)[1]
+
+    def _check(self, frames: torch.Tensor) -> None:
+        if not torch.is_tensor(frames) or frames.ndim != 5 or frames.shape[0] != self.batch_size:
+            raise ArvidError(f"push frames (B={self.batch_size}, C, n, H, W), got "
+                             f"{tuple(frames.shape) if torch.is_tensor(frames) else type(frames).__name__}")
+        if frames.shape[1] != self.tok.config.channels:
+            raise ArvidError(f"frames have {frames.shape[1]} channels, the tokenizer takes {self.tok.config.channels}")
+        self.tok.latent_shape(1, *frames.shape[3:])
+        if self.pending is not None and frames.shape[3:] != self.pending.shape[3:]:
+            raise ArvidError(f"frame size changed mid-stream: {tuple(self.pending.shape[3:])} then {tuple(frames.shape[3:])}")
+
+    @property
+    def pending_frames(self) -> int:
+        """Frames pushed but not yet part of a latent frame."""
+        return 0 if self.latent_out == 0 else self.pending.shape[2]
+
+
+class DecoderStream:
+    def __init__(self, tokenizer, batch_size: int = 1):
+        self.tok, self.batch_size = tokenizer, int(batch_size)
+        self.state = StreamState()
+        self.latent_in = 0
+
+    @torch.no_grad()
+    def push(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, t_new, h, w) -> frames float32 (B, C, n, H, W) in [-1, 1]; n = τ·t_new (- (τ-1) at the start)."""
+        tok = self.tok
+        if not torch.is_tensor(codes) or codes.ndim != 4 or codes.shape[0] != self.batch_size:
+            raise ArvidError(f"push codes (B={self.batch_size}, t, h, w), got "
+                             f"{tuple(codes.shape) if torch.is_tensor(codes) else type(codes).__name__}")
+        c, s = tok.config.channels, tok.spatial_factor
+        if codes.shape[1] == 0:
+            return torch.zeros(self.batch_size, c, 0, codes.shape[2] * s, codes.shape[3] * s, device=tok.device)
+        tok.check_codes(codes)
+        x = tok.decoder(tok.quantizer.codes_to_latent(codes.to(tok.device)), self.state)
+        frames = tok.unfold(x, drop_first=self.latent_in == 0)
+        self.latent_in += codes.shape[1]
+        return frames.float().clamp(-1, 1)

@@ -1,0 +1,115 @@
+"""What the training engine needs to train a tokenizer: the task and its command-line options.
+
+`arvid train tokenizer` (the engine's CLI) calls `add_arguments(parser)` and then
+`task_from_args(args)`; the engine owns the loop (AdamW, warmup + cosine, bf16 autocast on a GPU,
+DDP, checkpoints, --resume). The task supplies the model, deterministic batches and the loss:
+
+    loss = l1_weight·|x̂ - x| + l2_weight·(x̂ - x)² + quantizer aux loss (LFQ entropy, VQ/LFQ commitment)
+
+with PSNR and codebook usage (the fraction of codes used in the batch) as metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from arvid.errors import ArvidError
+from arvid.tokenizer.config import PRESETS, QUANTIZERS, TokenizerConfig
+from arvid.tokenizer.frames import check_frames
+from arvid.tokenizer.model import Tokenizer, video_to_tensor
+
+
+class TokenizerTask:
+    """A TrainTask for the tokenizer: batch i of rank r is a pure function of (step, rank)."""
+
+    kind = "tokenizer"
+
+    def __init__(self, config: TokenizerConfig, dataset_name: str, frames: int, size: int,
+                 data_path: str | None = None, seed: int = 0):
+        from arvid.data import make_dataset
+
+        check_frames(frames, config.temporal_factor, what="--frames")
+        self.dataset = make_dataset(dataset_name, frames=frames, size=size, split="train", seed=seed, path=data_path)
+        if self.dataset.channels != config.channels:
+            config = config.replace(channels=self.dataset.channels)
+        Tokenizer(config).latent_shape(frames, self.dataset.height, self.dataset.width)  # fail early on sizes
+        self.config = config.replace(notes={**config.notes, "dataset": dataset_name, "frames": frames, "size": size})
+        self.dataset_name, self.frames, self.size = dataset_name, frames, size
+
+    def build_model(self) -> Tokenizer:
+        return Tokenizer(self.config)
+
+    def model_config(self) -> dict:
+        return self.config.to_dict()
+
+    def batch(self, step: int, rank: int, world_size: int, batch_size: int, device) -> torch.Tensor:
+        """Clips (step·world_size + rank)·batch_size + [0, batch_size) of the training split, (B, C, T, H, W)."""
+        first = (step * world_size + rank) * batch_size
+        videos, _ = self.dataset.batch(range(first, first + batch_size))  # uint8 (B, T, H, W, C)
+        return video_to_tensor(videos).to(device)
+
+    def loss(self, model, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        recon, codes, aux = model(batch)
+        recon = recon.float()
+        mse = F.mse_loss(recon, batch)
+        loss = self.config.l2_weight * mse + self.config.l1_weight * F.l1_loss(recon, batch) + aux
+        metrics = {
+            "psnr": psnr_from_mse(mse.item()),
+            "usage": torch.unique(codes).numel() / self.config.codebook_size,
+        }
+        return loss, metrics
+
+    def throughput(self, batch: torch.Tensor) -> dict[str, float]:
+        return {"frames": float(batch.shape[0] * batch.shape[2])}
+
+
+def psnr_from_mse(mse: float, peak_to_peak: float = 2.0) -> float:
+    """PSNR in dB of an MSE measured on values spanning `peak_to_peak` ([-1, 1]: 2; uint8: 255)."""
+    return 10 * math.log10(peak_to_peak**2 / max(mse, 1e-12))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("tokenizer")
+    g.add_argument("--dataset", default="moving-mnist", help="moving-mnist, shapes or folder (default moving-mnist)")
+    g.add_argument("--data-path", default=None, help="folder of videos, for --dataset folder")
+    g.add_argument("--frames", type=int, default=9,
+                   help="frames per training clip, 1 + k·τ (default 9; the model is convolutional, any valid length works later)")
+    g.add_argument("--size", type=int, default=64, help="frame height and width in pixels (default 64)")
+    g.add_argument("--preset", default="mnist", choices=sorted(PRESETS), help="model preset the options below modify (default mnist)")
+    g.add_argument("--tau", type=int, default=None, help="temporal factor τ: 1, 2 or 4 (default: the preset's)")
+    g.add_argument("--spatial-factor", type=int, default=None, help="4, 8 or 16 (default: the preset's)")
+    g.add_argument("--quantizer", default=None, choices=QUANTIZERS, help="fsq, lfq or vq (default: the preset's)")
+    g.add_argument("--levels", default=None, help="FSQ levels, comma-separated, e.g. 8,6,5 (codebook = product)")
+    g.add_argument("--num-codes", type=int, default=None, help="LFQ/VQ codebook size (LFQ: a power of two)")
+    g.add_argument("--width", type=int, default=None, help="channels of the first level (default: the preset's)")
+    g.add_argument("--max-width", type=int, default=None, help="largest channel count (default: the preset's)")
+
+
+def config_from_args(args: argparse.Namespace) -> TokenizerConfig:
+    overrides = {
+        "temporal_factor": args.tau, "spatial_factor": args.spatial_factor, "quantizer": args.quantizer,
+        "num_codes": args.num_codes, "width": args.width, "max_width": args.max_width,
+    }
+    if args.levels is not None:
+        try:
+            overrides["levels"] = [int(v) for v in str(args.levels).split(",")]
+        except ValueError:
+            raise ArvidError(f"--levels must be comma-separated integers such as 8,6,5, got {args.levels!r}") from None
+    return TokenizerConfig.preset(args.preset, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def task_from_args(args: argparse.Namespace) -> TokenizerTask:
+    return TokenizerTask(config_from_args(args), args.dataset, args.frames, args.size,
+                         data_path=args.data_path, seed=getattr(args, "seed", 0) or 0)
+
+
+def codebook_stats(codes: torch.Tensor | np.ndarray, codebook_size: int) -> tuple[float, float]:
+    """(usage: fraction of codes that occur, perplexity: exp of the entropy of the code histogram)."""
+    counts = np.bincount(np.asarray(codes).reshape(-1), minlength=codebook_size).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    return float((counts > 0).mean()), float(np.exp(-(p * np.log(p)).sum()))
