@@ -39,6 +39,7 @@ import contextlib
 import math
 import os
 import re
+import struct
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
@@ -187,8 +188,8 @@ def _read_av(path: Path, limits: ReadLimits, channels: int | None) -> Video:
         fps = _stream_fps(stream)
         exact, estimate = _declared_frames(stream, container, fps)
         ctx = stream.codec_context
-        limits.check(path, frames=exact or estimate, height=ctx.height or None, width=ctx.width or None,
-                     declared=True)
+        height, width = (ctx.height, ctx.width) if ctx.width and ctx.height else _header_size(path)
+        limits.check(path, frames=exact or estimate, height=height, width=width, declared=True)
         gray = channels == 1 or (channels is None and (ctx.pix_fmt or "").startswith(("gray", "ya")))
         frames = _decode(path, container, stream, limits, gray)
     if not frames:
@@ -205,6 +206,15 @@ def _video_stream(path: Path, container) -> "av.video.stream.VideoStream":
     if container.streams.audio:
         raise ArvidError(f"{path}: has only audio, no video stream")
     raise ArvidError(f"{path}: has no video stream (zero video frames)")
+
+
+def _header_size(path: Path) -> tuple[int | None, int | None]:
+    """(H, W) from the file header where the demuxer leaves it to the decoder (GIF's logical screen)."""
+    if path.suffix.lower() != ".gif":
+        return None, None
+    with open(path, "rb") as f:
+        width, height = struct.unpack("<HH", f.read(10)[6:10])
+    return height, width
 
 
 def _stream_fps(stream) -> float:
