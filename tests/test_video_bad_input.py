@@ -222,6 +222,11 @@ def test_limits_are_checked_before_decoding(tmp_path, name):
     assert len(read_video(path, limits=ReadLimits(max_frames=8, max_pixels=16 * 24, max_bytes=8 * 16 * 24 * 3))) == 8
 
 
+def test_limits_must_be_positive():
+    with pytest.raises(ArvidError, match="max_frames"):
+        ReadLimits(max_frames=0)
+
+
 def test_limits_are_checked_while_decoding(tmp_path, monkeypatch):
     path = write_video(tmp_path / "c.webm", clip(T=8))
     monkeypatch.setattr(vio, "_declared_frames", lambda *a: (None, None))  # a container that declares nothing

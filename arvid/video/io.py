@@ -105,6 +105,12 @@ class ReadLimits:
     max_pixels: int = 4096 * 4096
     max_bytes: int = 8 * 2**30
 
+    def __post_init__(self) -> None:
+        for name in ("max_frames", "max_pixels", "max_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ArvidError(f"ReadLimits.{name} must be a positive integer, got {value!r}")
+
     def check(self, path: Path, *, frames: int | None = None, height: int | None = None,
               width: int | None = None, channels: int = 3, declared: bool = False) -> None:
         """Raise ArvidError if the clip (as declared by a header, or as decoded so far) is too big."""
@@ -287,6 +293,8 @@ def _mp4_overrun(f, size: int) -> str | None:
         if len(head) < 8:
             return f"truncated or corrupt: {size - offset} stray bytes after the last box at byte {offset}"
         length, kind = int.from_bytes(head[:4], "big"), head[4:8].decode("latin-1")
+        if not re.fullmatch(r"[\x20-\x7e\xa9]{4}", kind):  # box types are printable four-character codes
+            return f"not a valid mp4 file or corrupt: no box header at byte {offset}"
         if length == 1:
             length = int.from_bytes(head[8:16], "big") if len(head) == 16 else 0
         elif length == 0:  # this box runs to the end of the file
@@ -320,8 +328,10 @@ def _matroska_overrun(f, size: int) -> str | None:
     _, pos, _ = _read_vint(head, 0, keep_marker=True)
     header_size, pos, _ = _read_vint(head, pos, keep_marker=False)
     pos += header_size
-    if pos >= len(head):
-        return f"truncated or corrupt: the EBML header declares {header_size} bytes but the file is {size} bytes"
+    if pos >= size:
+        return f"truncated or corrupt: the file ends inside the EBML header, after {size} bytes"
+    if pos >= len(head):  # an unusually long header: leave the judgement to FFmpeg
+        return None
     element, pos, _ = _read_vint(head, pos, keep_marker=True)
     if element != 0x18538067:
         return "not a Matroska/WebM file or corrupt (no Segment after the EBML header)"

@@ -82,7 +82,8 @@ def fit_video(frames: np.ndarray, size: tuple[int, int], mode: str = "crop", *,
 def _check_frames(frames) -> np.ndarray:
     if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 \
             or frames.shape[3] not in (1, 3):
-        got = f"{frames.dtype} array of shape {frames.shape}" if isinstance(frames, np.ndarray) else type(frames).__name__
+        got = (f"{frames.dtype} array of shape {frames.shape}" if isinstance(frames, np.ndarray)
+               else type(frames).__name__)
         raise ArvidError(f"expected uint8 frames (T, H, W, C) with C 1 or 3, got {got}")
     if min(frames.shape[:3]) == 0:
         raise ArvidError(f"cannot resize or crop empty frames of shape {frames.shape}")
