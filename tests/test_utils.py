@@ -20,6 +20,15 @@ def test_atomic_write_replaces_only_on_success(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["a.txt"]  # and no temporary is left behind
 
 
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(mask)
+
+
 def test_atomic_write_leaves_nothing_when_interrupted(tmp_path):
     target = tmp_path / "clip.mp4"
     with pytest.raises(KeyboardInterrupt):

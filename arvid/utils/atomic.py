@@ -46,6 +46,9 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
         tmp = Path(name)
     try:
         yield tmp
+        # mkstemp/mkdtemp create private (0600/0700) entries; give the result the usual permissions
+        if tmp.exists():
+            os.chmod(tmp, (0o777 if is_dir else 0o666) & ~_umask())
         if is_dir:
             if path.exists():
                 old = path.with_name(f".{path.name}.old")
@@ -74,6 +77,12 @@ def _check_parent_dir(path: Path) -> None:
         raise ArvidError(f"cannot write folder {path}: a file of that name exists")
     if not os.access(parent, os.W_OK):
         raise ArvidError(f"cannot write {path}: folder {parent} is not writable")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
