@@ -1,0 +1,185 @@
+"""Sampling latent tokens, in small functions (after gpt-fast's generate.py).
+
+    for frame in generate(model, num_frames=20, labels=[3, 7], seed=0, top_k=50):
+        ...  # frame: int64 (B, h, w), yielded as soon as its last token is sampled
+
+    logits_to_probs   temperature, top-k and top-p on a batch of logits
+    sample            one token per row: greedy, or the exponential race on given noise (no host sync)
+    guide             classifier-free guidance: cond + (g - 1)·(cond - uncond); g = 1 returns cond exactly
+    prefill           run a context into the KV cache, a chunk of slots at a time
+    decode_one_token  one slot through the cache, then sampling: static shapes, compilable
+    window_logits     the baseline: recompute the receptive field (sinks + last n_layer·W frames)
+    generate          the loop, yielding each latent frame's tokens
+
+Randomness comes from one torch.Generator seeded by `seed` on the model's device: the same seed,
+settings and device give the same tokens. The noise is drawn outside the decode step, so the step
+itself holds no random state and compiles (`torch.compile(mode="reduce-overhead")` on a GPU).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from arvid.errors import ArvidError
+from arvid.generator.cache import KVCache
+from arvid.generator.model import Generator, check_labels, check_tokens, slot_inputs
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 1.0  # 0: greedy
+    top_k: int | None = None  # keep the k most likely tokens
+    top_p: float | None = None  # keep the smallest set of tokens holding probability top_p
+    guidance: float | None = None  # classifier-free guidance scale; None: no unconditional pass
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0:
+            raise ArvidError(f"temperature must be >= 0 (0: greedy), got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ArvidError(f"top-k must be >= 1, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ArvidError(f"top-p must be in (0, 1], got {self.top_p}")
+        if self.guidance is not None and not self.guidance >= 0:
+            raise ArvidError(f"guidance scale must be >= 0 (1: no guidance), got {self.guidance}")
+
+
+def logits_to_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                    top_p: float | None = None) -> torch.Tensor:
+    """Probabilities (B, V) float32 from logits (B, V) after temperature (> 0), top-k and top-p."""
+    logits = logits.float() / max(temperature, 1e-5)
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
+        sorted_probs = torch.softmax(sorted_logits, dim=-1)
+        before = sorted_probs.cumsum(-1) - sorted_probs  # mass strictly before each token
+        drop = (before >= top_p).scatter(-1, order, before >= top_p)  # the first token is always kept
+        logits = logits.masked_fill(drop, float("-inf"))
+    return torch.softmax(logits, dim=-1)
+
+
+def sample(logits: torch.Tensor, noise: torch.Tensor | None, s: Sampling) -> torch.Tensor:
+    """One token (B,) int64 per row of logits (B, V); noise (B, V) ~ Exp(1) unless greedy."""
+    if s.temperature == 0 or noise is None:
+        return logits.argmax(-1)
+    probs = logits_to_probs(logits, s.temperature, s.top_k, s.top_p)
+    return (probs / noise).argmax(-1)  # argmax p_i / E_i with E_i ~ Exp(1) draws i with probability p_i
+
+
+def guide(logits: torch.Tensor, guidance: float | None) -> torch.Tensor:
+    """(2B, V) logits, conditional rows first, to guided (B, V); (B, V) unchanged without guidance."""
+    if guidance is None:
+        return logits
+    cond, uncond = logits.float().chunk(2, dim=0)
+    return cond + (guidance - 1.0) * (cond - uncond)
+
+
+def prefill(model: Generator, cache: KVCache, inputs: torch.Tensor, labels: torch.Tensor | None,
+            start: int = 0) -> None:
+    """Write slots start .. start+N-1 with inputs (B, N) into the cache, in chunks inside latent frames."""
+    F = model.config.frame_tokens
+    p, end = start, start + inputs.shape[1]
+    while p < end:
+        n = min(cache.max_chunk, F - p % F, end - p)  # a chunk never crosses a frame
+        pos = torch.arange(p, p + n, device=inputs.device)
+        model.decode(inputs[:, p - start: p - start + n], pos, cache, labels, logits=False)
+        p += n
+
+
+def decode_one_token(model: Generator, cache: KVCache, inputs: torch.Tensor, pos: torch.Tensor,
+                     labels: torch.Tensor | None, noise: torch.Tensor | None, s: Sampling) -> torch.Tensor:
+    """The token (B,) of slot `pos` (1,) given its inputs (MB, 1): MB = 2B with guidance, else B."""
+    logits = model.decode(inputs, pos, cache, labels)[:, -1]  # (MB, V)
+    return sample(guide(logits, s.guidance), noise, s)
+
+
+def window_logits(model: Generator, inputs: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """Logits (B, V) of the last slot of inputs (B, p+1), recomputed from scratch over what it depends on.
+
+    With n_layer layers of a W-frame window, slot p in frame t depends on the sinks and the inputs
+    of frames t - n_layer·W .. t (its receptive field). Frames before that are cut out and the rest
+    re-indexed to start at frame s: relative times are unchanged, and every slot whose output
+    matters sees the sinks at the same (clamped) distance, so the logits equal the full and the
+    cached pass. The cost per token is constant: the baseline the KV cache is measured against.
+    """
+    cfg = model.config
+    F, s = cfg.frame_tokens, cfg.sink_frames
+    t = (inputs.shape[1] - 1) // F
+    first = t - cfg.n_layer * cfg.window_frames  # first frame of the receptive field
+    if first > s:
+        inputs = torch.cat([inputs[:, : s * F], inputs[:, first * F:]], dim=1)
+    return model(inputs, labels)[:, -1]
+
+
+@functools.cache
+def _compiled_step():
+    return torch.compile(decode_one_token, mode="reduce-overhead", fullgraph=True)
+
+
+def _model_labels(model: Generator, labels, batch: int, guided: bool, device) -> torch.Tensor | None:
+    labels = check_labels(model.config, labels, batch, device)
+    if guided:
+        if labels is None:
+            raise ArvidError("guidance needs labels: give a label, or no guidance scale")
+        labels = torch.cat([labels, model.null_labels(batch, device)])  # (2B, k): conditional rows first
+    return labels
+
+
+@torch.no_grad()
+def generate(model: Generator, num_frames: int, *, batch: int = 1, labels=None, context: torch.Tensor | None = None,
+             seed: int = 0, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+             guidance: float | None = None, use_cache: bool = True, compile: bool | None = None,
+             ) -> Iterator[torch.Tensor]:
+    """Yield `num_frames` new latent frames, int64 (B, h, w) each, after `context` (B, t0, h, w) if given.
+
+    labels: k labels for all clips or (B, k) (-1: none); guidance: classifier-free scale (1 equals
+    no guidance; None skips the unconditional pass). use_cache=False recomputes the window for each
+    token (the baseline). compile: torch.compile the decode step (default: on CUDA).
+    """
+    cfg, device = model.config, next(model.parameters()).device
+    s = Sampling(temperature, top_k, top_p, guidance)
+    if context is not None:
+        check_tokens(cfg, context, "context tokens")
+        batch = context.shape[0]
+        context = context.to(device)
+    if num_frames < 0 or batch < 1:
+        raise ArvidError(f"cannot generate {num_frames} frame(s) for a batch of {batch}")
+    guided = guidance is not None
+    labels = _model_labels(model, labels, batch, guided, device)
+    mb = 2 * batch if guided else batch  # the model's batch: conditional rows, then unconditional ones
+
+    F = cfg.frame_tokens
+    history = torch.full((mb, 1), cfg.bos_token, dtype=torch.long, device=device)  # inputs so far
+    if context is not None and context.shape[1]:
+        ctx = context.reshape(batch, -1).repeat(mb // batch, 1)  # (MB, N0)
+        history = torch.cat([history, ctx], dim=1)
+    n0 = history.shape[1] - 1  # the first new slot
+    cache = None
+    if use_cache:
+        dtype = next(model.parameters()).dtype
+        cache = KVCache.allocate(cfg, mb, device, dtype)
+        prefill(model, cache, history[:, :n0], labels)
+    step = _compiled_step() if (compile if compile is not None else device.type == "cuda") else decode_one_token
+    gen = torch.Generator(device).manual_seed(int(seed))
+    pos = torch.tensor([n0], device=device)
+    prev = history[:, -1:]  # (MB, 1): input of the next slot
+    for _ in range(num_frames):
+        frame = torch.empty(batch, F, dtype=torch.long, device=device)
+        for i in range(F):
+            noise = None if s.temperature == 0 else \
+                torch.empty(batch, cfg.vocab_size, device=device).exponential_(generator=gen)
+            if use_cache:
+                token = step(model, cache, prev, pos, labels, noise, s)  # (B,)
+            else:
+                token = sample(guide(window_logits(model, history, labels), s.guidance), noise, s)
+            frame[:, i] = token
+            prev = token.repeat(mb // batch)[:, None]  # (MB, 1)
+            pos += 1
+            if not use_cache:
+                history = torch.cat([history, prev], dim=1)  # (MB, p + 2)
+        yield frame.view(batch, cfg.latent_h, cfg.latent_w)

@@ -1,0 +1,224 @@
+"""Train the generator on tokenized clips: `arvid train generator`.
+
+Data: a token dataset folder (see `arvid.generator.data`), given with --tokens, or built once from
+an arvid dataset and a trained tokenizer (--tokenizer PATH --dataset NAME) into OUT/tokens-train
+and OUT/tokens-eval, which later runs and --resume reuse. Each step draws random windows of
+--train-frames latent frames; batch (step, rank) is a pure function of its arguments, so resume
+is exact. The loss is next-token cross-entropy over every slot; the bar shows it in bits per
+token, and every --eval-every steps (and at the last step) the bits per token of a fixed set of
+held-out windows (eval_bits_per_token).
+
+Conditioning: clips' labels enter as the label embedding; with probability --label-dropout a
+clip's labels are replaced by the null label, which is what classifier-free guidance needs.
+
+Use --train-frames of at least window + sinks + 2 latent frames, so that training shows the sinks
+at the distance they keep for ever in long generation (see `arvid.generator.rope.sink_shift`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from arvid.errors import ArvidError
+from arvid.generator.config import PRESETS, GeneratorConfig
+from arvid.generator.data import TokenDataset, build_token_dataset
+from arvid.generator.model import Generator, slot_inputs
+
+LN2 = math.log(2.0)
+EVAL_SEED = 12345
+
+
+@dataclass
+class GeneratorTask:
+    config: GeneratorConfig
+    train_data: TokenDataset
+    eval_data: TokenDataset | None = None
+    train_frames: int = 0  # latent frames per training window (0: whole clips)
+    label_dropout: float = 0.1
+    eval_every: int = 200
+    eval_windows: int = 64
+    steps: int = 0  # total steps of the run: evaluate at the last one
+    seed: int = 0
+    kind: str = "generator"
+
+    def __post_init__(self) -> None:
+        self.train_frames = self.train_frames or self.train_data.frames
+        self._eval_value: float | None = None
+
+    def build_model(self) -> Generator:
+        return Generator(self.config)
+
+    def model_config(self) -> dict:
+        return self.config.to_dict()
+
+    def batch(self, step: int, rank: int, world_size: int, batch_size: int, device) -> dict:
+        rng = np.random.default_rng([self.seed, step, rank, world_size])
+        tokens, labels = self.train_data.windows(rng, batch_size, self.train_frames)
+        if self.config.conditional:
+            drop = torch.from_numpy(rng.random(batch_size) < self.label_dropout)
+            labels = torch.where(drop[:, None], self.config.null_label, labels)
+        return {"step": step, **self._tensors(tokens, labels, device)}
+
+    def _tensors(self, tokens: torch.Tensor, labels: torch.Tensor, device) -> dict:
+        return {"inputs": slot_inputs(tokens, self.config.bos_token).to(device),  # (B, N)
+                "targets": tokens.reshape(tokens.shape[0], -1).to(device),  # (B, N)
+                "labels": labels.to(device) if self.config.conditional else None}  # (B, k)
+
+    def loss(self, model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = model(batch["inputs"], batch["labels"])  # (B, N, V)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), batch["targets"].flatten())
+        metrics = {"bits_per_token": loss.item() / LN2}
+        step = batch["step"]
+        if self.eval_data is not None and (self._eval_value is None or step % self.eval_every == 0
+                                           or step + 1 == self.steps):
+            self._eval_value = self.evaluate(model, batch["inputs"].device)
+        if self._eval_value is not None:
+            metrics["eval_bits_per_token"] = self._eval_value
+        return loss, metrics
+
+    @torch.no_grad()
+    def evaluate(self, model, device, batch_size: int = 16) -> float:
+        """Bits per token on a fixed set of held-out windows (the same windows at every call)."""
+        from arvid.train import unwrap
+
+        bare = unwrap(model)
+        rng = np.random.default_rng(EVAL_SEED)
+        total, count = 0.0, 0
+        for first in range(0, self.eval_windows, batch_size):
+            n = min(batch_size, self.eval_windows - first)
+            b = self._tensors(*self.eval_data.windows(rng, n, self.train_frames), device)
+            logits = bare(b["inputs"], b["labels"])
+            total += F.cross_entropy(logits.float().flatten(0, 1), b["targets"].flatten(), reduction="sum").item()
+            count += b["targets"].numel()
+        return total / count / LN2
+
+    def throughput(self, batch: dict) -> dict[str, float]:
+        return {"tokens": float(batch["targets"].numel())}
+
+
+# ---------------------------------------------------------------- command line
+
+_MODEL_FLAGS = {  # flag -> GeneratorConfig field
+    "n_layer": "n_layer", "n_head": "n_head", "n_kv_head": "n_kv_head", "d_model": "d_model",
+    "mlp_hidden": "mlp_hidden", "window": "window_frames", "sinks": "sink_frames",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("data (a token dataset, or a tokenizer and a dataset to tokenize once)")
+    data.add_argument("--tokens", metavar="DIR", help="token dataset folder for training")
+    data.add_argument("--eval-tokens", metavar="DIR", help="token dataset folder of held-out clips")
+    data.add_argument("--tokenizer", metavar="PATH", help="trained tokenizer folder: tokenize --dataset into OUT/tokens-*")
+    data.add_argument("--dataset", default="moving-mnist", help="dataset to tokenize (default %(default)s)")
+    data.add_argument("--data-path", metavar="DIR", help="video folder, for --dataset folder")
+    data.add_argument("--clips", type=int, default=4000, help="training clips to tokenize (default %(default)s)")
+    data.add_argument("--eval-clips", type=int, default=256, help="held-out clips to tokenize (default %(default)s)")
+    data.add_argument("--clip-frames", type=int, default=33, help="frames per tokenized clip (default %(default)s)")
+    data.add_argument("--size", type=int, default=64, help="frame size of tokenized clips (default %(default)s)")
+
+    model = parser.add_argument_group("generator model (vocabulary, frame and labels come from the data)")
+    model.add_argument("--preset", default="mnist", choices=list(PRESETS), help="architecture preset (default %(default)s)")
+    for flag, name in _MODEL_FLAGS.items():
+        model.add_argument(f"--{flag.replace('_', '-')}", type=int, dest=flag, metavar="N",
+                           help=f"override the preset's {name}")
+    model.add_argument("--no-labels", action="store_true", help="train unconditionally even when clips have labels")
+
+    run = parser.add_argument_group("generator training")
+    run.add_argument("--train-frames", type=int, default=0,
+                     help="latent frames per training window (default: whole clips)")
+    run.add_argument("--label-dropout", type=float, default=0.1,
+                     help="probability of training a clip without its labels, for guidance (default %(default)s)")
+    run.add_argument("--eval-every", type=int, default=200, help="steps between held-out evaluations (default %(default)s)")
+    run.add_argument("--eval-windows", type=int, default=64, help="held-out windows per evaluation (default %(default)s)")
+
+
+def task_from_args(args: argparse.Namespace) -> GeneratorTask:
+    train_data, eval_data = _data_from_args(args)
+    h, w = train_data.latent_hw
+    conditional = train_data.num_classes > 0 and train_data.labels_per_clip > 0 and not args.no_labels
+    overrides = {name: getattr(args, flag) for flag, name in _MODEL_FLAGS.items() if getattr(args, flag) is not None}
+    config = GeneratorConfig.from_name(
+        args.preset, vocab_size=train_data.vocab_size, latent_h=h, latent_w=w,
+        num_classes=train_data.num_classes if conditional else 0,
+        labels_per_clip=train_data.labels_per_clip if conditional else 0, **overrides)
+    if eval_data is not None and (eval_data.latent_hw != (h, w) or eval_data.vocab_size != train_data.vocab_size):
+        raise ArvidError(f"--eval-tokens {eval_data.folder} does not match the training tokens (frame or vocabulary)")
+    frames = args.train_frames or train_data.frames
+    if not 1 <= frames <= train_data.frames or (eval_data is not None and frames > eval_data.frames):
+        raise ArvidError(f"--train-frames {frames} must be between 1 and the clips' {train_data.frames} latent frames")
+    if not 0 <= args.label_dropout <= 1 or args.eval_every < 1 or args.eval_windows < 1:
+        raise ArvidError("--label-dropout must be in [0, 1], --eval-every and --eval-windows >= 1")
+    if config.sink_frames and frames < config.window_frames + config.sink_frames + 2 and _is_main():
+        print(f"arvid: note: --train-frames {frames} < window + sinks + 2 = "
+              f"{config.window_frames + config.sink_frames + 2}: training never shows the sinks at the distance "
+              "they keep in long generation")
+    return GeneratorTask(config, train_data, eval_data, frames, args.label_dropout if conditional else 0.0,
+                         args.eval_every, args.eval_windows, getattr(args, "steps", 0), getattr(args, "seed", 0))
+
+
+def _data_from_args(args) -> tuple[TokenDataset, TokenDataset | None]:
+    if args.tokens and args.tokenizer:
+        raise ArvidError("give either --tokens (a token dataset) or --tokenizer (to tokenize --dataset), not both")
+    if args.tokens:
+        return TokenDataset(args.tokens), TokenDataset(args.eval_tokens) if args.eval_tokens else None
+    if not args.tokenizer:
+        raise ArvidError("no training data: give --tokens DIR, or --tokenizer PATH with --dataset NAME")
+    out = Path(args.out)
+    source = {"tokenizer": str(Path(args.tokenizer).resolve()), "dataset": args.dataset, "size": args.size,
+              "frames": args.clip_frames, "data_path": args.data_path}
+    train = tokenized(out / "tokens-train", args, "train", args.clips, source)
+    evals = tokenized(out / "tokens-eval", args, "eval", args.eval_clips, source) if args.eval_clips else None
+    return train, evals
+
+
+def tokenized(folder: Path, args, split: str, count: int, source: dict) -> TokenDataset:
+    """The token dataset in `folder`, built by rank 0 when missing; other ranks wait for it."""
+    want = {**source, "split": split, "clips": count}
+    if not (folder / "meta.json").exists():
+        if _is_main():
+            _build(folder, args, split, count, want)
+        else:
+            _wait_for(folder / "meta.json")
+    data = TokenDataset(folder)
+    got = {k: data.source.get(k) for k in want}
+    if got != want:
+        raise ArvidError(f"{folder} holds tokens of another source ({got}, not {want}): delete it or use another --out")
+    return data
+
+
+def _build(folder: Path, args, split: str, count: int, source: dict) -> None:
+    from arvid.data import make_dataset
+    from arvid.tokenizer import Tokenizer
+    from arvid.utils.device import resolve_device
+
+    device = resolve_device(getattr(args, "device", "auto"))
+    tokenizer = Tokenizer.from_pretrained(args.tokenizer, device=device).eval()
+    dataset = make_dataset(args.dataset, frames=args.clip_frames, size=args.size, split=split,
+                           seed=getattr(args, "seed", 0), path=args.data_path)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    print(f"arvid: tokenizing {count} {split} clips of {args.dataset} into {folder}")
+    build_token_dataset(tokenizer, dataset, count, folder, source=source)
+
+
+def _wait_for(path: Path, timeout: float = 6 * 3600) -> None:
+    start = time.monotonic()
+    while not path.exists():
+        if time.monotonic() - start > timeout:
+            raise ArvidError(f"waited {timeout:.0f} s for rank 0 to write {path}")
+        time.sleep(2.0)
+
+
+def _is_main() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+__all__ = ["GeneratorTask", "add_arguments", "task_from_args", "tokenized"]
