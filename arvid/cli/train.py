@@ -1,0 +1,121 @@
+"""`arvid train KIND ...`: train a tokenizer or a generator (or the toy task) with arvid's engine.
+
+The options of each kind come from its task module (`arvid.tokenizer.training`,
+`arvid.generator.training`), which exposes `add_arguments(parser)` and `task_from_args(args)`.
+That module (and torch) is imported only once a kind is chosen: `arvid --help` and
+`arvid train --help` stay fast, and `arvid train tokenizer --help` lists every option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+
+from arvid.errors import ArvidError
+
+# kind -> module with add_arguments(parser) and task_from_args(args)
+TASK_MODULES = {
+    "tokenizer": "arvid.tokenizer.training",
+    "generator": "arvid.generator.training",
+    "toy": "arvid.train.toy",
+}
+
+_DESCRIPTION = """\
+Train a model with arvid's training engine: AdamW with linear warmup and cosine decay, gradient
+clipping, bf16 autocast on a GPU, a progress bar, checkpoints (safetensors weights, JSON config,
+optimizer state) written atomically every --ckpt-every steps and at the end, and --resume that
+continues a stopped or killed run exactly where its last checkpoint left it.
+
+kinds:
+  tokenizer   the causal 3D-conv VQ video tokenizer
+  generator   the transformer over tokenized clips
+  toy         a tiny regression task that trains in seconds: checks a setup (GPU, torchrun)
+
+Run `arvid train KIND --help` for every option of a kind. On several GPUs or nodes, launch with
+torchrun, e.g. `torchrun --nproc_per_node 8 -m arvid train generator ...` (--batch-size is per
+process); every process must see the same --out folder.
+"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a tokenizer or a generator", description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("kind", choices=list(TASK_MODULES), help="what to train")
+    parser.add_argument("options", nargs=argparse.REMAINDER, metavar="OPTIONS",
+                        help="training and model options: see `arvid train KIND --help`")
+    parser.set_defaults(func=run)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The engine's flags; defaults come from TrainConfig."""
+    from arvid.train import TrainConfig
+
+    d = TrainConfig(out_dir="-")
+    g = parser.add_argument_group("training")
+    g.add_argument("--out", required=True, metavar="DIR", help="run folder: checkpoints and the final model")
+    g.add_argument("--resume", action="store_true", help="continue the checkpoint in --out (exactly)")
+    g.add_argument("--steps", type=int, default=d.steps, help="total optimizer steps (default %(default)s)")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="batch per process (default %(default)s)")
+    g.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (default %(default)s)")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW decay (default %(default)s)")
+    g.add_argument("--warmup", type=int, default=d.warmup_steps, help="linear warmup steps (default %(default)s)")
+    g.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio,
+                   help="cosine decays to lr x this (default %(default)s)")
+    g.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm, 0: off (default %(default)s)")
+    g.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help="steps between checkpoints (default %(default)s)")
+    g.add_argument("--log-every", type=int, default=d.log_every, help="steps between bar updates (default %(default)s)")
+    g.add_argument("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
+    g.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
+    g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=d.bf16,
+                   help="bf16 autocast (default: on with CUDA, off on the CPU)")
+
+
+def config_from_args(args: argparse.Namespace):
+    from arvid.train import TrainConfig
+
+    return TrainConfig(
+        out_dir=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, warmup_steps=args.warmup, min_lr_ratio=args.min_lr_ratio,
+        grad_clip=args.grad_clip, ckpt_every=args.ckpt_every, log_every=args.log_every, seed=args.seed,
+        device=args.device, bf16=args.bf16, resume=args.resume,
+    )
+
+
+def load_task_module(kind: str):
+    name = TASK_MODULES[kind]
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name is not None and name.startswith(e.name):
+            raise ArvidError(f"`arvid train {kind}` is not available: module {name} is missing from this install") from None
+        raise ArvidError(f"`arvid train {kind}` cannot start: {name} needs module {e.name}, which is not installed") from None
+    missing = [f for f in ("add_arguments", "task_from_args") if not callable(getattr(module, f, None))]
+    if missing:
+        raise ArvidError(f"`arvid train {kind}` is not available: {name} lacks {' and '.join(missing)}")
+    return module
+
+
+def build_kind_parser(kind: str):
+    module = load_task_module(kind)
+    parser = argparse.ArgumentParser(prog=f"arvid train {kind}", description=(module.__doc__ or "").strip(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_train_arguments(parser)
+    module.add_arguments(parser)
+    return parser, module
+
+
+def run(args: argparse.Namespace) -> int:
+    from arvid.train import train
+
+    parser, module = build_kind_parser(args.kind)
+    opts = parser.parse_args(args.options)
+    cfg = config_from_args(opts)
+    task = module.task_from_args(opts)
+    metrics = train(task, cfg)
+    if os.environ.get("RANK", "0") == "0":
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float) and k != "lr")
+        print(f"arvid: trained {args.kind} to step {metrics.get('step', cfg.steps)} ({shown}); model in {cfg.out_dir}")
+    return 0

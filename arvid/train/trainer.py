@@ -1,0 +1,266 @@
+"""The training loop shared by the tokenizer and the generator.
+
+A task (`TrainTask`) says what to train: it builds the model, draws batch `step` for process
+`rank`, and computes the loss. The engine does the rest, the same way for every task: AdamW with
+linear warmup and cosine decay, gradient clipping, bf16 autocast on CUDA, a progress bar,
+atomic checkpoints (see `arvid.train.checkpoint`), exact `resume`, a stop with the step number on
+a NaN or Inf loss, and DistributedDataParallel when launched by `torchrun`.
+
+Exact resume needs no data-loader state: batches are a pure function of (step, rank), and the
+checkpoint holds the weights, the optimizer tensors and every process's RNG states after the
+step, so a resumed run draws the same batches and random numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from tqdm.auto import tqdm
+
+from arvid.errors import ArvidError
+from arvid.train import checkpoint as ckpt
+from arvid.train import distributed, rng
+from arvid.train.schedule import lr_factor
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str
+    steps: int = 10_000
+    batch_size: int = 16  # per process
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0  # 0 turns clipping off
+    ckpt_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool | None = None  # None: bf16 autocast on CUDA only
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        checks = {
+            "steps": self.steps >= 1, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
+            "weight_decay": self.weight_decay >= 0, "warmup_steps": self.warmup_steps >= 0,
+            "min_lr_ratio": 0 <= self.min_lr_ratio <= 1, "grad_clip": self.grad_clip >= 0,
+            "ckpt_every": self.ckpt_every >= 1, "log_every": self.log_every >= 1,
+            "betas": len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in bad)
+            raise ArvidError(f"invalid training settings: {shown} (counts >= 1, lr > 0, 0 <= min_lr_ratio <= 1, "
+                             "0 <= betas < 1, others >= 0)")
+
+
+@runtime_checkable
+class TrainTask(Protocol):
+    """What a model family plugs into `train`.
+
+    Optional members, looked up with getattr: `no_decay(name, p) -> bool` (default: 1-D parameters
+    and biases get no weight decay), `throughput(batch) -> dict[str, float]` (per-process counts
+    in one step, e.g. {"tokens": B * N}; the bar shows their rate summed over processes, e.g.
+    tokens/s) and `find_unused_parameters: bool` (passed to DistributedDataParallel).
+
+    Under torchrun `loss` receives the model wrapped in DistributedDataParallel: call the model
+    (`model(x)`), since only its forward synchronises gradients; `arvid.train.unwrap(model)` gives
+    the bare module for anything else.
+    """
+
+    kind: str  # "tokenizer" | "generator": written into config.json
+
+    def build_model(self) -> torch.nn.Module: ...
+
+    def model_config(self) -> dict: ...  # JSON-able, enough to rebuild the model
+
+    def batch(self, step: int, rank: int, world_size: int, batch_size: int, device: torch.device) -> Any:
+        """Batch `step` (0-based) of process `rank`: a pure function of its arguments."""
+        ...
+
+    def loss(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+
+def default_no_decay(name: str, p: torch.nn.Parameter) -> bool:
+    return p.ndim < 2 or name.endswith(".bias")
+
+
+def build_optimizer(model: torch.nn.Module, task, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with decay and no-decay groups; fused kernels where available, else foreach."""
+    no_decay = getattr(task, "no_decay", None) or default_no_decay
+    decay, plain = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (plain if no_decay(name, p) else decay).append(p)
+    groups = [g for g in ({"params": decay, "weight_decay": cfg.weight_decay},
+                          {"params": plain, "weight_decay": 0.0}) if g["params"]]
+    if not groups:
+        raise ArvidError(f"the {task.kind} model has no trainable parameters")
+    try:
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=True)
+    except (RuntimeError, ValueError):  # fused kernels need a supported device and dtype
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, foreach=True)
+
+
+def train(task: TrainTask, cfg: TrainConfig) -> dict:
+    """Train `task` as `cfg` says; return the final metrics (every process returns them)."""
+    ctx = distributed.setup(cfg.device)
+    try:
+        return _Run(task, cfg, ctx).run()
+    finally:
+        distributed.teardown(ctx)
+
+
+class _Run:
+    def __init__(self, task, cfg: TrainConfig, ctx: distributed.DistContext) -> None:
+        self.task, self.cfg, self.ctx = task, cfg, ctx
+        self.out = Path(cfg.out_dir)
+        self.bf16 = cfg.bf16 if cfg.bf16 is not None else ctx.device.type == "cuda"
+        self.history: list[dict] = []
+        self.model_config = _jsonable(task.model_config(), f"{task.kind} model_config()")
+
+    # -- setup
+
+    def _prepare_out_dir(self) -> None:
+        if self.out.exists() and not self.out.is_dir():
+            raise ArvidError(f"--out {self.out} is a file, not a folder")
+        if not self.cfg.resume and self.out.is_dir() and ckpt.holds_checkpoint(self.out):
+            raise ArvidError(f"{self.out} already holds a training checkpoint: add --resume to continue it, "
+                             "or give another --out")
+        self.ctx.barrier()  # every process has looked before the first one writes
+        if self.ctx.is_main:
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ArvidError(f"cannot create output folder {self.out}: {e}") from None
+            ckpt.sweep_temporaries(self.out)
+        self.ctx.barrier()
+
+    def _setup(self) -> int:
+        """Build model and optimizer, restore a checkpoint if resuming; return the first step."""
+        self._prepare_out_dir()
+        rng.seed_all(self.cfg.seed)
+        self.model = self.task.build_model().to(self.ctx.device)
+        self.optimizer = build_optimizer(self.model, self.task, self.cfg)
+        folder = ckpt.latest_checkpoint(self.out) if self.cfg.resume else None
+        start = self._restore(folder) if folder is not None else 0
+        if folder is None:
+            if self.cfg.resume and self.ctx.is_main:
+                tqdm.write(f"arvid: no checkpoint in {self.out}: starting at step 0")
+            rng.seed_all(self.cfg.seed + 7919 * (self.ctx.rank + 1))
+        self.ddp = self.ctx.wrap(self.model, getattr(self.task, "find_unused_parameters", False))
+        return start
+
+    def _restore(self, folder: Path) -> int:
+        c = ckpt.load_checkpoint(folder, self.task.kind)
+        if c.model.config != self.model_config:
+            diff = sorted(k for k in set(c.model.config) | set(self.model_config)
+                          if c.model.config.get(k) != self.model_config.get(k))
+            raise ArvidError(f"{folder} was trained with another model config (differs in {', '.join(diff)}): "
+                             "resume with the same model flags, or give another --out")
+        ckpt.load_state(self.model, c.model)
+        ckpt.load_optimizer(self.optimizer, c.optimizer, c.state["optimizer"], folder / ckpt.OPTIMIZER_FILE)
+        self.history = list(c.state.get("history", []))
+        states = c.state.get("rng", [])
+        if len(states) == self.ctx.world_size:
+            rng.restore(states[self.ctx.rank], self.ctx.device)
+        else:
+            if self.ctx.is_main:
+                tqdm.write(f"arvid: {folder} was written by {len(states)} process(es), this run has "
+                           f"{self.ctx.world_size}: random numbers are reseeded, so the run is not bit-exact")
+            rng.seed_all(self.cfg.seed + 7919 * (self.ctx.rank + 1) + c.state["step"])
+        saved_cfg = c.state.get("train_config", {})
+        changed = [k for k in ("batch_size", "lr", "seed", "warmup_steps", "min_lr_ratio", "weight_decay")
+                   if k in saved_cfg and saved_cfg[k] != getattr(self.cfg, k)]
+        if changed and self.ctx.is_main:
+            tqdm.write(f"arvid: resuming with changed settings ({', '.join(changed)}): not an exact continuation")
+        return int(c.state["step"])
+
+    # -- the loop
+
+    def run(self) -> dict:
+        start = self._setup()
+        cfg, ctx = self.cfg, self.ctx
+        bar = tqdm(total=cfg.steps, initial=start, desc=f"train {self.task.kind}", unit="step",
+                   dynamic_ncols=True, disable=not ctx.is_main)
+        last: dict = dict(self.history[-1]) if self.history else {}
+        counts: dict[str, float] = {}
+        t0, done = time.perf_counter(), 0
+        try:
+            for step in range(start, cfg.steps):
+                loss, metrics, lr, extra = self._step(step)
+                for k, v in extra.items():
+                    counts[k] = counts.get(k, 0.0) + v
+                done += 1
+                bar.update(1)
+                if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+                    elapsed = max(time.perf_counter() - t0, 1e-9)
+                    rates = {f"{k}/s": v * ctx.world_size / elapsed for k, v in counts.items()}
+                    last = {"step": step + 1, "loss": loss, **metrics, "lr": lr,
+                            "steps/s": done / elapsed, **rates}
+                    self.history.append(last)
+                    bar.set_postfix({k: _short(v) for k, v in last.items() if k not in ("step", "steps/s")})
+                if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+                    self._save(step + 1)
+        finally:
+            bar.close()
+        return last
+
+    def _step(self, step: int) -> tuple[float, dict[str, float], float, dict[str, float]]:
+        cfg, ctx = self.cfg, self.ctx
+        lr = cfg.lr * lr_factor(step, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = self.task.batch(step, ctx.rank, ctx.world_size, cfg.batch_size, ctx.device)
+        with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            loss, metrics = self.task.loss(self.ddp, batch)
+        loss_value = ctx.mean(loss).item()  # every process sees the same value, so all stop together
+        if not math.isfinite(loss_value):
+            raise ArvidError(f"training loss is {loss_value} at step {step + 1}: stopped before the update, "
+                             f"the last checkpoint in {self.out} is intact (lower --lr, or check the data)")
+        loss.backward()
+        if cfg.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            if not torch.isfinite(ctx.mean(norm)).item():
+                raise ArvidError(f"gradient norm is not finite at step {step + 1}: stopped before the update, "
+                                 f"the last checkpoint in {self.out} is intact (lower --lr, or try --no-bf16)")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        throughput = getattr(self.task, "throughput", None)
+        extra = throughput(batch) if throughput else {}
+        return loss_value, {k: float(v) for k, v in metrics.items()}, lr, extra
+
+    def _save(self, step: int) -> None:
+        blob = json.dumps(rng.capture(self.ctx.device)).encode()
+        states = [json.loads(b) for b in self.ctx.all_gather_bytes(blob)]
+        if self.ctx.is_main:
+            train_config = {f.name: getattr(self.cfg, f.name) for f in fields(self.cfg)}
+            state = {"world_size": self.ctx.world_size, "train_config": train_config,
+                     "rng": states, "history": self.history}
+            ckpt.save_checkpoint(self.out, step, self.model, self.optimizer, self.task.kind,
+                                 self.model_config, state)
+        self.ctx.barrier()
+
+
+def _jsonable(config: dict, what: str) -> dict:
+    """The config as it reads back from JSON (tuples become lists), so comparisons are fair."""
+    try:
+        return json.loads(json.dumps(config, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{what} must be JSON-able: {e}") from None
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+__all__ = ["TrainConfig", "TrainTask", "build_optimizer", "default_no_decay", "train"]
