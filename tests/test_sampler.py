@@ -1,0 +1,143 @@
+"""The sampler: greedy with the cache equals greedy recomputing the window, seeds, top-k/top-p/
+temperature, guidance, continuation of a context, and a decode step that traces as one graph."""
+
+import pytest
+import torch
+
+from arvid.errors import ArvidError
+from arvid.generator import (
+    Generator,
+    GeneratorConfig,
+    KVCache,
+    Sampling,
+    decode_one_token,
+    generate,
+    logits_to_probs,
+    sample,
+)
+from arvid.kernels import use_backend
+
+
+@pytest.fixture(autouse=True)
+def fast_cpu():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with use_backend("pytorch"):
+        yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model() -> Generator:
+    """A tiny labelled model with large weights, so sampled tokens depend on everything."""
+    torch.manual_seed(0)
+    m = Generator(GeneratorConfig.from_name("tiny", num_classes=10, labels_per_clip=2)).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.ndim == 2:
+                p.normal_(0, p.shape[-1] ** -0.5)
+    return m
+
+
+def clip(model, frames, **kw) -> torch.Tensor:
+    return torch.stack(list(generate(model, frames, **kw)), dim=1)  # (B, t, h, w)
+
+
+def test_greedy_with_cache_equals_greedy_recomputing_the_window(model):
+    context = torch.randint(0, 32, (2, 2, 4, 4), generator=torch.Generator().manual_seed(0))
+    kw = dict(labels=[[1, 2], [7, -1]], temperature=0, context=context)
+    cached = clip(model, 8, **kw)  # past the receptive field (2 layers x 3 frames + sinks)
+    assert cached.shape == (2, 8, 4, 4) and cached.dtype == torch.int64
+    assert torch.equal(cached, clip(model, 8, use_cache=False, **kw))
+    # sampling too, where tokens vary more: the same noise gives the same tokens
+    kw = dict(batch=2, labels=[[1, 2], [7, -1]], seed=3, top_k=20)
+    cached = clip(model, 8, **kw)
+    assert torch.equal(cached, clip(model, 8, use_cache=False, **kw))
+    assert len(cached.unique()) > 8
+
+
+def test_frames_are_yielded_one_at_a_time(model):
+    stream = generate(model, 3, labels=[1, 2], seed=0)
+    first = next(stream)
+    assert first.shape == (1, 4, 4) and len(list(stream)) == 2
+
+
+def test_same_seed_same_tokens_and_other_seed_other_tokens(model):
+    a = clip(model, 3, batch=2, labels=[3, 4], seed=5)
+    assert torch.equal(a, clip(model, 3, batch=2, labels=[3, 4], seed=5))
+    assert not torch.equal(a, clip(model, 3, batch=2, labels=[3, 4], seed=6))
+    assert not torch.equal(a[0], a[1])  # rows of a batch draw their own tokens
+
+
+def test_top_k_1_equals_greedy(model):
+    greedy = clip(model, 3, labels=[3, 4], temperature=0)
+    assert torch.equal(clip(model, 3, labels=[3, 4], seed=9, temperature=1.5, top_k=1), greedy)
+    assert torch.equal(clip(model, 3, labels=[3, 4], seed=9, top_p=1e-6), greedy)
+
+
+def test_guidance_one_equals_no_guidance(model):
+    plain = clip(model, 3, batch=2, labels=[3, 4], seed=2)
+    assert torch.equal(clip(model, 3, batch=2, labels=[3, 4], seed=2, guidance=1.0), plain)
+    assert not torch.equal(clip(model, 3, batch=2, labels=[3, 4], seed=2, guidance=4.0), plain)
+    with pytest.raises(ArvidError, match="guidance needs labels"):
+        next(generate(model, 1, guidance=2.0))
+
+
+def test_context_is_continued_as_if_generated(model):
+    full = clip(model, 6, labels=[5, 6], temperature=0)
+    assert torch.equal(clip(model, 3, labels=[5, 6], temperature=0, context=full[:, :3]), full[:, 3:])
+
+
+def test_logits_to_probs_temperature_top_k_top_p():
+    logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0]])
+    p = logits_to_probs(logits)
+    torch.testing.assert_close(p, torch.softmax(logits, -1))
+    entropy = lambda q: -(q * q.clamp_min(1e-30).log()).sum().item()  # noqa: E731
+    assert entropy(logits_to_probs(logits, 0.5)) < entropy(p) < entropy(logits_to_probs(logits, 2.0))
+    top3 = logits_to_probs(logits, top_k=3)
+    assert (top3 > 0).sum() == 3 and torch.allclose(top3[0, :3], torch.softmax(logits[0, :3], -1))
+    # top-p keeps the smallest prefix holding p: 0.61 needs the two best (0.53 + 0.20 of the mass)
+    kept = logits_to_probs(logits, top_p=0.61) > 0
+    assert kept.tolist() == [[True, True, False, False, False]]
+    assert (logits_to_probs(logits, top_p=1.0) > 0).all()
+
+
+def test_sample_draws_tokens_with_their_probabilities():
+    logits = torch.tensor([[1.0, 0.0, -1.0, -9.0]]).expand(20000, 4)
+    g = torch.Generator().manual_seed(0)
+    noise = torch.empty(20000, 4).exponential_(generator=g)
+    tokens = sample(logits, noise, Sampling(temperature=1.0))
+    freq = torch.bincount(tokens, minlength=4).float() / 20000
+    torch.testing.assert_close(freq, torch.softmax(logits[0], -1), atol=0.015, rtol=0)
+    assert sample(logits, None, Sampling(temperature=0)).eq(0).all()
+    for bad in (dict(temperature=-1), dict(top_k=0), dict(top_p=0.0), dict(guidance=-1)):
+        with pytest.raises(ArvidError):
+            Sampling(**bad)
+
+
+def test_bad_labels_and_context_are_clear_errors(model):
+    with pytest.raises(ArvidError, match="out of range"):
+        next(generate(model, 1, labels=[3, 10]))
+    with pytest.raises(ArvidError, match="label"):
+        next(generate(model, 1, batch=2, labels=[1, 2, 3]))
+    with pytest.raises(ArvidError, match="latent tokens"):
+        next(generate(model, 1, context=torch.zeros(1, 2, 3, 3, dtype=torch.long)))
+    with pytest.raises(ArvidError, match="outside"):
+        next(generate(model, 1, context=torch.full((1, 2, 4, 4), 99)))
+
+
+def test_decode_step_traces_as_one_graph(model):
+    """fullgraph=True: no graph break, so on a GPU the step compiles whole (CUDA graphs)."""
+    cfg = model.config
+    s = Sampling(temperature=1.0, top_k=5, top_p=0.9, guidance=2.0)
+    labels = torch.tensor([[1, 2], [3, 4], [10, 10], [10, 10]])
+    compiled = torch.compile(decode_one_token, backend="eager", fullgraph=True)
+    caches = [KVCache.allocate(cfg, 4) for _ in range(2)]
+    noise = torch.empty(2, cfg.vocab_size).exponential_(generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for p in range(3):
+            inputs = torch.full((4, 1), cfg.bos_token if p == 0 else p)
+            pos = torch.tensor([p])
+            a = compiled(model, caches[0], inputs, pos, labels, noise, s)
+            b = decode_one_token(model, caches[1], inputs, pos, labels, noise, s)
+            assert torch.equal(a, b)
