@@ -50,6 +50,10 @@ def flash_attention(
 def _check_positions(q: torch.Tensor, k_cache: torch.Tensor, cache_pos: torch.Tensor, q_pos: torch.Tensor) -> None:
     B, _, Lq, _ = q.shape
     S = k_cache.shape[2]
+    if not 1 <= Lq <= MAX_DECODE_QUERIES:
+        raise AttentionArgumentError(
+            f"decode_attention: {Lq} queries; it takes 1 to {MAX_DECODE_QUERIES} (use flash_attention for more)."
+        )
     for label, t, want in (("cache_pos", cache_pos, (B, S)), ("q_pos", q_pos, (B, Lq))):
         if not isinstance(t, torch.Tensor) or t.dtype not in (torch.int32, torch.int64):
             raise AttentionArgumentError(f"decode_attention: {label} must be an int32 or int64 tensor.")
@@ -57,10 +61,6 @@ def _check_positions(q: torch.Tensor, k_cache: torch.Tensor, cache_pos: torch.Te
             raise AttentionArgumentError(f"decode_attention: {label} has shape {tuple(t.shape)}, expected {want}.")
         if t.device != q.device:
             raise AttentionArgumentError(f"decode_attention: {label} is on {t.device}, q on {q.device}.")
-    if not 1 <= Lq <= MAX_DECODE_QUERIES:
-        raise AttentionArgumentError(
-            f"decode_attention: {Lq} queries; it takes 1 to {MAX_DECODE_QUERIES} (use flash_attention for more)."
-        )
 
 
 def decode_attention(

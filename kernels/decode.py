@@ -119,8 +119,13 @@ def _decode_merge_kernel(
 
 
 @functools.cache
-def _sm_count(index: int) -> int:
+def _sm_count_cached(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+@torch.compiler.assume_constant_result
+def _sm_count(index: int) -> int:
+    return _sm_count_cached(index)
 
 
 def _block_m(rows: int) -> int:

@@ -84,6 +84,12 @@ def attention_backend(device: torch.device | str) -> str:
     return "pytorch"
 
 
-def uses_triton(*tensors: torch.Tensor) -> bool:
-    """True when these tensors' attention goes to the Triton kernels."""
-    return attention_backend(tensors[0].device) != "pytorch"
+@torch.compiler.assume_constant_result
+def _uses_triton(device_type: str) -> bool:
+    return attention_backend(torch.device(device_type)) != "pytorch"
+
+
+def uses_triton(t: torch.Tensor) -> bool:
+    """True when attention on t's device goes to the Triton kernels. Under torch.compile the choice
+    is made once, when the function is traced."""
+    return _uses_triton(t.device.type)

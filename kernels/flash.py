@@ -255,7 +255,7 @@ def _dot_precision(dtype: torch.dtype) -> str:
 def _fwd_config(hs: int, dtype: torch.dtype, device: torch.device) -> dict:
     """Block sizes of the forward and dq kernels (query block M, key block N)."""
     if device.type != "cuda":  # interpreter: larger tiles mean fewer interpreted steps
-        return dict(BLOCK_M=32, BLOCK_N=32)
+        return dict(BLOCK_M=64, BLOCK_N=64)
     big = hs > 64 or dtype == torch.float32
     return dict(BLOCK_M=128 if not (hs > 64 and dtype == torch.float32) else 64, BLOCK_N=64 if not big else 32,
                 num_warps=8 if hs > 64 else 4, num_stages=2 if dtype == torch.float32 else 3)
@@ -263,7 +263,7 @@ def _fwd_config(hs: int, dtype: torch.dtype, device: torch.device) -> dict:
 
 def _bwd_config(hs: int, dtype: torch.dtype, device: torch.device) -> dict:
     if device.type != "cuda":
-        return dict(BLOCK_M=32, BLOCK_N=32)
+        return dict(BLOCK_M=64, BLOCK_N=64)
     return dict(BLOCK_M=64 if hs <= 64 else 32, BLOCK_N=64, num_warps=4 if hs <= 64 else 8,
                 num_stages=2 if dtype == torch.float32 or hs > 64 else 3)
 
