@@ -110,6 +110,11 @@ def test_refuses_to_overwrite_a_checkpoint_and_to_resume_another_model(tmp_path)
     with pytest.raises(ArvidError, match="another model config.*hidden"):
         train(Kept(hidden=16), _cfg(tmp_path / "run", steps=4, resume=True))
     assert train(Kept(), _cfg(tmp_path / "run", steps=4, resume=True))["step"] == 4
+    from arvid.train import save_model
+
+    save_model(tmp_path / "model", Kept().build_model(), Kept().model_config(), "toy")
+    with pytest.raises(ArvidError, match="holds model files but no checkpoints/ folder"):
+        train(Kept(), _cfg(tmp_path / "model", steps=2, resume=True))
 
 
 def test_bf16_autocast_trains_on_the_cpu(tmp_path):

@@ -64,8 +64,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup", type=int, default=d.warmup_steps, help="linear warmup steps (default %(default)s)")
     g.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio,
                    help="cosine decays to lr x this (default %(default)s)")
-    g.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm, 0: off (default %(default)s)")
-    g.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help="steps between checkpoints (default %(default)s)")
+    g.add_argument("--grad-clip", type=float, default=d.grad_clip,
+                   help="max gradient norm, 0: off (default %(default)s)")
+    g.add_argument("--ckpt-every", type=int, default=d.ckpt_every,
+                   help="steps between checkpoints (default %(default)s)")
     g.add_argument("--log-every", type=int, default=d.log_every, help="steps between bar updates (default %(default)s)")
     g.add_argument("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
     g.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
@@ -90,8 +92,10 @@ def load_task_module(kind: str):
         module = importlib.import_module(name)
     except ModuleNotFoundError as e:
         if e.name is not None and name.startswith(e.name):
-            raise ArvidError(f"`arvid train {kind}` is not available: module {name} is missing from this install") from None
-        raise ArvidError(f"`arvid train {kind}` cannot start: {name} needs module {e.name}, which is not installed") from None
+            raise ArvidError(f"`arvid train {kind}` is not available: module {name} is missing from this install") \
+                from None
+        raise ArvidError(f"`arvid train {kind}` cannot start: {name} needs module {e.name}, which is not installed") \
+            from None
     missing = [f for f in ("add_arguments", "task_from_args") if not callable(getattr(module, f, None))]
     if missing:
         raise ArvidError(f"`arvid train {kind}` is not available: {name} lacks {' and '.join(missing)}")

@@ -102,7 +102,8 @@ def check_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
     got = {k: tuple(v.shape) for k, v in state_dict.items()}
     missing = [k for k in expected if k not in got]
     unexpected = [k for k in got if k not in expected]
-    shapes = [f"{k} (file {list(got[k])}, model {list(expected[k])})" for k in expected if k in got and got[k] != expected[k]]
+    shapes = [f"{k} (file {list(got[k])}, model {list(expected[k])})"
+              for k in expected if k in got and got[k] != expected[k]]
     problems = [f"{label}: {_listing(items)}" for label, items in
                 (("missing tensors", missing), ("unexpected tensors", unexpected), ("wrong shapes", shapes)) if items]
     if problems:

@@ -42,7 +42,8 @@ class ToyTask:
     def batch(self, step: int, rank: int, world_size: int, batch_size: int, device: torch.device):
         xs = []
         for j in range(batch_size):
-            g = torch.Generator().manual_seed(((self.data_seed * 1_000_003 + step) * 1_000_033 + rank * batch_size + j) % 2**63)
+            index = rank * batch_size + j  # counts samples across processes
+            g = torch.Generator().manual_seed(((self.data_seed * 1_000_003 + step) * 1_000_033 + index) % 2**63)
             xs.append(torch.randn(self.dim, generator=g))
         x = torch.stack(xs)  # (B, C)
         return x.to(device), (x @ self.target().T).to(device)

@@ -136,6 +136,9 @@ class _Run:
         if not self.cfg.resume and self.out.is_dir() and ckpt.holds_checkpoint(self.out):
             raise ArvidError(f"{self.out} already holds a training checkpoint: add --resume to continue it, "
                              "or give another --out")
+        if self.cfg.resume and ckpt.latest_checkpoint(self.out) is None and ckpt.holds_checkpoint(self.out):
+            raise ArvidError(f"{self.out} holds model files but no checkpoints/ folder: it is not a training run "
+                             "that can be resumed (or its checkpoints were deleted); give another --out")
         self.ctx.barrier()  # every process has looked before the first one writes
         if self.ctx.is_main:
             try:
@@ -179,7 +182,7 @@ class _Run:
                            f"{self.ctx.world_size}: random numbers are reseeded, so the run is not bit-exact")
             rng.seed_all(self.cfg.seed + 7919 * (self.ctx.rank + 1) + c.state["step"])
         saved_cfg = c.state.get("train_config", {})
-        changed = [k for k in ("batch_size", "lr", "seed", "warmup_steps", "min_lr_ratio", "weight_decay")
+        changed = [k for k in ("steps", "batch_size", "lr", "seed", "warmup_steps", "min_lr_ratio", "weight_decay")
                    if k in saved_cfg and saved_cfg[k] != getattr(self.cfg, k)]
         if changed and self.ctx.is_main:
             tqdm.write(f"arvid: resuming with changed settings ({', '.join(changed)}): not an exact continuation")
