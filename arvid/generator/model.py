@@ -254,9 +254,12 @@ def check_labels(cfg: GeneratorConfig, labels, batch: int, device=None) -> torch
         raise ArvidError("this generator was trained without labels: drop --label")
     k = cfg.labels_per_clip
     try:
-        t = torch.as_tensor(labels).cpu().long()
+        t = torch.as_tensor(labels).cpu()
     except (TypeError, ValueError, RuntimeError):
-        t = torch.empty(0, dtype=torch.long)
+        t = torch.empty(0)
+    if t.dtype == torch.bool or (t.is_floating_point() and not torch.equal(t, t.round())):
+        t = torch.empty(0)  # only whole numbers are labels
+    t = t.long()
     if t.numel() == 0 or t.numel() % k or t.numel() // k not in (1, batch):
         raise ArvidError(f"labels {labels!r}: give {k} integer label(s) per clip, for all clips or for each of {batch}")
     t = t.reshape(-1, k)
