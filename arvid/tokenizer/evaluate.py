@@ -99,9 +99,14 @@ def h264_roundtrip(video: np.ndarray, crf: int, fps: float = 8.0, preset: str = 
     for p in packets:
         out += dec.decode(av.Packet(p))
     out += dec.decode(None)
-    fmt = "gray" if gray else "rgb24"
-    decoded = np.stack([f.to_ndarray(format=fmt) for f in out])
+    decoded = np.stack([_luma(f, h, w) if gray else f.to_ndarray(format="rgb24") for f in out])
     return sum(len(p) for p in packets), decoded.reshape(frames, h, w, c)
+
+
+def _luma(frame, h: int, w: int) -> np.ndarray:
+    """The decoded Y plane as it is: FFmpeg decodes 4:0:0 as yuv420p, and converting that to gray
+    would stretch the (untagged, so "limited") range 16-235 to 0-255, distorting every pixel."""
+    return frame.to_ndarray()[:h, :w]
 
 
 def h264_at_bits(video: np.ndarray, min_bits: float, fps: float = 8.0, preset: str = "veryslow"):

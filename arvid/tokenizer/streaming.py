@@ -30,6 +30,14 @@ class EncoderStream:
     @torch.no_grad()
     def push(self, frames: torch.Tensor) -> torch.Tensor:
         """frames (B, C, n, H, W) in [-1, 1] -> codes (B, t_new, h, w) of the latent frames they complete."""
+        z = self.push_latents(frames)  # (B, D, t_new, h, w)
+        if z.shape[2] == 0:
+            return torch.zeros(z.shape[0], 0, *z.shape[3:], dtype=torch.long, device=z.device)
+        return self.tok.quantizer(z, update=False)[1]
+
+    @torch.no_grad()
+    def push_latents(self, frames: torch.Tensor) -> torch.Tensor:
+        """Like `push`, but return the latents before quantization, (B, D, t_new, h, w)."""
         tok, tau = self.tok, self.tok.temporal_factor
         self._check(frames)
         frames = frames.to(tok.device)
@@ -42,10 +50,9 @@ class EncoderStream:
         t_new = ready // tau
         if t_new == 0:
             _, h, w = tok.latent_shape(1, *frames.shape[3:])
-            return torch.zeros(self.batch_size, 0, h, w, dtype=torch.long, device=tok.device)
-        z = tok.encoder(tok.fold(buf[:, :, :ready], pad_first=False), self.state)
+            return frames.new_zeros(self.batch_size, tok.config.latent_dim, 0, h, w)
         self.latent_out += t_new
-        return tok.quantizer(z, update=False)[1]
+        return tok.encoder(tok.fold(buf[:, :, :ready], pad_first=False), self.state)
 
     def _check(self, frames: torch.Tensor) -> None:
         if not torch.is_tensor(frames) or frames.ndim != 5 or frames.shape[0] != self.batch_size:

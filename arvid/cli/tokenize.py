@@ -1,0 +1,107 @@
+"""`arvid tokenize VIDEO --out codes.npz` and `arvid detokenize codes.npz --out VIDEO`.
+
+Both stream: the clip goes through the tokenizer a few latent frames at a time, carrying the
+causal convolutions' state, so long clips use constant memory and give the same codes and frames
+as one whole-clip pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+CHUNK_LATENT = 8  # latent frames per streaming step
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "tokenize", help="turn a video into tokens (.npz) with a tokenizer",
+        description="Encode VIDEO (mp4, webm, gif, a folder of frames, .npy...) into the tokens of a tokenizer, "
+        "written to a .npz with what is needed to decode it (codebook size, config and weights fingerprints, "
+        "fps, frame count). The clip must have 1 + k·τ frames (τ: the tokenizer's temporal factor) unless "
+        "--fit says how to make it fit, and frames whose sides are multiples of the spatial factor "
+        "unless --size resizes them.",
+    )
+    p.add_argument("video", type=Path, help="video file or folder of frames")
+    p.add_argument("--model", required=True, type=Path, help="tokenizer folder (or training run folder)")
+    p.add_argument("--out", required=True, type=Path, help="code file to write (.npz)")
+    p.add_argument("--fit", choices=("trim", "pad"), default=None,
+                   help="make the frame count 1 + k·τ: trim frames from the end, or pad by repeating the last")
+    p.add_argument("--size", default=None, metavar="HxW",
+                   help="resize (and centre-crop) frames to HxW first, e.g. 64x64 or 64")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
+    p.set_defaults(func=run_tokenize)
+
+    d = sub.add_parser(
+        "detokenize", help="turn tokens (.npz) back into a video",
+        description="Decode a code file written by `arvid tokenize` (or by generation) into a video; the format "
+        "follows the --out suffix (.mp4, .webm, .gif, .npy, or a folder of PNG frames). The tokenizer must be "
+        "the one that made the codes: a clear error says so otherwise.",
+    )
+    d.add_argument("codes", type=Path, help="code file (.npz)")
+    d.add_argument("--model", required=True, type=Path, help="tokenizer folder (or training run folder)")
+    d.add_argument("--out", required=True, type=Path, help="video to write")
+    d.add_argument("--fps", type=float, default=None, help="frame rate (default: the one stored with the codes)")
+    d.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
+    d.set_defaults(func=run_detokenize)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    from arvid.errors import ArvidError
+
+    parts = text.lower().split("x")
+    try:
+        sizes = [int(v) for v in parts]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (1, 2) or min(sizes) < 1:
+        raise ArvidError(f"--size must be HxW or N, such as 64x64 or 64, got {text!r}")
+    return (sizes[0], sizes[-1])
+
+
+def run_tokenize(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from arvid.tokenizer import Tokenizer, check_frames, fit_frames, video_to_tensor
+    from arvid.tokenizer.codes import save_codes
+    from arvid.video import fit_video, read_video
+
+    tok = Tokenizer.from_pretrained(args.model, device=args.device)
+    video = read_video(args.video, channels=tok.config.channels)
+    frames = video.frames
+    if args.size is not None:
+        frames = fit_video(frames, parse_size(args.size), mode="crop")
+    if args.fit is not None:
+        frames = fit_frames(frames, tok.temporal_factor, mode=args.fit)
+    check_frames(len(frames), tok.temporal_factor, what=str(args.video))
+    tok.latent_shape(*frames.shape[:3])
+    stream = tok.encoder_stream(1)
+    step = CHUNK_LATENT * tok.temporal_factor
+    codes = [stream.push(video_to_tensor(frames[i:i + step])) for i in range(0, len(frames), step)]
+    codes = np.concatenate([c[0].cpu().numpy() for c in codes])  # (t, h, w)
+    save_codes(args.out, codes, tok, fps=video.fps)
+    t, h, w = codes.shape
+    print(f"{args.video}: {len(frames)} frames {frames.shape[1]}x{frames.shape[2]} -> {t}x{h}x{w} tokens "
+          f"({codes.size * np.log2(tok.codebook_size) / frames[..., 0].size:.4f} bits per pixel) in {args.out}")
+    return 0
+
+
+def run_detokenize(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from arvid.tokenizer import Tokenizer, tensor_to_video
+    from arvid.tokenizer.codes import load_codes
+    from arvid.video import write_video
+
+    f = load_codes(args.codes)
+    tok = Tokenizer.from_pretrained(args.model, device=args.device)
+    f.check(tok)
+    stream = tok.decoder_stream(1)
+    codes = torch.from_numpy(f.codes)[None]  # (1, t, h, w)
+    parts = [tensor_to_video(stream.push(codes[:, i:i + CHUNK_LATENT]))[0] for i in range(0, codes.shape[1], CHUNK_LATENT)]
+    frames = np.concatenate(parts)  # (T, H, W, C)
+    path = write_video(args.out, frames, fps=args.fps or f.fps)
+    print(f"{args.codes}: {f.codes.shape[0]} latent frames -> {len(frames)} frames "
+          f"{frames.shape[1]}x{frames.shape[2]} in {path}")
+    return 0

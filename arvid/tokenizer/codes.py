@@ -1,0 +1,125 @@
+"""Code files (.npz): one clip's tokens and what is needed to decode them.
+
+    save_codes(path, codes, tok, fps=8.0)   # codes (t, h, w) from `tok`
+    f = load_codes(path); f.check(tok)      # ArvidError if `tok` did not make these codes
+
+Arrays in the file (no pickles; `np.load(..., allow_pickle=False)` reads it):
+    codes            uint16 (or int32 above 65,536 codes) (t, h, w)
+    codebook_size    int64 ()
+    config_fingerprint, weights_fingerprint   str (): hashes of the tokenizer's config and weights
+    fps              float64 ()
+    frames, height, width, channels, temporal_factor, spatial_factor   int64 ()
+    format_version   int64 ()
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from arvid.errors import ArvidError
+from arvid.tokenizer.frames import pixel_frames
+from arvid.utils.atomic import atomic_path
+
+FORMAT_VERSION = 1
+_INTS = ("codebook_size", "frames", "height", "width", "channels", "temporal_factor", "spatial_factor", "format_version")
+_STRS = ("config_fingerprint", "weights_fingerprint")
+_KEYS = {"codes", "fps", *_INTS, *_STRS}
+
+
+def weights_fingerprint(tok) -> str:
+    """A short hash of the tokenizer's weights (names, shapes and bytes)."""
+    h = hashlib.sha256()
+    for name, t in sorted(tok.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class CodesFile:
+    codes: np.ndarray  # int64 (t, h, w)
+    codebook_size: int
+    config_fingerprint: str
+    weights_fingerprint: str
+    fps: float
+    frames: int
+    height: int
+    width: int
+    channels: int
+    temporal_factor: int
+    spatial_factor: int
+    path: Path | None = None
+
+    def check(self, tok) -> None:
+        """Raise ArvidError unless `tok` is the tokenizer that made these codes."""
+        where = self.path or "the codes"
+        if self.codebook_size != tok.codebook_size:
+            raise ArvidError(f"{where}: made by a tokenizer with {self.codebook_size} codes, but this one has "
+                             f"{tok.codebook_size}: decode with the tokenizer that encoded it")
+        if self.config_fingerprint != tok.config.fingerprint():
+            raise ArvidError(f"{where}: made by a tokenizer with config fingerprint {self.config_fingerprint}, "
+                             f"this one is {tok.config.fingerprint()}: decode with the tokenizer that encoded it")
+        if self.weights_fingerprint != weights_fingerprint(tok):
+            raise ArvidError(f"{where}: made by a tokenizer with the same settings but other weights "
+                             f"({self.weights_fingerprint}, this one {weights_fingerprint(tok)}): decode with the "
+                             "tokenizer folder that encoded it")
+
+
+def save_codes(path: str | os.PathLike, codes, tok, fps: float) -> Path:
+    """Write codes (t, h, w) of one clip made by `tok`, atomically."""
+    codes = np.asarray(codes)
+    if codes.ndim != 3:
+        raise ArvidError(f"save_codes takes the codes of one clip (t, h, w), got shape {codes.shape}")
+    dtype = np.uint16 if tok.codebook_size <= 2**16 else np.int32
+    t, h, w = codes.shape
+    s = tok.spatial_factor
+    arrays = dict(
+        codes=codes.astype(dtype), codebook_size=tok.codebook_size, fps=np.float64(fps),
+        config_fingerprint=np.str_(tok.config.fingerprint()), weights_fingerprint=np.str_(weights_fingerprint(tok)),
+        frames=pixel_frames(t, tok.temporal_factor), height=h * s, width=w * s, channels=tok.config.channels,
+        temporal_factor=tok.temporal_factor, spatial_factor=s, format_version=FORMAT_VERSION,
+    )
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()})
+    return path
+
+
+def load_codes(path: str | os.PathLike) -> CodesFile:
+    """Read and validate a code file; ArvidError naming the file for anything wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArvidError(f"{path}: no such code file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise ArvidError(f"{path} is not an arvid code file (.npz): {e}") from None
+    missing, unknown = sorted(_KEYS - set(data)), sorted(set(data) - _KEYS)
+    if missing or unknown:
+        raise ArvidError(f"{path} is not an arvid code file: "
+                         + "; ".join(s for s in (missing and f"missing {missing}", unknown and f"unknown {unknown}") if s))
+    try:
+        ints = {k: int(data[k]) for k in _INTS}
+        strs = {k: str(data[k]) for k in _STRS}
+        fps = float(data["fps"])
+    except (TypeError, ValueError):
+        raise ArvidError(f"{path}: malformed header values (not scalars of the right type)") from None
+    if ints["format_version"] != FORMAT_VERSION:
+        raise ArvidError(f"{path}: code file format {ints['format_version']}, this arvid reads {FORMAT_VERSION}")
+    codes = data["codes"]
+    if codes.ndim != 3 or codes.dtype.kind not in "iu" or codes.shape[0] < 1:
+        raise ArvidError(f"{path}: codes must be integers (t, h, w) with t >= 1, got {codes.dtype} {codes.shape}")
+    codes = codes.astype(np.int64)
+    if codes.size and (codes.min() < 0 or codes.max() >= ints["codebook_size"]):
+        raise ArvidError(f"{path}: codes outside [0, {ints['codebook_size']})")
+    del ints["format_version"]
+    return CodesFile(codes=codes, fps=fps, path=path, **ints, **strs)

@@ -1,0 +1,270 @@
+"""The tokenizer model: shapes, causality, streaming == whole clip, fp32 quantization, frame rule, files."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from arvid.errors import ArvidError
+from arvid.tokenizer import Tokenizer, TokenizerConfig, check_frames, fit_frames, pixel_frames
+from arvid.tokenizer.causal_conv import StreamState
+
+
+def tiny(**overrides) -> Tokenizer:
+    torch.manual_seed(0)
+    return Tokenizer(TokenizerConfig.preset("tiny", **overrides)).eval()
+
+
+def clip(tok: Tokenizer, k: int = 3, size: int = 16, batch: int = 2, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    frames = 1 + k * tok.temporal_factor
+    return torch.rand(batch, tok.config.channels, frames, size, size, generator=g) * 2 - 1  # (B, C, T, H, W)
+
+
+def latents(tok: Tokenizer, video: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return tok.encoder(tok.fold(video))  # (B, D, t, h, w)
+
+
+@pytest.mark.parametrize("tau", [1, 2, 4])
+@pytest.mark.parametrize("spatial", [4, 8, 16])
+def test_shapes_for_every_tau_and_spatial_factor(tau, spatial):
+    tok = tiny(temporal_factor=tau, spatial_factor=spatial)
+    video = clip(tok, k=2, size=2 * spatial)
+    codes = tok.encode(video)
+    assert codes.shape == (2, *tok.latent_shape(1 + 2 * tau, 2 * spatial, 2 * spatial)) == (2, 3, 2, 2)
+    assert codes.dtype == torch.int64 and 0 <= int(codes.min()) and int(codes.max()) < tok.codebook_size
+    out = tok.decode(codes)
+    assert out.shape == video.shape and out.dtype == torch.float32
+    assert float(out.abs().max()) <= 1.0
+    recon, train_codes, aux = tok(video)  # the training pass has the same shapes, unclamped
+    assert recon.shape == video.shape and torch.equal(train_codes, codes) and aux.ndim == 0
+
+
+def test_images_are_one_frame_videos():
+    tok = tiny()
+    image = clip(tok, k=0)  # (B, C, 1, H, W)
+    assert tok.encode(image).shape == (2, 1, 4, 4)
+    assert tok.decode(tok.encode(image)).shape == image.shape
+    # the first latent frame of a video is the image's code: it sees frame 0 only
+    video = clip(tok, k=2)
+    video[:, :, :1] = image
+    assert torch.equal(tok.encode(video)[:, :1], tok.encode(image))
+
+
+@pytest.mark.parametrize("tau", [1, 2, 4])
+def test_encoder_is_causal(tau):
+    """Changing frame f never changes the latent frames before the one that holds f."""
+    tok = tiny(temporal_factor=tau)
+    video = clip(tok, k=3, batch=1)
+    base_z, base_codes = latents(tok, video), tok.encode(video)
+    for f in sorted({0, 1, tau, tau + 1, video.shape[2] - 1}):  # first frame, group edges, last frame
+        changed = video.clone()
+        changed[:, :, f] = -changed[:, :, f]
+        z, codes = latents(tok, changed), tok.encode(changed)
+        first = 0 if f == 0 else 1 + (f - 1) // tau  # the latent frame that holds frame f
+        torch.testing.assert_close(z[:, :, :first], base_z[:, :, :first], rtol=0, atol=1e-6)
+        assert torch.equal(codes[:, :first], base_codes[:, :first])
+        assert (z[:, :, first] - base_z[:, :, first]).abs().max() > 1e-3  # the change does reach its own frame
+
+
+def test_decoder_is_causal():
+    tok = tiny(temporal_factor=2)
+    codes = tok.encode(clip(tok, k=3, batch=1))
+    base = tok.decode(codes)
+    changed = codes.clone()
+    changed[:, 2] = (changed[:, 2] + 7) % tok.codebook_size  # latent frame 2 holds frames 3 and 4
+    out = tok.decode(changed)
+    assert torch.equal(out[:, :, :3], base[:, :, :3])
+    assert (out[:, :, 3:5] - base[:, :, 3:5]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("tau", [1, 2, 4])
+def test_streaming_equals_whole_clip(tau):
+    tok = tiny(temporal_factor=tau)
+    video = clip(tok, k=4)
+    frames = video.shape[2]
+    whole_z, whole_codes = latents(tok, video), tok.encode(video)
+
+    enc = tok.encoder_stream(batch_size=2)
+    bounds = [0, 1, 2, 2 + tau, frames]  # odd splits: 1 frame, 1 frame, τ frames, the rest
+    parts = [enc.push_latents(video[:, :, a:b]) for a, b in zip(bounds, bounds[1:])]
+    stream_z = torch.cat(parts, dim=2)
+    assert stream_z.shape == whole_z.shape
+    assert (stream_z - whole_z).abs().max() <= 1e-5
+
+    enc = tok.encoder_stream(batch_size=2)
+    codes = torch.cat([enc.push(video[:, :, i:i + 1]) for i in range(frames)], dim=1)  # one frame at a time
+    assert torch.equal(codes, whole_codes)
+
+    dec = tok.decoder_stream(batch_size=2)
+    pieces = [dec.push(whole_codes[:, :1]), dec.push(whole_codes[:, 1:3]), dec.push(whole_codes[:, 3:])]
+    assert [p.shape[2] for p in pieces] == [1, 2 * tau, (whole_codes.shape[1] - 3) * tau]
+    assert (torch.cat(pieces, dim=2) - tok.decode(whole_codes)).abs().max() <= 1e-5
+
+
+def test_stream_state_is_bounded():
+    """Streaming keeps only the causal convolutions' last k-1 frames: memory does not grow with length."""
+    tok = tiny(temporal_factor=2)
+    dec = tok.decoder_stream(1)
+    codes = tok.encode(clip(tok, k=8, batch=1))
+    sizes = []
+    for i in range(codes.shape[1]):
+        dec.push(codes[:, i:i + 1])
+        sizes.append(dec.state.nbytes())
+    assert sizes[1] == sizes[-1] > 0
+
+
+def test_stream_rejects_wrong_input():
+    tok = tiny()
+    enc = tok.encoder_stream(batch_size=2)
+    with pytest.raises(ArvidError, match="B=2"):
+        enc.push(clip(tok, batch=1))
+    enc.push(clip(tok, k=0, size=16))
+    with pytest.raises(ArvidError, match="size changed"):
+        enc.push(clip(tok, k=0, size=8))
+
+
+def test_quantization_runs_in_float32_under_bf16_autocast():
+    # levels of 6 give code values ±1/3, ±2/3, which bf16 cannot hold exactly
+    tok = Tokenizer(TokenizerConfig.preset("tiny", levels=[6, 6, 5]))
+    video = clip(tok)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = tok.encoder(tok.fold(video))
+        zq, codes, _ = tok.quantizer(z)
+        recon, _, _ = tok(video)
+    assert z.dtype == torch.bfloat16  # autocast really is on for the convolutions
+    assert zq.dtype == torch.float32
+    assert torch.equal(zq, tok.quantizer.codes_to_latent(codes))  # exact float32 code values
+    assert not torch.equal(zq.bfloat16().float(), zq)  # ...which bf16 would have rounded
+    assert torch.equal(codes, tok.quantizer(z.float())[1])  # the same codes as outside autocast
+    assert recon.shape == video.shape
+
+
+@pytest.mark.parametrize("kind", ["lfq", "vq"])
+def test_lfq_and_vq_quantize_in_float32_and_train(kind):
+    tok = Tokenizer(TokenizerConfig.preset("tiny", quantizer=kind, num_codes=16)).train()
+    video = clip(tok)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = tok.encoder(tok.fold(video))
+        zq, codes, aux = tok.quantizer(z)
+    assert zq.dtype == torch.float32 and codes.dtype == torch.int64 and int(codes.max()) < 16
+    recon, codes, aux = tok(video)
+    assert aux.item() != 0  # LFQ entropy loss / VQ commitment loss
+    (recon.pow(2).mean() + aux).backward()
+    assert tok.encoder.conv_in.conv.weight.grad.abs().sum() > 0
+
+
+def test_vq_codebook_is_frozen_during_encode():
+    tok = Tokenizer(TokenizerConfig.preset("tiny", quantizer="vq", num_codes=16)).train()
+    video = clip(tok)
+    tok(video)  # k-means init + one EMA step
+    before = {k: v.clone() for k, v in tok.quantizer.state_dict().items()}
+    other = clip(tok, seed=1)
+    tok.encode(other)
+    assert all(torch.equal(before[k], v) for k, v in tok.quantizer.state_dict().items())
+    tok(other)  # (the same clip again would be a fixed point of the EMA right after k-means)
+    assert not all(torch.equal(before[k], v) for k, v in tok.quantizer.state_dict().items())
+
+
+def test_frame_count_rule():
+    assert [check_frames(n, 4) for n in (1, 5, 9)] == [1, 2, 3]
+    assert pixel_frames(3, 4) == 9
+    with pytest.raises(ArvidError, match=r"10 frames.*τ=4.*nearest valid lengths are 9 or 13.*fit_frames"):
+        check_frames(10, 4)
+    with pytest.raises(ArvidError, match="nearest valid lengths are 1"):
+        check_frames(0, 2)
+    tok = tiny(temporal_factor=2)
+    with pytest.raises(ArvidError, match="4 frames.*3 or 5"):
+        tok.encode(torch.zeros(1, 1, 4, 16, 16))
+    with pytest.raises(ArvidError, match="multiples of its spatial factor 4"):
+        tok.latent_shape(5, 18, 16)
+    with pytest.raises(ArvidError, match="channels"):
+        tok.encode(torch.zeros(1, 3, 5, 16, 16))
+    with pytest.raises(ArvidError, match=r"codes must lie in \[0, 25\)"):
+        tok.decode(torch.full((1, 2, 4, 4), 25))
+
+
+def test_fit_frames_trims_or_pads_explicitly():
+    frames = np.arange(11, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 1), np.uint8)  # (T, H, W, C)
+    trimmed = fit_frames(frames, 4, mode="trim")
+    padded = fit_frames(frames, 4, mode="pad")
+    assert trimmed.shape[0] == 9 and np.array_equal(trimmed, frames[:9])
+    assert padded.shape[0] == 13 and np.array_equal(padded[:11], frames) and (padded[11:] == 10).all()
+    video = torch.randn(1, 1, 11, 4, 4)  # (B, C, T, H, W)
+    assert fit_frames(video, 4, mode="pad").shape[2] == 13
+    assert fit_frames(video, 2) is video  # already fits
+    with pytest.raises(ArvidError, match="unknown fit mode"):
+        fit_frames(frames, 4, mode="stretch")
+
+
+def test_config_presets_and_validation():
+    for name in ("tiny", "mnist", "base"):
+        cfg = TokenizerConfig.preset(name)
+        assert TokenizerConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    mnist = TokenizerConfig.preset("mnist")
+    assert (mnist.temporal_factor, mnist.spatial_factor, mnist.codebook_size) == (2, 8, 240)
+    assert mnist.fingerprint() != mnist.replace(levels=[8, 5, 5, 5]).fingerprint()
+    assert mnist.fingerprint() == mnist.replace(notes={"dataset": "x"}).fingerprint()
+    with pytest.raises(ArvidError, match="unknown tokenizer preset"):
+        TokenizerConfig.preset("huge")
+    bad = [({"widht": 8}, "unknown tokenizer setting"), ({"width": "8"}, "must be an integer"),
+           ({"width": True}, "must be an integer"), ({"levels": [8, 5.5]}, "list of integers"),
+           ({"temporal_factor": 3}, "temporal_factor must be one of"), ({"spatial_factor": 32}, "spatial_factor"),
+           ({"levels": [2, 8]}, "FSQ levels"), ({"quantizer": "lfq", "num_codes": 1000}, "power of two"),
+           ({"patch": 8, "spatial_factor": 4}, "patch")]
+    for change, message in bad:
+        with pytest.raises(ArvidError, match=message):
+            TokenizerConfig.from_dict({**TokenizerConfig.preset("tiny").to_dict(), **change}, source="x.json")
+
+
+@pytest.mark.parametrize("kind", ["fsq", "lfq", "vq"])
+def test_checkpoint_round_trip_gives_identical_codes(tmp_path, kind):
+    tok = Tokenizer(TokenizerConfig.preset("tiny", quantizer=kind, num_codes=16))
+    video = clip(tok)
+    tok.train()(video)  # VQ: k-means init, so the codebook is not the initial one
+    tok.eval()
+    tok.save_pretrained(tmp_path / "tok")
+    loaded = Tokenizer.from_pretrained(tmp_path / "tok")
+    assert loaded.config == tok.config and not loaded.training
+    codes = tok.encode(video)
+    assert torch.equal(loaded.encode(video), codes)
+    assert torch.equal(loaded.decode(codes), tok.decode(codes))
+
+
+def test_from_pretrained_rejects_bad_folders(tmp_path):
+    tok = tiny()
+    tok.save_pretrained(tmp_path / "tok")
+    config = json.loads((tmp_path / "tok" / "config.json").read_text())
+    config["config"]["extra"] = 1
+    (tmp_path / "tok" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArvidError, match="unknown tokenizer setting.*extra"):
+        Tokenizer.from_pretrained(tmp_path / "tok")
+    del config["config"]["extra"]
+    config["config"]["width"] = 16  # weights of another size
+    (tmp_path / "tok" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArvidError, match="does not match the model built from its config"):
+        Tokenizer.from_pretrained(tmp_path / "tok")
+    with pytest.raises(ArvidError, match="does not exist"):
+        Tokenizer.from_pretrained(tmp_path / "nothing")
+
+
+def test_uint8_conveniences():
+    tok = tiny()
+    frames = np.random.default_rng(0).integers(0, 256, size=(5, 16, 16, 1), dtype=np.uint8)  # (T, H, W, C)
+    codes = tok.encode_video(frames)
+    assert codes.shape == (3, 4, 4) and codes.dtype == np.int64
+    video = tok.decode_to_video(codes)
+    assert video.shape == frames.shape and video.dtype == np.uint8
+
+
+def test_causal_conv_chunks_match_whole():
+    from arvid.tokenizer.causal_conv import CausalConv3d
+
+    torch.manual_seed(0)
+    conv = CausalConv3d(3, 4, kernel_t=3)
+    x = torch.randn(1, 3, 7, 5, 5)
+    state = StreamState()
+    chunks = torch.cat([conv(x[:, :, a:b], state) for a, b in ((0, 1), (1, 2), (2, 7))], dim=2)
+    torch.testing.assert_close(chunks, conv(x), rtol=0, atol=1e-6)

@@ -1,0 +1,134 @@
+"""The tokenizer from the outside: tokenize/detokenize files, eval against H.264, training (resume, DDP)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from arvid.cli.main import main
+from arvid.errors import ArvidError
+from arvid.tokenizer import Tokenizer, TokenizerConfig
+from arvid.tokenizer.codes import load_codes, save_codes
+from arvid.tokenizer.evaluate import h264_at_bits, h264_roundtrip, psnr, ssim
+
+
+@pytest.fixture
+def tok_dir(tmp_path):
+    torch.manual_seed(0)
+    tok = Tokenizer(TokenizerConfig.preset("tiny")).eval()
+    tok.save_pretrained(tmp_path / "tok")
+    return tmp_path / "tok"
+
+
+def frames(n: int, size: int = 16, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, size, size, 1), dtype=np.uint8)  # (T, H, W, C)
+
+
+def test_tokenize_detokenize_round_trip(tmp_path, tok_dir, capsys):
+    video = frames(7)
+    np.save(tmp_path / "clip.npy", video)
+    assert main(["tokenize", str(tmp_path / "clip.npy"), "--model", str(tok_dir), "--out", str(tmp_path / "c.npz")]) == 0
+    tok = Tokenizer.from_pretrained(tok_dir)
+    f = load_codes(tmp_path / "c.npz")
+    assert np.array_equal(f.codes, tok.encode_video(video))  # streamed in chunks == whole clip
+    assert (f.frames, f.height, f.width, f.codebook_size) == (7, 16, 16, 25)
+    assert main(["detokenize", str(tmp_path / "c.npz"), "--model", str(tok_dir), "--out", str(tmp_path / "out.npy")]) == 0
+    assert np.array_equal(np.load(tmp_path / "out.npy"), tok.decode_to_video(f.codes))
+    assert "bits per pixel" in capsys.readouterr().out
+
+
+def test_tokenize_frame_count_error_and_fit(tmp_path, tok_dir, capsys):
+    np.save(tmp_path / "clip.npy", frames(6))
+    out = str(tmp_path / "c.npz")
+    assert main(["tokenize", str(tmp_path / "clip.npy"), "--model", str(tok_dir), "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "6 frames" in err and "5 or 7" in err and "--fit" in err and not os.path.exists(out)
+    assert main(["tokenize", str(tmp_path / "clip.npy"), "--model", str(tok_dir), "--out", out, "--fit", "pad"]) == 0
+    assert load_codes(out).frames == 7
+
+
+def test_codes_and_model_must_match(tmp_path, tok_dir):
+    tok = Tokenizer.from_pretrained(tok_dir)
+    save_codes(tmp_path / "c.npz", tok.encode_video(frames(5)), tok, fps=8.0)
+    load_codes(tmp_path / "c.npz").check(tok)
+    other = Tokenizer(TokenizerConfig.preset("tiny"))  # same settings, other weights
+    with pytest.raises(ArvidError, match="other weights"):
+        load_codes(tmp_path / "c.npz").check(other)
+    bigger = Tokenizer(TokenizerConfig.preset("tiny", levels=[5, 5, 5]))
+    with pytest.raises(ArvidError, match="25 codes.*125"):
+        load_codes(tmp_path / "c.npz").check(bigger)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ArvidError, match="not an arvid code file"):
+        load_codes(tmp_path / "junk.npz")
+
+
+def test_metrics_and_h264_at_equal_bits():
+    video = np.zeros((9, 32, 32, 1), np.uint8)
+    video[:, 8:24, 8:24] = 200
+    video[4:, 10:20, 12:16] = 60  # a change mid-clip
+    assert psnr(video, video) == float("inf") and ssim(video, video) == pytest.approx(1.0)
+    noisy = np.clip(video.astype(int) + 8, 0, 255).astype(np.uint8)
+    assert psnr(video, noisy) == pytest.approx(10 * np.log10(255**2 / 64), abs=0.05)
+    assert ssim(video, noisy) < 1.0
+    n30, dec30 = h264_roundtrip(video, crf=30)
+    n10, dec10 = h264_roundtrip(video, crf=10)
+    assert dec30.shape == video.shape and n10 > n30 > 0 and psnr(video, dec10) >= psnr(video, dec30)
+    crf, nbytes, _ = h264_at_bits(video, 8 * n30)
+    assert nbytes * 8 >= 8 * n30 and crf >= 30  # at least the bits asked for, with the fewest such bits
+
+
+def test_eval_tokenizer_prints_the_table(tmp_path, tok_dir, capsys):
+    code = main(["eval", "tokenizer", str(tok_dir), "--dataset", "moving-mnist", "--size", "32", "--frames", "5",
+                 "--clips", "2", "--device", "cpu", "--json", str(tmp_path / "r.json")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "PSNR dB" in out and "arvid tokenizer" in out and "H.264 (libx264)" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    tok_row, h264_row = report["tokenizer"], report["h264"]
+    assert tok_row["bpp"] == pytest.approx(3 * 8 * 8 * np.log2(25) / (5 * 32 * 32))
+    assert h264_row["bpp"] >= tok_row["bpp"]  # H.264 never gets fewer bits
+    assert 0 < tok_row["usage"] <= 1 and 1 <= tok_row["perplexity"] <= 25
+    assert main(["eval", "tokenizer", str(tok_dir), "--frames", "4", "--clips", "1"]) == 2
+
+
+TRAIN = ["--preset", "tiny", "--dataset", "shapes", "--size", "16", "--frames", "5", "--device", "cpu",
+         "--warmup", "1", "--log-every", "1", "--lr", "1e-3"]
+
+
+def weights(folder) -> dict:
+    return Tokenizer.from_pretrained(folder).state_dict()
+
+
+def test_training_resumes_exactly(tmp_path):
+    assert main(["train", "tokenizer", "--out", str(tmp_path / "a"), "--steps", "4", "--batch-size", "2", *TRAIN]) == 0
+    assert main(["train", "tokenizer", "--out", str(tmp_path / "b"), "--steps", "2", "--batch-size", "2", *TRAIN]) == 0
+    assert main(["train", "tokenizer", "--out", str(tmp_path / "b"), "--steps", "4", "--batch-size", "2",
+                 "--resume", *TRAIN]) == 0
+    state = json.loads((tmp_path / "b" / "trainer_state.json").read_text())
+    assert state["step"] == 4
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["decoder.conv_out.conv.weight"], Tokenizer(Tokenizer.from_pretrained(tmp_path / "a").config)
+                           .state_dict()["decoder.conv_out.conv.weight"])
+
+
+def test_two_process_gloo_ddp_step_matches_one_process(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "arvid", "train", "tokenizer", "--out", str(tmp_path / "ddp"), "--steps", "1", "--batch-size", "1", *TRAIN]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert main(["train", "tokenizer", "--out", str(tmp_path / "one"), "--steps", "1", "--batch-size", "2", *TRAIN]) == 0
+    ddp, one = weights(tmp_path / "ddp"), weights(tmp_path / "one")
+    # two processes x 1 clip = one process x 2 clips (the same clips, gradients averaged). Adam's first step
+    # moves each entry by about lr·sign(grad), so entries whose exact gradient is 0 (a conv bias right before
+    # a per-channel GroupNorm) move by rounding noise; every weight matrix must match.
+    for k in one:
+        if one[k].ndim > 1:
+            torch.testing.assert_close(ddp[k], one[k], rtol=0, atol=1e-5)
+    close = sum(int(((ddp[k] - one[k]).abs() <= 1e-5).sum()) for k in one)
+    assert close >= 0.99 * sum(v.numel() for v in one.values())
