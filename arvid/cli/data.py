@@ -39,13 +39,12 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from PIL import Image
     from tqdm import tqdm
 
     from arvid.data import make_dataset
     from arvid.errors import ArvidError
-    from arvid.utils import atomic_path, atomic_write_text
-    from arvid.video import contact_sheet, write_video
+    from arvid.utils import atomic_write_text
+    from arvid.video import clips_sheet, write_video
 
     if args.count < 1:
         raise ArvidError(f"--count must be at least 1, got {args.count}")
@@ -57,24 +56,16 @@ def run(args: argparse.Namespace) -> int:
                       path=args.path, stride=args.stride)
     args.out.mkdir(exist_ok=True)
     fps = args.fps or ds.fps
-    every = max(1, args.frames // 10)
-    rows, labels = [], {}
+    clips, titles, labels = [], [], {}
     for i in tqdm(range(args.count), desc=f"writing {args.dataset}", unit="clip"):
         clip = ds[i]
         name = f"sample_{i:03d}" + ("" if args.format == "png" else f".{args.format}")
         write_video(args.out / name, clip.video, fps=fps)
         names = [ds.class_names[j] if ds.class_names else str(j) for j in clip.labels.tolist()]
         labels[name] = names
-        rows.append(contact_sheet(clip.video, every=every, cols=len(range(0, args.frames, every)),
-                                  title=f"{name}  {' '.join(names)}"))
-    width = max(r.width for r in rows)
-    sheet = Image.new("RGB", (width, sum(r.height for r in rows)))
-    y = 0
-    for r in rows:
-        sheet.paste(r.convert("RGB"), (0, y))
-        y += r.height
-    with atomic_path(args.out / "sheet.png") as tmp:
-        sheet.save(tmp, format="PNG")
+        clips.append(clip.video)
+        titles.append(f"{name}  {' '.join(names)}")
+    clips_sheet(clips, args.out / "sheet.png", titles=titles, max_frames=10)
     atomic_write_text(args.out / "labels.json", json.dumps(labels, indent=1) + "\n")
     print(f"wrote {args.count} {args.dataset} clips ({args.frames} frames, {ds.height}x{ds.width}, "
           f"{args.format}) and a contact sheet to {args.out}/ (sheet.png, labels.json)")

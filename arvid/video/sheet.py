@@ -67,6 +67,30 @@ def contact_sheet(frames: np.ndarray | Video, path: str | os.PathLike | None = N
     return sheet
 
 
+def clips_sheet(clips, path: str | os.PathLike | None = None, *, titles=None, every: int | None = None,
+                max_frames: int = 16) -> Image.Image:
+    """One row per clip (uint8 (T, H, W, C) each), every `every`-th frame, titled; PNG if `path`.
+
+    `every` defaults to showing about `max_frames` frames of the longest clip.
+    """
+    clips = list(clips)
+    if not clips:
+        raise ArvidError("a contact sheet needs at least one clip")
+    longest = max(len(c) for c in clips)
+    every = every or max(1, math.ceil(longest / max_frames))
+    cols = len(sheet_indices(longest, every, max_frames))
+    titles = list(titles) if titles is not None else [None] * len(clips)
+    rows = [contact_sheet(c, every=every, cols=cols, max_frames=max_frames, title=t) for c, t in zip(clips, titles)]
+    sheet = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), BACKGROUND)
+    y = 0
+    for r in rows:
+        sheet.paste(r, (0, y))
+        y += r.height
+    if path is not None:
+        _save(sheet, Path(path).expanduser())
+    return sheet
+
+
 def _check_cols(cols, n: int) -> int:
     if cols is None:
         return min(n, _DEFAULT_COLS)

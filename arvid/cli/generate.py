@@ -1,0 +1,126 @@
+"""`arvid generate` (a new clip) and `arvid extend INPUT` (continue a clip), with progress and sheets."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def _sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--frames", type=int, required=True, help="number of new frames to generate (any positive number)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output video: .mp4 (H.264), .webm, .gif, .npy, or a folder of png frames (no suffix); "
+                        "with --batch B > 1, one file per clip: NAME_0.mp4, NAME_1.mp4, ...")
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same clip (default 0)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 is greedy (default 1.0)")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the K most likely tokens")
+    p.add_argument("--top-p", type=float, default=None, help="sample among the most likely tokens holding mass P")
+    p.add_argument("--label", type=str, default=None,
+                   help="class labels, comma separated, one per object (the default Moving MNIST model: two "
+                        "digits, e.g. --label 3,7); omit for unconditional generation")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale with --label (1: none; 2-4 follow the label more)")
+    p.add_argument("--batch", type=int, default=1, help="clips to generate at once (default 1)")
+    p.add_argument("--sheet", type=Path, default=None, help="also write a contact sheet (PNG) of the result")
+    p.add_argument("--model", type=Path, default=None,
+                   help="model folder with tokenizer/ and generator/ (default: the model shipped with arvid)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--fps", type=float, default=None, help="frame rate of the output (default: the input's, or 8)")
+
+
+def register(sub) -> None:
+    g = sub.add_parser(
+        "generate", help="generate a new clip of any length",
+        description="Generate a new clip of exactly --frames frames. Long clips roll the KV cache forward "
+        "and stream tokens straight into the decoder, so memory stays flat however long the clip is.",
+    )
+    _sampling_args(g)
+    g.set_defaults(func=run_generate)
+    e = sub.add_parser(
+        "extend", help="continue an existing video frame by frame",
+        description="Continue INPUT (mp4, webm, mkv, avi, gif, a folder of png/jpg frames, or .npy) by "
+        "--frames new frames. The input is resized (short side) and centre-cropped to the model's "
+        "resolution, tokenized, and its last latent frames prefill the cache. The output is the input's "
+        "frames followed by exactly --frames new ones.",
+    )
+    e.add_argument("input", type=Path, help="the video to continue")
+    _sampling_args(e)
+    e.set_defaults(func=run_extend)
+
+
+def _options(args):
+    from arvid.errors import ArvidError
+    from arvid.pipeline import SamplingOptions
+
+    labels = None
+    if args.label:
+        try:
+            labels = [int(x) for x in args.label.split(",") if x.strip() != ""]
+        except ValueError:
+            raise ArvidError(f"--label {args.label!r}: give integers separated by commas, e.g. --label 3,7") from None
+    if args.frames < 1:
+        raise ArvidError(f"--frames must be a positive number, got {args.frames}")
+    if args.batch < 1:
+        raise ArvidError(f"--batch must be at least 1, got {args.batch}")
+    return SamplingOptions(seed=args.seed, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                           labels=labels, guidance=args.guidance, batch=args.batch)
+
+
+def _outputs(out: Path, batch: int) -> list[Path]:
+    from arvid.errors import ArvidError
+
+    if not out.parent.exists():
+        raise ArvidError(f"cannot write {out}: folder {out.parent} does not exist")
+    if batch == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(batch)]
+
+
+def _run(args, video=None, fps: float | None = None) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from arvid.pipeline import Arvid
+    from arvid.video import clips_sheet, write_video
+
+    opts = _options(args)
+    outs = _outputs(args.out, opts.batch)
+    model = Arvid.from_pretrained(args.model, device=args.device)
+    prepared = model.prepare(video, opts.batch) if video is not None else None
+    for note in prepared.notes if prepared else []:
+        print(f"arvid: {note}", file=sys.stderr)
+    tokens_per_frame = model.generator.config.frame_tokens / model.temporal_factor
+    frames, start = [], time.perf_counter()
+    with tqdm(total=args.frames, unit="frame", desc="generating", file=sys.stderr, dynamic_ncols=True) as bar:
+        for f in model._stream(args.frames, prepared, opts):
+            frames.append(f)
+            bar.update(1)
+            rate = len(frames) / max(time.perf_counter() - start, 1e-9)
+            bar.set_postfix_str(f"{rate * tokens_per_frame * opts.batch:.0f} tok/s")
+    clip = np.stack(frames, axis=1)  # (B, N, H, W, C)
+    if prepared is not None:
+        clip = np.concatenate([np.broadcast_to(prepared.frames, (opts.batch, *prepared.frames.shape)), clip], axis=1)
+    fps = args.fps or fps or model.fps
+    for out, c in zip(outs, clip):
+        write_video(out, c, fps=fps)
+    if args.sheet is not None:
+        clips_sheet(list(clip), args.sheet, titles=[o.name for o in outs])
+    elapsed = time.perf_counter() - start
+    where = outs[0] if len(outs) == 1 else f"{outs[0]} ... {outs[-1]}"
+    print(f"wrote {where}: {clip.shape[1]} frames of {clip.shape[3]}x{clip.shape[2]} at {fps:g} fps "
+          f"({args.frames} generated in {elapsed:.1f} s, {args.frames * opts.batch / elapsed:.1f} frames/s)"
+          + (f"; contact sheet {args.sheet}" if args.sheet else ""))
+    return 0
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    return _run(args)
+
+
+def run_extend(args: argparse.Namespace) -> int:
+    from arvid.video import read_video
+
+    video = read_video(args.input)
+    return _run(args, video.frames, video.fps)

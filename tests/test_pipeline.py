@@ -1,0 +1,162 @@
+"""The generation pipeline through the API and the CLI, on tiny untrained models.
+
+Untrained weights make noise, but every property here is structural: frame counts, resolution,
+determinism, the input kept first, streaming equal to the batch call, clean errors.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from arvid import ArvidError
+from arvid.cli.main import main
+from arvid.generator import Generator, GeneratorConfig
+from arvid.kernels import use_backend
+from arvid.pipeline import Arvid
+from arvid.tokenizer import Tokenizer, TokenizerConfig
+
+H = W = 16  # tiny tokenizer: spatial factor 4 -> 4x4 latent tokens, τ = 2
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    tok = Tokenizer(TokenizerConfig.preset("tiny"))
+    gen = Generator(GeneratorConfig.from_name("tiny", vocab_size=tok.codebook_size, latent_h=H // 4, latent_w=W // 4,
+                                              num_classes=10, labels_per_clip=2))
+    root = tmp_path_factory.mktemp("model")
+    Arvid(tok, gen, "cpu").save_pretrained(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model(model_dir):
+    return Arvid.from_pretrained(model_dir, device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def fast_attention():
+    with use_backend("pytorch"):
+        yield
+
+
+@pytest.mark.parametrize("frames", [1, 2, 5, 8])
+def test_generate_gives_exactly_the_frames_asked_for(model, frames):
+    clip = model.generate(frames, seed=1, batch=2)
+    assert clip.shape == (2, frames, H, W, 1) and clip.dtype == np.uint8
+
+
+def test_same_seed_same_clip_other_seed_other_clip(model):
+    a = model.generate(5, seed=3, top_k=8)
+    assert np.array_equal(a, model.generate(5, seed=3, top_k=8))
+    assert not np.array_equal(a, model.generate(5, seed=4, top_k=8))
+
+
+def test_stream_yields_the_same_frames_as_the_batch_call(model):
+    streamed = list(model.stream(7, seed=2, labels=[3, 7], guidance=2.0))
+    assert len(streamed) == 7
+    assert np.array_equal(np.stack(streamed, axis=1), model.generate(7, seed=2, labels=[3, 7], guidance=2.0))
+
+
+@pytest.mark.parametrize("input_frames", [1, 4, 9])
+def test_extend_keeps_the_input_first_and_adds_exactly_n(model, input_frames):
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 255, size=(input_frames, H, W, 1), dtype=np.uint8)
+    out = model.extend(video, 3, seed=0)
+    assert out.shape == (1, input_frames + 3, H, W, 1)
+    assert np.array_equal(out[0, :input_frames], video)  # the input frames themselves, unchanged
+
+
+def test_extend_fits_other_sizes_and_colour_and_says_so(model):
+    video = np.zeros((3, 40, 24, 3), dtype=np.uint8)
+    prepared = model.prepare(video)
+    assert prepared.frames.shape == (3, H, W, 1)
+    notes = " ".join(prepared.notes)
+    assert "24x40 to 16x16" in notes and "grayscale" in notes
+    assert model.extend(video, 2).shape == (1, 5, H, W, 1)
+
+
+def test_extend_prefills_at_most_the_window(model):
+    video = np.zeros((41, H, W, 1), dtype=np.uint8)  # 21 latent frames
+    prepared = model.prepare(video)
+    assert prepared.context.shape == (1, model.generator.config.window_frames, H // 4, W // 4)
+
+
+def test_generation_runs_past_the_window(model):
+    # (20x the window, with peak memory, is measured in benchmarks/bench_pipeline.py)
+    cfg = model.generator.config
+    frames = 4 * cfg.window_frames * model.temporal_factor
+    clip = model.generate(frames, seed=0)
+    assert clip.shape[1] == frames and clip[0, -1].std() > 0  # still producing content, not a constant
+
+
+def test_pipeline_errors_are_clear(model, model_dir, tmp_path):
+    with pytest.raises(ArvidError, match="positive"):
+        model.generate(0)
+    with pytest.raises(ArvidError, match="labels"):
+        model.generate(3, labels=[3])
+    with pytest.raises(ArvidError, match="does not exist"):
+        Arvid.from_pretrained(tmp_path / "nope")
+    with pytest.raises(ArvidError, match="no generator/"):
+        (tmp_path / "half").mkdir()
+        (tmp_path / "half" / "tokenizer").mkdir()
+        Arvid.from_pretrained(tmp_path / "half")
+    tok = Tokenizer.from_pretrained(model_dir / "tokenizer")
+    other = Generator(GeneratorConfig.from_name("tiny", vocab_size=tok.codebook_size + 1))
+    with pytest.raises(ArvidError, match="not trained together"):
+        Arvid(tok, other, "cpu")
+
+
+class Result:
+    def __init__(self, returncode, out):
+        self.returncode, self.stdout, self.stderr = returncode, out.out, out.err
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `arvid ARGS` in this process (the subprocess entry point is covered by tests/test_cli.py)."""
+    def run(*args):
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        return Result(code, capsys.readouterr())
+    return run
+
+
+def test_cli_generate_and_extend_write_the_right_frames(model_dir, tmp_path, cli):
+    from arvid.video import read_video
+
+    out = tmp_path / "clip.npy"
+    r = cli("generate", "--frames", 6, "--out", out, "--model", model_dir, "--seed", 5, "--label", "3,7",
+            "--sheet", tmp_path / "sheet.png", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert "wrote" in r.stdout and str(out) in r.stdout
+    clip = read_video(out).frames
+    assert clip.shape == (6, H, W, 1) and (tmp_path / "sheet.png").is_file()
+    again = tmp_path / "again.npy"
+    assert cli("generate", "--frames", 6, "--out", again, "--model", model_dir, "--seed", 5, "--label", "3,7").returncode == 0
+    assert again.read_bytes() == out.read_bytes()  # same seed, identical file
+
+    ext = tmp_path / "ext.npy"
+    r = cli("extend", out, "--frames", 4, "--out", ext, "--model", model_dir, "--batch", 2)
+    assert r.returncode == 0, r.stderr
+    for i in range(2):
+        longer = read_video(tmp_path / f"ext_{i}.npy").frames
+        assert longer.shape == (10, H, W, 1) and np.array_equal(longer[:6], clip)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["generate", "--frames", 0, "--out", "OUT/x.npy"], "--frames"),
+    (["generate", "--frames", 2, "--out", "OUT/missing/x.npy"], "does not exist"),
+    (["generate", "--frames", 2, "--out", "OUT/x.npy", "--label", "a,b"], "--label"),
+    (["extend", "OUT/nothing.mp4", "--frames", 2, "--out", "OUT/x.npy"], "nothing.mp4"),
+    (["generate", "--frames", 2, "--out", "OUT/x.npy", "--model", "OUT"], "tokenizer/"),
+])
+def test_cli_errors_are_one_line_exit_2_and_leave_no_file(model_dir, tmp_path, args, message, cli):
+    args = [str(a).replace("OUT", str(tmp_path)) for a in args]
+    if "--model" not in args:
+        args += ["--model", str(model_dir)]
+    r = cli(*args)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("arvid: error:") and message in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "x.npy").exists()
