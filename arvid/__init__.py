@@ -11,4 +11,13 @@ from arvid.errors import ArvidError
 
 __version__ = "0.1.0"
 
-__all__ = ["ArvidError", "__version__"]
+__all__ = ["Arvid", "ArvidError", "SamplingOptions", "__version__"]
+
+
+def __getattr__(name: str):
+    # `Arvid` and `SamplingOptions` import torch: load them on first use so `arvid --help` stays fast
+    if name in ("Arvid", "SamplingOptions"):
+        from arvid import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'arvid' has no attribute {name!r}")
