@@ -193,7 +193,7 @@ def decode_forward(
     )
     _decode_merge_kernel[(B * nh * Lq,)](
         part_out, part_lse, out, B * nh * Lq, num_splits, hs,
-        BLOCK_P=triton.next_power_of_2(num_splits), BLOCK_D=triton.next_power_of_2(hs),
+        BLOCK_P=max(2, triton.next_power_of_2(num_splits)), BLOCK_D=triton.next_power_of_2(hs),
     )
     return out
 

@@ -209,9 +209,8 @@ def _flash_bwd_dkdv_kernel(
     if CAUSAL:
         m_lo = (tl.maximum(n0 - offset, 0) // BLOCK_M) * BLOCK_M
     m_hi = Lq
-    if HAS_WINDOW:
-        if n0 >= sinks:
-            m_hi = tl.minimum(Lq, n0 + BLOCK_N + window - 1 - offset)
+    if HAS_WINDOW:  # a block holding no sink is seen up to window - 1 positions past its last key
+        m_hi = tl.where(n0 >= sinks, tl.minimum(Lq, n0 + BLOCK_N + window - 1 - offset), Lq)
 
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)

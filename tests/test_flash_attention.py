@@ -73,9 +73,10 @@ def test_forward_matches_reference(B, nh, nh_kv, Lq, Lk, hs, dtype, causal, wind
     assert_matches_reference(out, q, k, v, causal=causal, window=window, sinks=sinks)
 
 
-@pytest.mark.parametrize("Lq,Lk,window,sinks", [(37, 83, None, 0), (50, 50, 13, 3), (21, 70, 5, 18)])
+@pytest.mark.parametrize("Lq,Lk,window,sinks", [(37, 83, None, 0), (50, 50, 13, 3), (21, 70, 5, 18), (40, 40, 18, 0)])
 def test_small_blocks_cross_many_tiles(Lq, Lk, window, sinks):
-    """16x16 tiles: the diagonal and the window's edges cross several key blocks, sinks span two."""
+    """16x16 tiles: the diagonal and the window's edges cross several key blocks, sinks span two.
+    (40, 40, 18): query 32, the first of a block, is the last to see key 15 (tight backward range)."""
     q, k, v = make_qkv(2, 2, 1, Lq, Lk, 32, torch.float32)
     out, lse = flash_forward(q, k, v, True, window, sinks, 0.3, block_m=16, block_n=16)
     assert_matches_reference(out, q, k, v, window=window, sinks=sinks, scale=0.3)
@@ -215,3 +216,49 @@ def test_env_var_selects_the_pytorch_path(monkeypatch):
 def test_interpreter_is_what_runs_on_cpu():
     with use_backend("auto"):
         assert attention_backend("cpu") == "triton-interpreter"
+
+
+AOT_COMPILE = r'''
+import os, sys
+os.environ.pop("TRITON_INTERPRET", None)
+import torch, triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from arvid.kernels import decode, flash
+
+def build(fn, types, consts, opts):
+    sig = {n: "constexpr" if n in consts else types.get(n, "i32") for n in fn.arg_names}
+    kernel = triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", 90, 32), options=opts)
+    assert kernel.metadata.shared <= 228 * 1024, (fn.__name__, kernel.metadata.shared)
+
+dt, hs = torch.float16, 128
+ptrs = {n: "*fp16" for n in ("Q", "K", "V", "Out", "DO", "DQ", "DK", "DV")}
+ptrs.update(Lse="*fp32", Delta="*fp32", PartOut="*fp32", PartLse="*fp32", CachePos="*i32", QPos="*i64",
+            scale="fp32", scale_log2="fp32")
+meta = dict(CAUSAL=True, HAS_WINDOW=True, BLOCK_D=hs, DOT_PRECISION="tf32", Lq=1)  # Lq == 1 specialises
+for kernels, config in (((flash._flash_fwd_kernel,), flash._fwd_config(hs, dt, torch.device("cuda"))),
+                        ((flash._flash_bwd_dq_kernel, flash._flash_bwd_dkdv_kernel), flash._bwd_config(hs, dt, torch.device("cuda")))):
+    opts = {k: config.pop(k) for k in ("num_warps", "num_stages")}
+    for fn in kernels:
+        build(fn, ptrs, {**meta, **config}, opts)
+build(decode._decode_split_kernel, ptrs, dict(HAS_WINDOW=True, BLOCK_M=16, BLOCK_N=64, BLOCK_D=hs, DOT_PRECISION="tf32"),
+      dict(num_warps=4, num_stages=3))
+build(decode._decode_merge_kernel, ptrs, dict(BLOCK_P=4, BLOCK_D=hs), {})
+print("compiled")
+'''
+
+
+@pytest.mark.skipif(DEVICE == "cuda", reason="on a GPU the kernels are compiled by the other tests")
+def test_kernels_compile_for_sm90_without_a_gpu(tmp_path):
+    """The interpreter forgives what the compiler refuses (type changes across branches, shared
+    memory): compile every kernel to an H100 binary (ptxas ships with triton), no GPU needed."""
+    import subprocess
+    import sys
+
+    ptxas = os.path.join(os.path.dirname(__import__("triton").__file__), "backends", "nvidia", "bin", "ptxas")
+    if not os.path.exists(ptxas):
+        pytest.skip("this triton wheel ships no ptxas")
+    env = {key: val for key, val in os.environ.items() if key != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path)  # compile for real, not from a cache
+    done = subprocess.run([sys.executable, "-c", AOT_COMPILE], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-3000:]
