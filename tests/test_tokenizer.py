@@ -268,3 +268,14 @@ def test_causal_conv_chunks_match_whole():
     state = StreamState()
     chunks = torch.cat([conv(x[:, :, a:b], state) for a, b in ((0, 1), (1, 2), (2, 7))], dim=2)
     torch.testing.assert_close(chunks, conv(x), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["fsq", "lfq", "vq"])
+def test_quantized_latent_equals_latent_rebuilt_from_codes(kind):
+    tok = Tokenizer(TokenizerConfig.preset("tiny", quantizer=kind, num_codes=16))
+    video = clip(tok)
+    tok.train()(video)  # VQ: k-means init
+    tok.eval()
+    with torch.no_grad():
+        zq, codes, _ = tok.quantizer(latents(tok, video), update=False)
+    assert torch.equal(zq, tok.quantizer.codes_to_latent(codes))

@@ -217,7 +217,7 @@ def video_to_tensor(frames: np.ndarray, channels: int | None = None) -> torch.Te
         raise ArvidError(f"expected frames (T, H, W, C), got shape {frames.shape}")
     if channels is not None and frames.shape[-1] != channels:
         raise ArvidError(f"frames have {frames.shape[-1]} channels, the tokenizer takes {channels}")
-    x = torch.from_numpy(np.ascontiguousarray(frames)).float().div(127.5).sub(1.0)
+    x = torch.from_numpy(frames.astype(np.float32)).div_(127.5).sub_(1.0)  # a copy: inputs may be read-only
     return rearrange(x, "b t h w c -> b c t h w")
 
 
