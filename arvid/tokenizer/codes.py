@@ -30,6 +30,7 @@ FORMAT_VERSION = 1
 _INTS = ("codebook_size", "frames", "height", "width", "channels", "temporal_factor", "spatial_factor", "format_version")
 _STRS = ("config_fingerprint", "weights_fingerprint")
 _KEYS = {"codes", "fps", *_INTS, *_STRS}
+_MAX_BYTES = 1 << 30  # per array: a clip's codes are far smaller
 
 
 def weights_fingerprint(tok) -> str:
@@ -98,11 +99,7 @@ def load_codes(path: str | os.PathLike) -> CodesFile:
     path = Path(path)
     if not path.is_file():
         raise ArvidError(f"{path}: no such code file")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise ArvidError(f"{path} is not an arvid code file (.npz): {e}") from None
+    data = _read_arrays(path)
     missing, unknown = sorted(_KEYS - set(data)), sorted(set(data) - _KEYS)
     if missing or unknown:
         raise ArvidError(f"{path} is not an arvid code file: "
@@ -116,10 +113,45 @@ def load_codes(path: str | os.PathLike) -> CodesFile:
     if ints["format_version"] != FORMAT_VERSION:
         raise ArvidError(f"{path}: code file format {ints['format_version']}, this arvid reads {FORMAT_VERSION}")
     codes = data["codes"]
-    if codes.ndim != 3 or codes.dtype.kind not in "iu" or codes.shape[0] < 1:
-        raise ArvidError(f"{path}: codes must be integers (t, h, w) with t >= 1, got {codes.dtype} {codes.shape}")
+    if codes.ndim != 3 or codes.dtype.kind not in "iu" or min(codes.shape, default=0) < 1:
+        raise ArvidError(f"{path}: codes must be integers (t, h, w) with t >= 1, h >= 1, w >= 1, "
+                         f"got {codes.dtype} {codes.shape}")
     codes = codes.astype(np.int64)
     if codes.size and (codes.min() < 0 or codes.max() >= ints["codebook_size"]):
         raise ArvidError(f"{path}: codes outside [0, {ints['codebook_size']})")
     del ints["format_version"]
     return CodesFile(codes=codes, fps=fps, path=path, **ints, **strs)
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz, read as untrusted input: the headers are checked (no object arrays, no
+    absurd sizes) before any data is read, and every reader failure becomes one ArvidError."""
+    def bad(why: str) -> ArvidError:
+        return ArvidError(f"{path} is not an arvid code file (.npz): {' '.join(why.split())}")
+
+    if not zipfile.is_zipfile(path):
+        raise bad("not a zip archive")
+    data = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy") or info.filename.count("/"):
+                    raise bad(f"unexpected member {info.filename!r}")
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                                   (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                    if read_header is None:
+                        raise bad(f"{info.filename} has .npy format version {version}")
+                    shape, _, dtype = read_header(f)
+                    if dtype.hasobject:
+                        raise bad(f"{info.filename} holds Python objects, which arvid never unpickles (allow_pickle is off)")
+                    if int(np.prod(shape, dtype=object)) * dtype.itemsize > _MAX_BYTES:
+                        raise bad(f"{info.filename} declares shape {shape}, over {_MAX_BYTES >> 20} MiB")
+                with zf.open(info) as f:
+                    data[info.filename[:-4]] = np.lib.format.read_array(f, allow_pickle=False)
+    except ArvidError:
+        raise
+    except Exception as e:  # zlib.error, NotImplementedError, BadZipFile, ValueError, EOFError...: all a bad file
+        raise bad(f"{type(e).__name__}: {e}") from None
+    return data
