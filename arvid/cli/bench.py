@@ -1,0 +1,44 @@
+"""`arvid bench`: run the benchmark suite and write its JSON, a Markdown summary and plots."""
+
+from __future__ import annotations
+
+import argparse
+
+_DESCRIPTION = """\
+Run arvid's benchmark suite (benchmarks/ in the source checkout, on pytest-benchmark) and write into
+--out DIR: benchmark.json (pytest-benchmark's JSON, readable by `pytest-benchmark compare`),
+summary.md (a table per group: figure, baseline figure from the same run, ratio, time per call,
+memory, device) and PNG plots (throughput against length, arvid against the baselines, time per
+latent frame and memory against clip length).
+
+Suites: kernels (flash and decode attention against scaled_dot_product_attention), generation
+(tokens/s and frames/s, KV cache against recomputation, time and memory as a clip grows to latent
+frame 1,024), tokenizer (encode and decode frames/s, whole clip and streaming), all.
+On the CPU, CUDA-only cases are skipped and the PyTorch attention paths are timed (never the
+Triton interpreter). --quick shrinks the sweeps: about two minutes on a 2-core CPU.
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="run the benchmark suite; write JSON, a Markdown summary and plots",
+                       description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("suite", nargs="?", default="all", metavar="SUITE",
+                   help="kernels, generation, tokenizer or all (default: all)")
+    p.add_argument("--quick", action="store_true", help="smaller sweeps and fewer rounds (about two minutes on a CPU)")
+    p.add_argument("--device", default="auto", help="auto (the GPU if there is one), cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--out", default="out/bench", metavar="DIR", help="folder for the results (default: out/bench)")
+    p.add_argument("-k", dest="select", metavar="EXPR", help="only the benchmarks matching this pytest -k expression")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from arvid.benchmark import BenchRequest, run_bench
+
+    outcome = run_bench(BenchRequest(suite=args.suite, quick=args.quick, device=args.device, out=args.out,
+                                     select=args.select))
+    print(f"\nwrote {len(outcome.files)} file(s) into {outcome.out}:")
+    for path in outcome.files:
+        print(f"  {path}")
+    if outcome.failed:
+        print(f"{len(outcome.failed)} benchmark(s) failed: {', '.join(outcome.failed)}")
+    return outcome.returncode
