@@ -4,9 +4,9 @@ A valid file is written by `save_codes` from a tiny tokenizer; hypothesis then m
 bytes (flip, truncate, insert, overwrite; on the compressed and on a stored zip) and structure
 (missing and unknown keys, wrong dtypes and ranks, codes out of range, a pickled object array).
 Every call runs under an alarm, so a hang fails the test instead of stalling CI. The examples are
-derandomized so CI is stable; the reader bugs that random mutation finds (about one byte mutation
-in eight of the compressed file: corrupt deflate data, unsupported zip methods) are reproduced
-exactly in `BUGS` and marked xfail(strict=True) until `arvid/tokenizer/codes.py` is fixed.
+derandomized so CI is stable; the reader bugs that random mutation found before b9f3f81 (about one
+byte mutation in eight of the compressed file: corrupt deflate data, unsupported zip methods) and
+the exact cases that showed the others are kept as regression tests in `REGRESSIONS`.
 """
 
 from __future__ import annotations
@@ -255,15 +255,18 @@ def _zip(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-# name: (how to build the file from the valid one, the exception load_codes lets escape today)
-BUGS = {
-    "a .npy renamed to .npz": (lambda v: npy_bytes((2, 4, 4)) + bytes(64), TypeError),  # ndarray is no context manager
-    "codes.npy declaring 10^18 entries, no data": (lambda v: _zip({"codes.npy": npy_bytes((10**6,) * 3)}), MemoryError),
-    "corrupt deflate stream in codes.npy": (lambda v: corrupt_deflate(v["compressed"]), zlib.error),
-    "zip member with compression method 99": (lambda v: unsupported_method(v["compressed"]), NotImplementedError),
-    # accepted, then `arvid detokenize` dies in the decoder's conv with a RuntimeError traceback
-    "codes with an empty frame (3, 0, 4)": (lambda v: _npz({**v["arrays"], "codes": v["arrays"]["codes"][:, :0]}),
-                                            AssertionError),
+# Found by this file and fixed in b9f3f81; each escaped load_codes as the exception named before that.
+REGRESSIONS = {  # name: (how to build the file from the valid one, text of the ArvidError now)
+    "a .npy renamed to .npz (was TypeError)": (lambda v: npy_bytes((2, 4, 4)) + bytes(64), "not a zip archive"),
+    "codes.npy declaring 10^18 entries, no data (was MemoryError)": (
+        lambda v: _zip({"codes.npy": npy_bytes((10**6,) * 3)}), "declares shape (1000000, 1000000, 1000000)"),
+    "corrupt deflate stream in codes.npy (was zlib.error)": (lambda v: corrupt_deflate(v["compressed"]), "error"),
+    "zip member with compression method 99 (was NotImplementedError)": (
+        lambda v: unsupported_method(v["compressed"]), "NotImplementedError"),
+    "codes with an empty frame (3, 0, 4) (was accepted)": (
+        lambda v: _npz({**v["arrays"], "codes": v["arrays"]["codes"][:, :0]}), "h >= 1, w >= 1"),
+    "a member outside the format": (lambda v: _zip({"evil.py": b"import os"}),
+                                    "unexpected member 'evil.py'"),
 }
 
 
@@ -273,13 +276,10 @@ def _npz(arrays: dict) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, raises=exc, reason=(
-        "load_codes accepts codes with a zero-size axis" if exc is AssertionError else
-        f"load_codes lets {exc.__module__}.{exc.__name__} escape") + " instead of ArvidError (arvid/tokenizer/codes.py)"))
-    for name, (_, exc) in BUGS.items()
-])
-def test_known_reader_bugs(tmp_path, valid, case):
-    path = tmp_path / "bug.npz"
-    path.write_bytes(BUGS[case][0](valid))
-    valid_or_arvid_error(path)
+@pytest.mark.parametrize("case", list(REGRESSIONS))
+def test_reader_regressions(tmp_path, valid, case):
+    build, match = REGRESSIONS[case]
+    path = tmp_path / "bad.npz"
+    path.write_bytes(build(valid))
+    result = valid_or_arvid_error(path)
+    assert isinstance(result, ArvidError) and match in str(result), str(result)
