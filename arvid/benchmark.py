@@ -207,7 +207,7 @@ def cpu_name() -> str:
 def run_info(req: BenchRequest, info: dict, cases, wall: float) -> dict:
     import arvid
 
-    cmd = f"arvid bench {req.suite}" + (" --quick" if req.quick else "") + f" --device {req.device}"
+    cmd = f"arvid bench {req.suite}" + (" --quick" if req.quick else "") + f" --device {req.device} --out {req.out}"
     if req.select:
         cmd += f" -k {req.select!r}"
     return {
@@ -429,9 +429,15 @@ def families(rows: list[Row], value) -> dict[tuple[str, str, str], dict[str, lis
         length, v = length_of(r), value(r)
         if length is None or v is None:
             continue
-        key = (r.function.removeprefix("bench_"), length[0], v[1])
+        key = (family_title(rows, r.function), length[0], v[1])
         out.setdefault(key, {}).setdefault(line_label(r, length[0]), []).append((length[1], v[0]))
     return {k: lines for k, lines in out.items() if len({x for pts in lines.values() for x, _ in pts}) >= 2}
+
+
+def family_title(rows: list[Row], function: str) -> str:
+    """The group name when one function fills one group, else the function's name."""
+    names = {r.group for r in rows if r.function == function}
+    return names.pop() if len(names) == 1 else function.removeprefix("bench_")
 
 
 def new_figure(panels: int, height: float = 3.4):

@@ -37,6 +37,7 @@ from arvid.tokenizer import Tokenizer, TokenizerConfig
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
 PRESET = "mnist" if CUDA else "tiny"  # same name for the tokenizer and the generator presets
+CLIP_ROUNDS = 8  # latent frames timed at each clip length (a median: the machine may be shared)
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU: torch.compile of the decode step targets CUDA graphs")
 
 
@@ -169,13 +170,12 @@ class ClipStream:
 
 @pytest.fixture(scope="module")
 def clip(model, request):
-    rounds = 6  # the most latent frames one case pulls (warm-up included)
-    stream = ClipStream(model, max(checkpoints(request.config)) + rounds + 1)
+    stream = ClipStream(model, max(checkpoints(request.config)) + CLIP_ROUNDS + 2)
     yield stream
     stream.close()
 
 
-def bench_clip_growth(benchmark, model, clip, quick, request, frame):
+def bench_clip_growth(benchmark, model, clip, request, frame):
     benchmark.group = "pipeline clip growth"
     clip.advance_to(frame)
     if CUDA:
@@ -187,7 +187,7 @@ def bench_clip_growth(benchmark, model, clip, quick, request, frame):
         synchronize()
         peak.append(memory_now())
 
-    benchmark.pedantic(one_latent_frame, rounds=4 if quick else 5, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(one_latent_frame, rounds=CLIP_ROUNDS, iterations=1, warmup_rounds=1)
     assert clip.done > frame
     cfg = model.generator.config
     describe(benchmark, model, frame=frame, peak_memory_bytes=max(peak),
