@@ -38,7 +38,7 @@ CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
 PRESET = "mnist" if CUDA else "tiny"  # same name for the tokenizer and the generator presets
 CLIP_ROUNDS = 8  # latent frames timed at each clip length (a median: the machine may be shared)
-needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU: torch.compile of the decode step targets CUDA graphs")
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU: the compiled decode step uses CUDA graphs")
 
 
 def checkpoints(config) -> list[int]:

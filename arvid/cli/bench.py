@@ -25,7 +25,8 @@ def register(sub) -> None:
     p.add_argument("suite", nargs="?", default="all", metavar="SUITE",
                    help="kernels, generation, tokenizer or all (default: all)")
     p.add_argument("--quick", action="store_true", help="smaller sweeps and fewer rounds (about two minutes on a CPU)")
-    p.add_argument("--device", default="auto", help="auto (the GPU if there is one), cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--device", default="auto",
+                   help="auto (the GPU if there is one), cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--out", default="out/bench", metavar="DIR", help="folder for the results (default: out/bench)")
     p.add_argument("-k", dest="select", metavar="EXPR", help="only the benchmarks matching this pytest -k expression")
     p.set_defaults(func=run)
