@@ -25,6 +25,7 @@ interpreter (ARVID_BENCH=1 tells benchmarks/conftest.py so): interpreter timings
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -89,6 +90,7 @@ class Outcome:
 def run_bench(req: BenchRequest, echo=print) -> Outcome:
     """Run the suite in a child pytest, then write the JSON, summary and plots into req.out."""
     files = suite_files(req.suite, req.suite_dir)
+    check_tools()
     device = resolve_device(req.device)
     out = prepare_out(req.out)
     info = device_info(device)
@@ -118,6 +120,12 @@ def suite_files(suite: str, suite_dir=None) -> list[Path]:
         raise ArvidError(f"benchmark file(s) {', '.join(missing)} not found in {root}: the suite lives in the "
                          "benchmarks/ folder of a source checkout; run arvid bench from one (pip install -e .)")
     return [root / n for n in names]
+
+
+def check_tools() -> None:
+    missing = [name for name in ("pytest", "pytest_benchmark", "matplotlib") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ArvidError(f"arvid bench needs {', '.join(missing)}: install them with pip install 'arvid[test]'")
 
 
 def prepare_out(out) -> Path:
