@@ -16,7 +16,6 @@ import io
 import signal
 import struct
 import zipfile
-import zlib
 from datetime import timedelta
 
 import numpy as np
@@ -78,7 +77,8 @@ def valid(tmp_path_factory) -> dict:
     stored = io.BytesIO()
     np.savez(stored, **arrays)
     assert load_codes(path).codes.tolist() == codes.tolist()
-    return {"arrays": arrays, "compressed": path.read_bytes(), "stored": stored.getvalue(), "codebook": tok.codebook_size}
+    return {"arrays": arrays, "compressed": path.read_bytes(), "stored": stored.getvalue(),
+            "codebook": tok.codebook_size}
 
 
 def write_npz(path, arrays: dict, compressed: bool = True) -> None:
