@@ -198,6 +198,7 @@ class Arvid:
         context = torch.cat(tail, dim=1)[:, -keep:].expand(batch, -1, -1, -1).contiguous()
         return Prepared(frames=frames, context=context, notes=notes)
 
+    @torch.inference_mode()  # as a decorator it is switched on and off around each step of the generator
     def _stream(self, num_frames: int, prepared: Prepared | None, opts: SamplingOptions) -> Iterator[np.ndarray]:
         from arvid.generator import generate
         from arvid.tokenizer import tensor_to_video
@@ -210,14 +211,13 @@ class Arvid:
             dec.push(context)  # warm the decoder's causal state; these frames are the input's own
         n_latent = self.latent_frames_for(num_frames, after_context=prepared is not None)
         left = num_frames
-        with torch.inference_mode():
-            for codes in generate(self.generator, n_latent, batch=batch, context=context, **opts.generate_kwargs()):
-                frames = tensor_to_video(dec.push(codes[:, None]))  # (B, n, H, W, C)
-                for i in range(min(left, frames.shape[1])):
-                    yield frames[:, i]
-                left -= frames.shape[1]
-                if left <= 0:
-                    return
+        for codes in generate(self.generator, n_latent, batch=batch, context=context, **opts.generate_kwargs()):
+            frames = tensor_to_video(dec.push(codes[:, None]))  # (B, n, H, W, C)
+            for i in range(min(left, frames.shape[1])):
+                yield frames[:, i]
+            left -= frames.shape[1]
+            if left <= 0:
+                return
 
 
 def check_pair(tokenizer, generator) -> None:

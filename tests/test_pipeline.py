@@ -52,6 +52,12 @@ def test_same_seed_same_clip_other_seed_other_clip(model):
     assert not np.array_equal(a, model.generate(5, seed=4, top_k=8))
 
 
+def test_a_paused_stream_leaves_inference_mode_off(model):
+    it = model.stream(3)
+    next(it)
+    assert not torch.is_inference_mode_enabled()
+
+
 def test_stream_yields_the_same_frames_as_the_batch_call(model):
     streamed = list(model.stream(7, seed=2, labels=[3, 7], guidance=2.0))
     assert len(streamed) == 7
