@@ -144,9 +144,7 @@ class Arvid:
         opts = _options(options, kwargs)
         _check_count(num_frames)
         prepared = self.prepare(video, opts.batch)
-        new = list(self._stream(num_frames, prepared, opts))
-        head = np.broadcast_to(prepared.frames, (opts.batch, *prepared.frames.shape))
-        return np.concatenate([head, np.stack(new, axis=1)], axis=1)
+        return join_input(prepared, np.stack(list(self._stream(num_frames, prepared, opts)), axis=1))
 
     # ---- the parts -------------------------------------------------------------------------------------
     def fit(self, video: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -218,6 +216,12 @@ class Arvid:
             left -= frames.shape[1]
             if left <= 0:
                 return
+
+
+def join_input(prepared: Prepared, new: np.ndarray) -> np.ndarray:
+    """The input's own frames, then the new ones: (B, N, H, W, C) -> (B, T_in + N, H, W, C)."""
+    head = np.broadcast_to(prepared.frames, (new.shape[0], *prepared.frames.shape))
+    return np.concatenate([head, new], axis=1)
 
 
 def check_pair(tokenizer, generator) -> None:

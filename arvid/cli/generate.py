@@ -82,7 +82,7 @@ def _run(args, video=None, fps: float | None = None) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from arvid.pipeline import Arvid
+    from arvid.pipeline import Arvid, join_input
     from arvid.video import clips_sheet, write_video
 
     opts = _options(args)
@@ -101,7 +101,7 @@ def _run(args, video=None, fps: float | None = None) -> int:
             bar.set_postfix_str(f"{rate * tokens_per_frame * opts.batch:.0f} tok/s")
     clip = np.stack(frames, axis=1)  # (B, N, H, W, C)
     if prepared is not None:
-        clip = np.concatenate([np.broadcast_to(prepared.frames, (opts.batch, *prepared.frames.shape)), clip], axis=1)
+        clip = join_input(prepared, clip)
     fps = args.fps or fps or model.fps
     for out, c in zip(outs, clip):
         write_video(out, c, fps=fps)
