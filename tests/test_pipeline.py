@@ -166,3 +166,21 @@ def test_cli_errors_are_one_line_exit_2_and_leave_no_file(model_dir, tmp_path, a
     assert r.stderr.strip().splitlines()[-1].startswith("arvid: error:") and message in r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "x.npy").exists()
+
+
+def test_cli_pack_joins_two_trained_parts_into_a_model_folder(model_dir, model, tmp_path, cli):
+    out = tmp_path / "packed"
+    r = cli("pack", "--tokenizer", model_dir / "tokenizer", "--generator", model_dir / "generator", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert str(out) in r.stdout and "τ=2" in r.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["generator", "tokenizer"]
+    packed = Arvid.from_pretrained(out, device="cpu")
+    np.testing.assert_array_equal(packed.generate(3, seed=2), model.generate(3, seed=2))
+    # an existing folder is never overwritten, and a mismatched pair writes nothing
+    r = cli("pack", "--tokenizer", model_dir / "tokenizer", "--generator", model_dir / "generator", "--out", out)
+    assert r.returncode == 2 and "already exists" in r.stderr
+    other = tmp_path / "other-gen"
+    Generator(GeneratorConfig.from_name("tiny", vocab_size=7)).save_pretrained(other)
+    r = cli("pack", "--tokenizer", model_dir / "tokenizer", "--generator", other, "--out", tmp_path / "bad")
+    assert r.returncode == 2 and "not trained together" in r.stderr
+    assert not (tmp_path / "bad").exists() and not list(tmp_path.glob(".bad*"))

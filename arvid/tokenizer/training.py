@@ -88,12 +88,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--num-codes", type=int, default=None, help="LFQ/VQ codebook size (LFQ: a power of two)")
     g.add_argument("--width", type=int, default=None, help="channels of the first level (default: the preset's)")
     g.add_argument("--max-width", type=int, default=None, help="largest channel count (default: the preset's)")
+    g.add_argument("--patch", type=int, default=None, help="pixels folded into channels at the input: 1, 2 or 4")
+    g.add_argument("--depth", type=int, default=None, help="residual blocks per resolution level")
+    g.add_argument("--latent-depth", type=int, default=None, help="residual blocks at the latent resolution")
 
 
 def config_from_args(args: argparse.Namespace) -> TokenizerConfig:
     overrides = {
         "temporal_factor": args.tau, "spatial_factor": args.spatial_factor, "quantizer": args.quantizer,
         "num_codes": args.num_codes, "width": args.width, "max_width": args.max_width,
+        "patch": args.patch, "depth": args.depth, "latent_depth": args.latent_depth,
     }
     if args.levels is not None:
         try:

@@ -1,0 +1,45 @@
+"""`arvid pack`: put a trained tokenizer and a trained generator together into one model folder.
+
+    arvid pack --tokenizer runs/tokenizer-mnist --generator runs/generator-mnist --out my-model
+    arvid generate --model my-model --frames 64 --out clip.mp4
+
+The folder holds tokenizer/ and generator/ (model.safetensors + config.json each, no optimizer
+state), which is what `Arvid.from_pretrained(path)` and `--model PATH` read. The two must belong
+together: the generator was trained on this tokenizer's codes (same codebook and latent grid).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("pack", help="join a trained tokenizer and generator into one model folder",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tokenizer", type=Path, required=True, help="tokenizer folder or its training run folder")
+    p.add_argument("--generator", type=Path, required=True, help="generator folder or its training run folder")
+    p.add_argument("--out", type=Path, required=True, help="model folder to write (must not exist yet)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from arvid.errors import ArvidError
+    from arvid.pipeline import Arvid
+    from arvid.generator import Generator
+    from arvid.tokenizer import Tokenizer
+    from arvid.utils.atomic import atomic_path
+
+    if args.out.exists():
+        raise ArvidError(f"{args.out} already exists: pack writes a new folder, so remove it or pick another --out")
+    if not args.out.parent.is_dir():
+        raise ArvidError(f"cannot write {args.out}: folder {args.out.parent} does not exist")
+    model = Arvid(Tokenizer.from_pretrained(args.tokenizer), Generator.from_pretrained(args.generator), "cpu")
+    with atomic_path(args.out, is_dir=True) as tmp:
+        model.save_pretrained(tmp)
+    tok, gen = model.tokenizer, model.generator
+    params = sum(p.numel() for p in tok.parameters()) + sum(p.numel() for p in gen.parameters())
+    h, w = model.resolution
+    print(f"arvid: packed {args.out} ({params / 1e6:.1f}M parameters; {w}x{h}, τ={tok.temporal_factor}, "
+          f"{tok.codebook_size} codes, window {gen.config.window_frames} latent frames)")
+    return 0
