@@ -6,11 +6,14 @@ predicts token x_p; its input is the previous token x_{p-1} (slot 0 gets a begin
 `vocab_size`), and its position is that of x_p: latent frame p // F, row (p % F) // w, column p % w.
 
 Attention of slot p sees the slots of the last `window_frames` latent frames (p - j < W·F) plus the
-`sink_frames` first latent frames (j < s·F), in training and in generation alike.
+`sink_frames` first latent frames (j < s·F), in training and in generation alike. Any s works with
+any W, s > W included: the mask is the union of the two sets, and the sink rotation (rope.sink_shift)
+never overlaps the window.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from arvid.errors import ArvidError
@@ -96,7 +99,10 @@ class GeneratorConfig:
             if not ok or isinstance(v, bool):
                 raise ArvidError(f"{source}: generator config field {name!r} must be {want.__name__}, got {v!r}")
             values[name] = want(v)
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ArvidError as e:  # __post_init__ knows the values, not where they came from
+            raise ArvidError(f"{source}: {e}") from None
 
 
 _LIMITS = {  # name: (min, max) of the integer fields, to refuse absurd sizes before allocating
@@ -117,8 +123,8 @@ def validate(c: GeneratorConfig) -> None:
         bad.append(f"head size {c.d_model // c.n_head} (must be even and >= 6 for 3D rotary)")
     if (c.num_classes > 0) != (c.labels_per_clip > 0):
         bad.append(f"num_classes={c.num_classes}, labels_per_clip={c.labels_per_clip} (both 0 or both > 0)")
-    if not c.rope_base > 1 or not 0 < c.norm_eps < 1:
-        bad.append(f"rope_base={c.rope_base}, norm_eps={c.norm_eps} (rope_base > 1, 0 < norm_eps < 1)")
+    if not 1 < c.rope_base < math.inf or not 0 < c.norm_eps < 1:
+        bad.append(f"rope_base={c.rope_base}, norm_eps={c.norm_eps} (rope_base finite and > 1, 0 < norm_eps < 1)")
     if bad:
         raise ArvidError("invalid generator config: " + "; ".join(bad))
 

@@ -27,7 +27,7 @@ def load_tokenizer(path: str | os.PathLike, device: str | torch.device | None = 
     from arvid.train.checkpoint import CONFIG_FILE, load_model_files, load_state
     from arvid.utils.device import resolve_device
 
-    files = load_model_files(path, KIND)
+    files = load_model_files(path, KIND)  # config, header and weights checked against tokenizer_layout
     config = TokenizerConfig.from_dict(files.config, source=str(files.folder / CONFIG_FILE))
     tok = Tokenizer(config)
     try:
@@ -35,3 +35,21 @@ def load_tokenizer(path: str | os.PathLike, device: str | torch.device | None = 
     except RuntimeError as e:  # pragma: no cover - check_state_dict catches names and shapes first
         raise ArvidError(f"cannot load {files.folder}: {e}") from None
     return tok.to(resolve_device(device)).eval()
+
+
+def tokenizer_layout(config: TokenizerConfig) -> dict[str, torch.Tensor]:
+    """The state dict of `Tokenizer(config)` without allocating its weights.
+
+    The encoder and decoder are built on the meta device. The quantizer is built on the CPU when it
+    is FSQ: vector-quantize-pytorch reads FSQ's buffers (`.item()`) while building it, which a meta
+    tensor cannot do; its only tensors are the implicit codebook, bounded by the config (2^20 codes).
+    """
+    from arvid.tokenizer.model import Decoder, Encoder
+    from arvid.tokenizer.quantize import Quantizer
+
+    with torch.device("meta"):
+        parts = {"encoder": Encoder(config), "decoder": Decoder(config)}
+    with torch.device("cpu" if config.quantizer == "fsq" else "meta"):
+        parts["quantizer"] = Quantizer(config)
+    return {f"{name}.{key}": t for name in ("encoder", "quantizer", "decoder")
+            for key, t in parts[name].state_dict().items()}

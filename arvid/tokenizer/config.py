@@ -105,7 +105,10 @@ class TokenizerConfig:
             raise ArvidError(f"{source}: unknown tokenizer setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
         hints = typing.get_type_hints(cls)
         values = {name: _coerce(source, name, value, hints[name]) for name, value in d.items()}
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ArvidError as e:  # __post_init__ knows the values, not where they came from
+            raise ArvidError(f"{source}: {e}") from None
 
 
 def _coerce(source: str, name: str, value, hint):
@@ -161,6 +164,8 @@ def _validate(c: TokenizerConfig) -> None:
         bad(f"quantizer must be one of {', '.join(QUANTIZERS)}, got {c.quantizer!r}")
     if c.quantizer == "fsq" and (not 1 <= len(c.levels) <= 16 or any(not 3 <= v <= 256 for v in c.levels)):
         bad(f"FSQ levels must be 1 to 16 integers between 3 and 256, got {list(c.levels)}")
+    if c.quantizer == "fsq" and math.prod(c.levels) > 2**20:  # FSQ holds its whole codebook in memory
+        bad(f"FSQ levels {list(c.levels)} make {math.prod(c.levels)} codes, over 2^20: use fewer or smaller levels")
     if c.quantizer == "lfq" and (c.num_codes < 2 or c.num_codes & (c.num_codes - 1) or c.num_codes > 2**24):
         bad(f"LFQ num_codes must be a power of two between 2 and 2^24, got {c.num_codes}")
     if c.quantizer == "vq" and (not 2 <= c.num_codes <= 2**20 or not 1 <= c.vq_dim <= 1024):
@@ -168,8 +173,8 @@ def _validate(c: TokenizerConfig) -> None:
     if not 0.0 < c.vq_decay < 1.0:
         bad(f"vq_decay must be between 0 and 1, got {c.vq_decay}")
     for name in ("entropy_weight", "commitment_weight", "l1_weight", "l2_weight"):
-        if getattr(c, name) < 0:
-            bad(f"{name} must not be negative, got {getattr(c, name)}")
+        if not 0 <= getattr(c, name) < math.inf:
+            bad(f"{name} must be a finite number >= 0, got {getattr(c, name)}")
     if c.l1_weight == 0 and c.l2_weight == 0:
         bad("l1_weight and l2_weight cannot both be 0")
 

@@ -3,8 +3,15 @@
 A model folder holds `model.safetensors` (the weights) and `config.json`
 (`{"kind", "arvid_version", "config": {...}}`, what is needed to rebuild the model). `save_model`
 writes one; `load_model_files` reads one as untrusted input: any missing, truncated or garbage file
-and any malformed config raise `ArvidError` naming the file, and `check_state_dict` compares the
-tensors against the model built from the config before anything runs.
+and any malformed config raise `ArvidError` naming the file. For the two kinds arvid knows
+(tokenizer, generator) it then builds the model the config describes on the meta device (no
+memory), refuses one over `MAX_MODEL_BYTES` of weights, and compares the safetensors header (names,
+shapes, dtypes) with it, all before a tensor is read; after reading, non-finite weights are refused.
+`check_state_dict` makes the same comparison against a built model.
+
+Dtypes. A floating tensor of another precision (float16, bfloat16, float64 for a float32 weight) is
+accepted and cast on load: that is how half-precision copies of a model are shared. Anything else
+(integers or bool in place of floats, any other dtype for an integer buffer) is refused.
 
 A training run's folder (`out_dir`) looks like this:
 
@@ -55,6 +62,12 @@ _STATE_FILES = (MODEL_FILE, CONFIG_FILE, OPTIMIZER_FILE, STATE_FILE)  # publishi
 _STEP_DIR = re.compile(r"^step-(\d{8,})$")
 _MAX_JSON_BYTES = 64 << 20
 _ENVELOPE_KEYS = {"kind", "arvid_version", "config"}
+MAX_MODEL_BYTES = 16 << 30  # weights a config may describe: far above any arvid model, far below a config attack
+_DTYPES = {  # safetensors header dtype -> torch dtype
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 
 
 @dataclass
@@ -83,34 +96,46 @@ def save_model(dir: str | os.PathLike, model_or_state_dict, config: dict, kind: 
     atomic_write_text(folder / CONFIG_FILE, _envelope_json(config, kind))
 
 
-def load_model_files(dir: str | os.PathLike, kind: str) -> ModelFiles:
+def load_model_files(dir: str | os.PathLike, kind: str, *, max_bytes: int = MAX_MODEL_BYTES) -> ModelFiles:
     """Read and validate a model folder (or its `model.safetensors` / `config.json` path).
 
     Raises ArvidError naming the file when it is missing, not JSON, of another kind, has unknown
-    keys, or when the safetensors file is truncated or not safetensors at all. Tensor names and
-    shapes are the caller's to check against the model it builds: `check_state_dict`.
+    keys, or when the safetensors file is truncated or not safetensors at all. For a tokenizer or
+    generator, also when the config is invalid or describes over `max_bytes` of weights, when the
+    header's tensors differ from the model's (checked before any tensor is read), or when a weight
+    is NaN or infinite. Other kinds leave names and shapes to the caller: `check_state_dict`.
     """
     folder = _model_folder(dir)
     config = _read_envelope(folder / CONFIG_FILE, kind)
+    expected = model_layout(kind, config, folder / CONFIG_FILE)
+    if expected is not None:
+        _check_size(expected, folder / CONFIG_FILE, max_bytes)
+        _compare(expected, _read_header(folder / MODEL_FILE), folder / MODEL_FILE)
     state_dict, metadata = _read_safetensors(folder / MODEL_FILE)
+    _check_finite(state_dict, folder / MODEL_FILE)
     return ModelFiles(config, state_dict, folder, metadata)
 
 
+def model_layout(kind: str, config: dict, source: Path) -> dict[str, torch.Tensor] | None:
+    """The tensors a `kind` model built from `config` holds, without allocating its weights (meta
+    tensors, or small CPU ones); None for kinds arvid does not know. Config errors name `source`."""
+    if kind == "generator":
+        from arvid.generator import Generator, GeneratorConfig
+
+        cfg = GeneratorConfig.from_dict(config, source=str(source))
+        with torch.device("meta"):
+            return Generator(cfg).state_dict()
+    if kind == "tokenizer":
+        from arvid.tokenizer.checkpoint import tokenizer_layout
+        from arvid.tokenizer.config import TokenizerConfig
+
+        return tokenizer_layout(TokenizerConfig.from_dict(config, source=str(source)))
+    return None
+
+
 def check_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], path) -> None:
-    """Raise ArvidError listing missing, unexpected and mis-shaped tensors of `state_dict`."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in state_dict.items()}
-    missing = [k for k in expected if k not in got]
-    unexpected = [k for k in got if k not in expected]
-    shapes = [f"{k} (file {list(got[k])}, model {list(expected[k])})"
-              for k in expected if k in got and got[k] != expected[k]]
-    problems = [f"{label}: {_listing(items)}" for label, items in
-                (("missing tensors", missing), ("unexpected tensors", unexpected), ("wrong shapes", shapes)) if items]
-    if problems:
-        raise ArvidError(
-            f"{path} does not match the model built from its config.json; " + "; ".join(problems)
-            + ". The weights belong to another model or were edited: use the files saved together"
-        )
+    """Raise ArvidError listing missing, unexpected, mis-shaped and wrongly typed tensors of `state_dict`."""
+    _compare(model.state_dict(), {k: (tuple(v.shape), v.dtype) for k, v in state_dict.items()}, path)
 
 
 def load_state(model: torch.nn.Module, files: ModelFiles) -> None:
@@ -313,6 +338,9 @@ def _read_json(path: Path):
         return json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ArvidError(f"{path} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise ArvidError(f"{path} is not an arvid config: its JSON is nested too deeply to read "
+                         "(a config is a flat object); copy or write it again") from None
 
 
 def _read_envelope(path: Path, kind: str) -> dict:
@@ -344,10 +372,77 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
             metadata = dict(f.metadata() or {})
         return load_file(str(path), device="cpu"), metadata
     except Exception as e:  # the safetensors error type is not public; any failure means a bad file
+        raise _unreadable(path, e) from None
+
+
+def _read_header(path: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype | str]]:
+    """Names, shapes and dtypes of a safetensors file, from its header alone (no tensor is read)."""
+    if not path.is_file():
+        raise ArvidError(f"{path} is missing")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            slices = {name: f.get_slice(name) for name in f.keys()}
+            return {name: (tuple(s.get_shape()), _DTYPES.get(s.get_dtype(), s.get_dtype())) for name, s in slices.items()}
+    except Exception as e:  # the safetensors error type is not public; any failure means a bad file
+        raise _unreadable(path, e) from None
+
+
+def _compare(expected: dict[str, torch.Tensor], got: dict[str, tuple], path) -> None:
+    """Raise ArvidError unless `got` (name: (shape, dtype)) has exactly the tensors of `expected`."""
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    both = [k for k in expected if k in got]
+    shapes = [f"{k} (file {list(got[k][0])}, model {list(expected[k].shape)})"
+              for k in both if got[k][0] != tuple(expected[k].shape)]
+    dtypes = [f"{k} (file {_dtype_name(got[k][1])}, model {_dtype_name(expected[k].dtype)})"
+              for k in both if not _castable(got[k][1], expected[k].dtype)]
+    problems = [f"{label}: {_listing(items)}" for label, items in
+                (("missing tensors", missing), ("unexpected tensors", unexpected), ("wrong shapes", shapes),
+                 ("wrong dtypes", dtypes)) if items]
+    if problems:
         raise ArvidError(
-            f"{path} is not a readable safetensors file ({type(e).__name__}: {e}): it is truncated or corrupt, "
-            "copy or train it again"
-        ) from None
+            f"{path} does not match the model built from its config.json; " + "; ".join(problems)
+            + ". The weights belong to another model or were edited: use the files saved together"
+        )
+
+
+def _castable(got: torch.dtype | str, want: torch.dtype) -> bool:
+    """The same dtype, or floats of another precision (cast on load); never integers for floats."""
+    return got == want or (isinstance(got, torch.dtype) and got.is_floating_point and want.is_floating_point)
+
+
+def _dtype_name(dtype: torch.dtype | str) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _check_size(expected: dict[str, torch.Tensor], path: Path, max_bytes: int) -> None:
+    nbytes = sum(t.numel() * t.element_size() for t in expected.values())
+    if nbytes > max_bytes:
+        raise ArvidError(
+            f"{path} describes a model with {nbytes / 2**30:,.1f} GiB of weights, over the limit of "
+            f"{max_bytes / 2**30:g} GiB: the config was edited or is not an arvid model (load_model_files(..., "
+            "max_bytes=) raises the limit)"
+        )
+
+
+def _check_finite(state_dict: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse NaN or infinite weights (a poisoned or diverged checkpoint), naming the first such tensor."""
+    for name, t in state_dict.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            n = int((~torch.isfinite(t)).sum())
+            raise ArvidError(
+                f"{path}: tensor {name} holds {n} NaN or infinite values: the weights are corrupt (a diverged "
+                "or edited checkpoint); use an earlier checkpoint or train again"
+            )
+
+
+def _unreadable(path: Path, e: Exception) -> ArvidError:
+    return ArvidError(
+        f"{path} is not a readable safetensors file ({type(e).__name__}: {e}): it is truncated or corrupt, "
+        "copy or train it again"
+    )
 
 
 def _listing(items: list[str], limit: int = 8) -> str:
