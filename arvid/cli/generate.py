@@ -68,14 +68,16 @@ def _options(args):
                            labels=labels, guidance=args.guidance, batch=args.batch)
 
 
-def _outputs(out: Path, batch: int) -> list[Path]:
-    from arvid.errors import ArvidError
+def _outputs(out: Path, batch: int, sheet: Path | None) -> list[Path]:
+    """The output paths, each checked as write_video will check it (and --sheet as a PNG), before any work."""
+    from arvid.video.io import check_output
 
-    if not out.parent.exists():
-        raise ArvidError(f"cannot write {out}: folder {out.parent} does not exist")
-    if batch == 1:
-        return [out]
-    return [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(batch)]
+    outs = [out] if batch == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(batch)]
+    for path in outs:
+        check_output(path)
+    if sheet is not None:
+        check_output(sheet, image=True)
+    return outs
 
 
 def _run(args, video=None, fps: float | None = None) -> int:
@@ -86,7 +88,7 @@ def _run(args, video=None, fps: float | None = None) -> int:
     from arvid.video import clips_sheet, write_video
 
     opts = _options(args)
-    outs = _outputs(args.out, opts.batch)
+    outs = _outputs(args.out, opts.batch, args.sheet)
     model = Arvid.from_pretrained(args.model, device=args.device)
     prepared = model.prepare(video, opts.batch) if video is not None else None
     for note in prepared.notes if prepared else []:
@@ -122,5 +124,6 @@ def run_generate(args: argparse.Namespace) -> int:
 def run_extend(args: argparse.Namespace) -> int:
     from arvid.video import read_video
 
+    _outputs(args.out, max(args.batch, 1), args.sheet)  # a bad --out is found before the input is read
     video = read_video(args.input)
     return _run(args, video.frames, video.fps)

@@ -3,6 +3,10 @@
     save_codes(path, codes, tok, fps=8.0)   # codes (t, h, w) from `tok`
     f = load_codes(path); f.check(tok)      # ArvidError if `tok` did not make these codes
 
+`load_codes` bounds the clip the codes decode to (frames, pixels per frame, bytes) with the video
+reader's `ReadLimits`, before anything is decoded: a few KB of codes can describe a clip of
+terabytes. Pass `limits=ReadLimits(...)` to change the bounds.
+
 Arrays in the file (no pickles; `np.load(..., allow_pickle=False)` reads it):
     codes            uint16 (or int32 above 65,536 codes) (t, h, w)
     codebook_size    int64 ()
@@ -25,6 +29,7 @@ import numpy as np
 from arvid.errors import ArvidError
 from arvid.tokenizer.frames import pixel_frames
 from arvid.utils.atomic import atomic_path
+from arvid.video.io import ReadLimits
 
 FORMAT_VERSION = 1
 _INTS = ("codebook_size", "frames", "height", "width", "channels", "temporal_factor", "spatial_factor", "format_version")
@@ -71,6 +76,11 @@ class CodesFile:
             raise ArvidError(f"{where}: made by a tokenizer with the same settings but other weights "
                              f"({self.weights_fingerprint}, this one {weights_fingerprint(tok)}): decode with the "
                              "tokenizer folder that encoded it")
+        header = (self.temporal_factor, self.spatial_factor, self.channels)
+        if header != (tok.temporal_factor, tok.spatial_factor, tok.config.channels):
+            raise ArvidError(f"{where}: the header says temporal factor {header[0]}, spatial factor {header[1]}, "
+                             f"{header[2]} channels, the tokenizer that made it has {tok.temporal_factor}, "
+                             f"{tok.spatial_factor}, {tok.config.channels}: the file was edited; tokenize the clip again")
 
 
 def save_codes(path: str | os.PathLike, codes, tok, fps: float) -> Path:
@@ -88,14 +98,19 @@ def save_codes(path: str | os.PathLike, codes, tok, fps: float) -> Path:
         temporal_factor=tok.temporal_factor, spatial_factor=s, format_version=FORMAT_VERSION,
     )
     path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()})
+    try:
+        with atomic_path(path) as tmp:  # removes the temporary on failure: nothing half-written stays
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()})
+    except OSError as e:
+        raise ArvidError(f"{path}: cannot write the code file ({type(e).__name__}: {' '.join(str(e).split())}); "
+                         "free some space or choose another folder") from e
     return path
 
 
-def load_codes(path: str | os.PathLike) -> CodesFile:
-    """Read and validate a code file; ArvidError naming the file for anything wrong with it."""
+def load_codes(path: str | os.PathLike, limits: ReadLimits | None = None) -> CodesFile:
+    """Read and validate a code file; ArvidError naming the file for anything wrong with it, and for
+    codes that decode to a clip over `limits` (default `ReadLimits()`)."""
     path = Path(path)
     if not path.is_file():
         raise ArvidError(f"{path}: no such code file")
@@ -116,11 +131,28 @@ def load_codes(path: str | os.PathLike) -> CodesFile:
     if codes.ndim != 3 or codes.dtype.kind not in "iu" or min(codes.shape, default=0) < 1:
         raise ArvidError(f"{path}: codes must be integers (t, h, w) with t >= 1, h >= 1, w >= 1, "
                          f"got {codes.dtype} {codes.shape}")
+    decoded = _decoded_size(path, codes.shape, ints, limits or ReadLimits())
     codes = codes.astype(np.int64)
     if codes.size and (codes.min() < 0 or codes.max() >= ints["codebook_size"]):
         raise ArvidError(f"{path}: codes outside [0, {ints['codebook_size']})")
+    said = (ints["frames"], ints["height"], ints["width"])
+    if said != decoded:
+        raise ArvidError(f"{path}: the header says {said[0]} frames of {said[2]}x{said[1]}, but its codes "
+                         f"{codes.shape} decode to {decoded[0]} frames of {decoded[2]}x{decoded[1]}: the file was "
+                         "edited or damaged")
     del ints["format_version"]
     return CodesFile(codes=codes, fps=fps, path=path, **ints, **strs)
+
+
+def _decoded_size(path: Path, shape: tuple[int, int, int], header: dict[str, int], limits: ReadLimits):
+    """(T, H, W) of the clip codes (t, h, w) decode to by the header's factors, checked against `limits`."""
+    tau, s, c = header["temporal_factor"], header["spatial_factor"], header["channels"]
+    if not (1 <= tau <= 64 and 1 <= s <= 1024 and c in (1, 3)):
+        raise ArvidError(f"{path}: malformed header values (temporal factor {tau}, spatial factor {s}, channels {c})")
+    t, h, w = shape
+    frames, height, width = pixel_frames(t, tau), h * s, w * s
+    limits.check(path, frames=frames, height=height, width=width, channels=c, declared=True)
+    return frames, height, width
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:

@@ -51,7 +51,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from arvid.errors import ArvidError
-from arvid.utils.atomic import atomic_path
+from arvid.utils.atomic import _check_parent, _check_parent_dir, atomic_path
 
 DEFAULT_FPS = 8.0
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -489,15 +489,43 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | Video, fps: float 
         fps = frames.fps if isinstance(frames, Video) else DEFAULT_FPS
     fps = _check_fps(fps, f"fps for {path}")
     frames = _check_frames_to_write(path, frames.frames if isinstance(frames, Video) else frames)
-    if raw.endswith(("/", os.sep)) or path.suffix == "" or (path.is_dir() and path.suffix not in _WRITERS):
+    if _is_folder_target(raw, path):
         _write_png_folder(path, frames, fps)
         return path
-    writer = _WRITERS.get(path.suffix.lower())
-    if writer is None:
+    _check_suffix(path)
+    _WRITERS[path.suffix.lower()](path, frames, fps, crf)
+    return path
+
+
+def check_output(path: str | os.PathLike, *, image: bool = False) -> Path:
+    """Raise ArvidError now for anything that makes `write_video(path, ...)` refuse `path` itself:
+    an unsupported suffix, a folder that is missing, not a folder or not writable, an existing
+    folder in place of a file, or a folder of other files in place of a png folder. Call it before
+    long work (generating a clip), so a bad --out is found first; return the path as written.
+    `image=True` checks a single .png image instead (a contact sheet)."""
+    raw = os.fspath(path)
+    path = Path(raw).expanduser()
+    if image:
+        if path.suffix.lower() != ".png":
+            raise ArvidError(f"{path}: an image (a contact sheet) is written as PNG; give a path ending in .png")
+        _check_parent(path)
+    elif _is_folder_target(raw, path):
+        _check_parent_dir(path)
+        _check_no_strangers(path)
+    else:
+        _check_suffix(path)
+        _check_parent(path)
+    return path
+
+
+def _is_folder_target(raw: str, path: Path) -> bool:
+    return raw.endswith(("/", os.sep)) or path.suffix == "" or (path.is_dir() and path.suffix not in _WRITERS)
+
+
+def _check_suffix(path: Path) -> None:
+    if path.suffix.lower() not in _WRITERS:
         raise ArvidError(f"{path}: cannot write '{path.suffix}' files; use .mp4, .webm, .gif, .npy or a "
                          "folder (a path without a suffix) for png frames")
-    writer(path, frames, fps, crf)
-    return path
 
 
 def _check_fps(fps, what: str) -> float:
@@ -605,12 +633,16 @@ def _write_npy(path: Path, frames: np.ndarray, fps: float, crf) -> None:
         np.lib.format.write_array(f, np.ascontiguousarray(frames), allow_pickle=False)
 
 
-def _write_png_folder(path: Path, frames: np.ndarray, fps: float) -> None:
+def _check_no_strangers(path: Path) -> None:
     if path.is_dir():
         strangers = [p.name for p in path.iterdir() if not re.fullmatch(r"frame_\d+\.png", p.name)]
         if strangers:
             raise ArvidError(f"{path}: the folder exists and holds other files ({strangers[0]}, ...); "
                              "writing frames would replace it, so choose a new or empty folder")
+
+
+def _write_png_folder(path: Path, frames: np.ndarray, fps: float) -> None:
+    _check_no_strangers(path)
     info = PngImagePlugin.PngInfo()
     info.add_text(_FPS_KEY, repr(fps))
     digits = max(5, len(str(len(frames) - 1)))
