@@ -4,7 +4,7 @@ Every broken input must end the command with exit code 2 and one line on stderr 
 file and the problem: no traceback, no progress bar, and no output file (nor temporary) left in the
 output folder. The corpus is generated here. Most cases run `arvid.cli.main.main` in this process
 (the same code path as the console script); a few run the real `python -m arvid` as subprocesses,
-concurrently, to check the entry point end to end. Bugs in other files are strict xfails below.
+concurrently, to check the entry point end to end.
 """
 
 from __future__ import annotations
@@ -264,8 +264,6 @@ def test_odd_but_valid_videos(model_dir, dirs, cli):
     assert r.code == 0 and np.load(out / "rgba.npy").shape == (3, H, W, 1), r.err
 
 
-@pytest.mark.xfail(strict=True, reason="arvid tokenize: 'frames of 1x1 do not fit this tokenizer ...' names neither "
-                                       "the video nor --size (Tokenizer.latent_shape in arvid/cli/tokenize.py)")
 def test_tokenize_size_error_names_the_file(model_dir, dirs, cli):
     src, out = dirs
     one = write_video(src / "one.npy", np.full((3, 1, 1, 1), 200, np.uint8))
@@ -347,16 +345,14 @@ def limited(gib: int = 2):
     return lambda: resource.setrlimit(resource.RLIMIT_AS, (gib << 30, gib << 30))
 
 
-@pytest.mark.xfail(strict=True, reason="a 33 KB code file of 1x4000x4000 zeros passes load_codes (under its 1 GiB "
-                                       "cap) and arvid detokenize then asks the decoder for a 16000x16000 clip: "
-                                       "RuntimeError traceback under a 2 GiB address-space limit, an OOM kill without "
-                                       "one. Bound t·h·w (decoded pixels, like ReadLimits) before decoding")
 def test_detokenize_refuses_an_absurd_latent_grid(model_dir, codes_file, dirs):
+    """A 33 KB code file of 1x4000x4000 zeros decodes to a 16000x16000 clip: refused from the header
+    (ReadLimits.max_pixels), before the tokenizer is even loaded."""
     src, out = dirs
     path = _codes("grid.npz", lambda a: a.update(codes=np.zeros((1, 4000, 4000), np.uint16)))(src, codes_file)
     r = subprocess.run([sys.executable, "-m", "arvid", "detokenize", str(path), "--model", str(model_dir / "tokenizer"),
                         "--out", str(out / "x.npy")], capture_output=True, text=True, timeout=120, preexec_fn=limited())
-    assert_refused(Run(r.returncode, r.stdout, r.stderr), path.name, "", out)
+    assert_refused(Run(r.returncode, r.stdout, r.stderr), path.name, "16000x16000 pixels, over the limit", out)
 
 
 # ------------------------------------------------------------------------------------- outputs
@@ -372,7 +368,7 @@ def _commands(model_dir: Path, codes: Path, video: Path, out: Path) -> dict[str,
 
 
 COMMANDS = ["generate", "extend", "tokenize", "detokenize"]
-GENERATING = ("generate", "extend")  # these write only after the progress bar
+GENERATING = ("generate", "extend")  # these check --out before generating, but write only after it
 
 
 @pytest.fixture
@@ -392,7 +388,7 @@ def test_output_under_a_file(model_dir, codes_file, video, tmp_path, cli, comman
     (tmp_path / "file.txt").write_text("x")
     out = tmp_path / "file.txt" / "x.npy"
     r = cli(*_commands(model_dir, codes_file, video, out)[command])
-    assert_refused(r, "file.txt", "not a folder", tmp_path / "out", after_generating=command in GENERATING)
+    assert_refused(r, "file.txt", "not a folder", tmp_path / "out")
     assert (tmp_path / "file.txt").read_text() == "x"
 
 
@@ -405,7 +401,7 @@ def test_output_over_a_folder_of_other_files_keeps_them(model_dir, codes_file, v
     argv[argv.index(folder.with_suffix(".npz")) if command == "tokenize" else argv.index(folder)] = folder
     r = cli(*argv)
     (folder / "thesis.txt").rename(tmp_path / "thesis.txt")
-    assert_refused(r, "mine", "folder", folder, after_generating=command in GENERATING)
+    assert_refused(r, "mine", "folder", folder)
     assert (tmp_path / "thesis.txt").read_text() == "keep me"
 
 
@@ -419,17 +415,12 @@ def test_output_in_a_read_only_folder(model_dir, codes_file, video, tmp_path, cl
                             else real(p, mode, **kw))
     try:
         r = cli(*_commands(model_dir, codes_file, video, locked / "x.npy")[command])
-        assert_refused(r, "x.np", "not writable", locked, after_generating=command in GENERATING)
+        assert_refused(r, "x.np", "not writable", locked)
     finally:
         locked.chmod(0o700)
 
 
-@pytest.mark.parametrize("command", [
-    *COMMANDS[:2], "detokenize",
-    pytest.param("tokenize", marks=pytest.mark.xfail(strict=True, raises=OSError, reason=(
-        "save_codes (arvid/tokenizer/codes.py) lets OSError from atomic_path escape: a full disk or a folder that "
-        "passes os.access but refuses the file (root on /sys) gives a traceback; write_video wraps it in ArvidError"))),
-])
+@pytest.mark.parametrize("command", COMMANDS)
 def test_disk_full_is_one_line(model_dir, codes_file, video, tmp_path, cli, command, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -440,23 +431,32 @@ def test_disk_full_is_one_line(model_dir, codes_file, video, tmp_path, cli, comm
 
 
 def test_unsupported_output_suffix_is_refused_and_writes_nothing(model_dir, codes_file, video, tmp_path, cli):
-    # (checked when writing, after generating: the clip is lost, but nothing is half-written)
     for command in ("generate", "extend", "detokenize"):
         r = cli(*_commands(model_dir, codes_file, video, tmp_path / "out" / "x.mov")[command])
-        assert_refused(r, "x.mov", "cannot write '.mov' files", tmp_path / "out",
-                       after_generating=command in GENERATING)
+        assert_refused(r, "x.mov", "cannot write '.mov' files", tmp_path / "out")
 
 
-@pytest.mark.xfail(strict=True, reason="arvid generate/extend check only that the output's folder exists before "
-                                       "generating (cli/generate.py _outputs); a parent that is a file, an unknown "
-                                       "suffix or a folder of other files is found after the whole clip is made")
-@pytest.mark.parametrize("out", ["file.txt/x.npy", "x.mov", "mine"])
-def test_generate_checks_the_output_before_generating(model_dir, tmp_path, cli, out):
+@pytest.mark.parametrize("command", GENERATING)
+@pytest.mark.parametrize("out, sheet, message", [
+    ("file.txt/x.npy", None, "file.txt is not a folder"),
+    ("x.mov", None, "cannot write '.mov' files"),
+    ("mine", None, "mine: the folder exists and holds other files (thesis.txt, ...)"),
+    ("x.npy", "sheet.jpg", "sheet.jpg: an image (a contact sheet) is written as PNG"),
+    ("x.npy", "missing/sheet.png", "missing does not exist"),
+])
+def test_generate_and_extend_check_outputs_before_any_work(model_dir, tmp_path, cli, command, out, sheet, message):
+    """--out and --sheet are checked before the model is loaded (extend: before its input is read, so
+    a missing input is not what is reported) and long before anything is generated."""
     (tmp_path / "file.txt").write_text("x")
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.txt").write_text("keep me")
-    r = cli("generate", "--frames", 2, "--out", tmp_path / out, "--model", model_dir)
-    assert r.code == 2 and "generating" not in r.err, r.err
+    argv = [command, *([tmp_path / "nope.mp4"] if command == "extend" else []), "--frames", 2,
+            "--out", tmp_path / out, "--model", tmp_path / "no-model", *(["--sheet", tmp_path / sheet] if sheet else [])]
+    r = cli(*argv)
+    assert r.code == 2 and len(r.lines) == 1 and "generating" not in r.err, r.err
+    assert message in r.lines[0] and str(tmp_path / (sheet or out)) in r.lines[0], r.lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "mine"]
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["thesis.txt"]
 
 
 # ------------------------------------------------------------------------------------- the real command

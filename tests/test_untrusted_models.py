@@ -212,26 +212,24 @@ def test_impossible_sizes_are_refused_before_generating(tmp_path, model_dir, oth
     assert message in line, line
 
 
-@pytest.mark.xfail(strict=True, reason="GeneratorConfig/TokenizerConfig validation errors ('invalid generator "
-                                       "config: n_layer=0 ...') do not name config.json: from_dict should prefix "
-                                       "its `source`")
 @pytest.mark.parametrize("case", ["n_layer 0", "tokenizer channels 2"])
 def test_impossible_sizes_name_the_file(tmp_path, model_dir, other_dir, capsys, case):
     line = refused_before_generating(tmp_path, model_dir, other_dir, capsys, IMPOSSIBLE[case][0])
     assert "config.json" in line, line
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError,
-                   reason="train/checkpoint.py _read_json lets RecursionError escape for deeply nested JSON")
 def test_deeply_nested_config_json(tmp_path, model_dir, other_dir, capsys):
-    refused_before_generating(tmp_path, model_dir, other_dir, capsys, text(GEN, "config.json", "[" * 100_000))
+    line = refused_before_generating(tmp_path, model_dir, other_dir, capsys, text(GEN, "config.json", "[" * 100_000))
+    assert "config.json" in line and "nested too deeply" in line, line
 
 
-@pytest.mark.xfail(strict=True, reason="non-finite weights load silently and generate garbage: loading should "
-                                       "refuse NaN/Inf tensors (a poisoned checkpoint) before generating")
-def test_nan_weights_are_refused(tmp_path, model_dir, other_dir, capsys):
-    nan = tensors(GEN, lambda sd: [t.fill_(float("nan")) for t in sd.values() if t.is_floating_point()])
-    refused_before_generating(tmp_path, model_dir, other_dir, capsys, nan)
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_are_refused(tmp_path, model_dir, other_dir, capsys, value):
+    def poison(sd):
+        name = sorted(k for k, t in sd.items() if t.is_floating_point())[-1]
+        sd[name].view(-1)[3] = value
+    line = refused_before_generating(tmp_path, model_dir, other_dir, capsys, tensors(TOK, poison))
+    assert "tokenizer/model.safetensors" in line and "1 NaN or infinite values" in line, line
 
 
 # ------------------------------------------------------------------------------------- absurd but in range
@@ -242,11 +240,6 @@ ABSURD = {  # each field within its own limits, the whole far beyond any memory
 }
 
 
-@pytest.mark.xfail(strict=True, reason="a config whose fields each pass their limits but whose model needs "
-                                       "terabytes is built (allocated) before the weights are checked: under a "
-                                       "2 GiB address-space limit torch raises RuntimeError (traceback, exit 1); "
-                                       "without one the machine swaps or the OOM killer ends the run. Check the "
-                                       "safetensors header against the config (or build on the meta device) first")
 @pytest.mark.parametrize("part", list(ABSURD))
 def test_absurd_model_size_is_refused_before_allocating(tmp_path, model_dir, part):
     root = tmp_path / "model"
