@@ -115,6 +115,68 @@ def test_check_state_dict_lists_missing_unexpected_and_misshaped(tmp_path):
     check_state_dict(model, model.state_dict(), "ok")  # a matching dict passes
 
 
+def test_check_state_dict_refuses_integers_for_floats_and_casts_other_float_precisions(tmp_path):
+    model = Tied()
+    sd = dict(model.state_dict())
+    check_state_dict(model, {**sd, "norm.weight": sd["norm.weight"].half()}, "ok")  # a deliberate cast
+    with pytest.raises(ArvidError, match=r"wrong dtypes: norm.weight \(file int64, model float32\)"):
+        check_state_dict(model, {**sd, "norm.weight": sd["norm.weight"].long()}, tmp_path / "model.safetensors")
+
+
+def test_deeply_nested_config_json_is_refused(tmp_path):
+    _, folder = _saved(tmp_path)
+    (folder / "config.json").write_text("{" + '"a": {' * 50_000)
+    with pytest.raises(ArvidError, match="config.json is not an arvid config: its JSON is nested too deeply"):
+        load_model_files(folder, "toy")
+
+
+def _tiny_generator(folder, **overrides):
+    from arvid.generator import Generator, GeneratorConfig
+
+    torch.manual_seed(0)
+    model = Generator(GeneratorConfig.from_name("tiny", **overrides))
+    folder.parent.mkdir(exist_ok=True)
+    model.save_pretrained(folder)
+    return model, folder
+
+
+def test_generator_weights_are_checked_from_the_header_before_any_tensor_is_read(tmp_path, monkeypatch):
+    _, folder = _tiny_generator(tmp_path / "gen")
+    _, other = _tiny_generator(tmp_path / "other" / "gen", d_model=64)
+    (folder / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes())
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("a tensor was read before the header was checked")
+    monkeypatch.setattr(ckpt, "load_file", no_reading)
+    with pytest.raises(ArvidError, match=r"gen/model.safetensors does not match the model built from its "
+                                         r"config.json; wrong shapes: tok_emb.weight \(file \[33, 64\], model \[33, 32\]\)"):
+        load_model_files(folder, "generator")
+
+
+def test_weights_a_config_describes_are_bounded(tmp_path):
+    model, folder = _tiny_generator(tmp_path / "gen")
+    nbytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    assert load_model_files(folder, "generator", max_bytes=nbytes).state_dict.keys() == model.state_dict().keys()
+    with pytest.raises(ArvidError, match=r"gen/config.json describes a model with 0.0 GiB of weights, over the limit"):
+        load_model_files(folder, "generator", max_bytes=nbytes - 1)
+
+
+@pytest.mark.parametrize("quantizer", [dict(quantizer="fsq"), dict(quantizer="lfq", num_codes=64),
+                                       dict(quantizer="vq", num_codes=32)])
+def test_tokenizer_layout_is_the_tokenizer_state_dict_without_its_weights(quantizer):
+    from arvid.tokenizer import Tokenizer, TokenizerConfig
+    from arvid.tokenizer.checkpoint import tokenizer_layout
+
+    cfg = TokenizerConfig.preset("tiny", **quantizer)
+    layout = tokenizer_layout(cfg)
+    real = Tokenizer(cfg).state_dict()
+    assert list(layout) == list(real)
+    assert {k: (t.shape, t.dtype) for k, t in layout.items()} == {k: (t.shape, t.dtype) for k, t in real.items()}
+    assert all(t.is_meta for k, t in layout.items() if not k.startswith("quantizer."))
+    big = tokenizer_layout(cfg.replace(width=4096, max_width=4096, depth=16, latent_depth=16))  # on meta
+    assert sum(t.numel() * t.element_size() for t in big.values()) > 200 * 2**30
+
+
 def _trained_optimizer(seed=0):
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(4, 6), nn.Linear(6, 2))

@@ -268,7 +268,10 @@ def test_tokenize_size_error_names_the_file(model_dir, dirs, cli):
     src, out = dirs
     one = write_video(src / "one.npy", np.full((3, 1, 1, 1), 200, np.uint8))
     r = cli("tokenize", one, "--model", model_dir / "tokenizer", "--out", out / "c.npz")
-    assert_refused(r, "one.npy", "--size", out)
+    assert_refused(r, "one.npy", "frames of 1x1 do not fit this tokenizer: height and width must be multiples of its "
+                   "spatial factor 4; resize them with --size, e.g. --size 4x4", out)
+    r = cli("tokenize", one, "--model", model_dir / "tokenizer", "--out", out / "c.npz", "--size", "6x10")
+    assert_refused(r, "one.npy", "frames of 6x10 (after --size 6x10) do not fit", out)
 
 
 # ------------------------------------------------------------------------------------- token files

@@ -12,7 +12,9 @@ the exact cases that showed the others are kept as regression tests in `REGRESSI
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
+import re
 import signal
 import struct
 import zipfile
@@ -27,6 +29,7 @@ from hypothesis import strategies as st
 from arvid.errors import ArvidError
 from arvid.tokenizer import Tokenizer, TokenizerConfig
 from arvid.tokenizer.codes import CodesFile, load_codes, save_codes
+from arvid.video import ReadLimits
 
 HANG_SECONDS = 10
 FUZZ = settings(max_examples=30, deadline=timedelta(seconds=5), derandomize=True, database=None,
@@ -78,7 +81,7 @@ def valid(tmp_path_factory) -> dict:
     np.savez(stored, **arrays)
     assert load_codes(path).codes.tolist() == codes.tolist()
     return {"arrays": arrays, "compressed": path.read_bytes(), "stored": stored.getvalue(),
-            "codebook": tok.codebook_size}
+            "codebook": tok.codebook_size, "tok": tok}
 
 
 def write_npz(path, arrays: dict, compressed: bool = True) -> None:
@@ -283,3 +286,59 @@ def test_reader_regressions(tmp_path, valid, case):
     path.write_bytes(build(valid))
     result = valid_or_arvid_error(path)
     assert isinstance(result, ArvidError) and match in str(result), str(result)
+
+
+# ------------------------------------------------------------------------------------- what the codes decode to
+
+
+def test_the_decoded_clip_is_bounded_by_configurable_limits(tmp_path, valid):
+    """The valid file is 3 latent frames of 4x4: 5 frames of 16x16 through the tiny tokenizer (τ 2, s 4)."""
+    path = tmp_path / "c.npz"
+    path.write_bytes(valid["compressed"])
+    assert load_codes(path, limits=ReadLimits(max_frames=5, max_pixels=256, max_bytes=5 * 256)).codes.shape == (3, 4, 4)
+    with pytest.raises(ArvidError, match=r"c.npz: declares 5 frames, over the limit of 4 \(ReadLimits.max_frames\)"):
+        load_codes(path, limits=ReadLimits(max_frames=4))
+    with pytest.raises(ArvidError, match=r"c.npz: declares frames of 16x16 pixels, over the limit of 255 pixels"):
+        load_codes(path, limits=ReadLimits(max_pixels=255))
+    with pytest.raises(ArvidError, match=r"ReadLimits.max_bytes"):
+        load_codes(path, limits=ReadLimits(max_bytes=5 * 256 - 1))
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"frames": np.int64(9)}, "the header says 9 frames of 16x16, but its codes (3, 4, 4) decode to 5 frames of 16x16"),
+    ({"height": np.int64(16000)}, "the header says 5 frames of 16x16000"),
+    ({"spatial_factor": np.int64(0)}, "malformed header values (temporal factor 2, spatial factor 0, channels 1)"),
+    ({"temporal_factor": np.int64(2**40)}, "malformed header values"),
+    ({"channels": np.int64(4)}, "malformed header values"),
+])
+def test_a_header_that_disagrees_with_its_codes_is_refused(tmp_path, valid, change, match):
+    path = tmp_path / "edited.npz"
+    write_npz(path, {**valid["arrays"], **change})
+    with pytest.raises(ArvidError, match=re.escape(match)) as e:
+        load_codes(path)
+    assert str(e.value).startswith(str(path))
+
+
+def test_header_factors_must_be_the_tokenizers(tmp_path, valid):
+    """A header edited consistently (τ 1: 3 frames) loads, but the tokenizer that made the codes says no."""
+    path = tmp_path / "tau1.npz"
+    write_npz(path, {**valid["arrays"], "temporal_factor": np.int64(1), "frames": np.int64(3)})
+    f = load_codes(path)
+    with pytest.raises(ArvidError, match=r"tau1.npz: the header says temporal factor 1, spatial factor 4, 1 channels, "
+                                         r"the tokenizer that made it has 2, 4, 1"):
+        f.check(valid["tok"])
+    (tmp_path / "ok.npz").write_bytes(valid["compressed"])
+    load_codes(tmp_path / "ok.npz").check(valid["tok"])  # the file as written passes
+
+
+def test_save_codes_write_failure_is_one_error_and_leaves_nothing(tmp_path, valid, monkeypatch):
+    def disk_full(f, **arrays):
+        f.write(b"PK\x03\x04 half a file")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(np, "savez_compressed", disk_full)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ArvidError, match=r"out/c.npz: cannot write the code file \(OSError: \[Errno 28\] No space "
+                                         r"left on device\); free some space or choose another folder"):
+        save_codes(out / "c.npz", valid["arrays"]["codes"], valid["tok"], fps=8.0)
+    assert list(out.iterdir()) == []

@@ -4,7 +4,8 @@ Each case copies a tiny saved model (tokenizer/ + generator/), breaks one thing 
 unknown keys, wrong types, impossible sizes; tensors that do not match the config; truncated or
 garbage weights; missing files) and runs the CLI in this process. It must exit 2 with one line on
 stderr naming the model folder, print no progress bar (so nothing was generated) and write nothing.
-Cases that arvid does not handle yet are strict xfails with the exact reproduction.
+Weights are compared with the model the config describes from the safetensors header alone, before
+a tensor is read or a weight allocated (the model is built on the meta device).
 """
 
 from __future__ import annotations
@@ -152,6 +153,10 @@ CASES = {  # name: (mutation, text the error must contain)
     "an extra tensor": (tensors(GEN, lambda sd: sd.update(backdoor=torch.zeros(3))), "unexpected tensors: backdoor"),
     "a tensor of another shape": (tensors(GEN, lambda sd: sd.update({first_key(sd): torch.zeros(7, 3)})),
                                   "wrong shapes"),
+    "integer weights": (tensors(GEN, lambda sd: sd.update({first_key(sd): sd[first_key(sd)].to(torch.int32)})),
+                        "wrong dtypes: blocks.0.attn.proj.weight (file int32, model float32)"),
+    "bool weights": (tensors(TOK, lambda sd: sd.update({first_key(sd): sd[first_key(sd)] > 0})),
+                     "(file bool, model float32)"),
     "vocab_size not the tokenizer's": (config(GEN, lambda c: c.update(vocab_size=26)), "does not match the model"),
     # truncated, garbage, missing
     **{f"generator weights cut at {f:.0%}": (truncated(GEN, f), "truncated or corrupt") for f in (0.0, 0.5, 1.0)},
@@ -163,12 +168,16 @@ CASES = {  # name: (mutation, text the error must contain)
     "generator folder missing": (removed("generator"), "no generator/ subfolder"),
 }
 
-IMPOSSIBLE = {  # valid types, impossible values: refused (but today without naming the file)
+IMPOSSIBLE = {  # valid types, impossible values: refused, naming config.json
     "n_layer 0": (config(GEN, lambda c: c.update(n_layer=0)), "n_layer=0"),
     "d_model not divisible by n_head": (config(GEN, lambda c: c.update(d_model=30)), "d_model=30"),
     "vocab_size 10^12": (config(GEN, lambda c: c.update(vocab_size=10**12)), "vocab_size=1000000000000"),
     "window_frames negative": (config(GEN, lambda c: c.update(window_frames=-3)), "window_frames=-3"),
     "rope_base NaN": (config(GEN, lambda c: c.update(rope_base=float("nan"))), "rope_base=nan"),
+    "rope_base Infinity": (config(GEN, lambda c: c.update(rope_base=float("inf"))), "rope_base=inf"),
+    "tokenizer loss weight Infinity": (config(TOK, lambda c: c.update(l1_weight=float("inf"))),
+                                       "l1_weight must be a finite number >= 0, got inf"),
+    "tokenizer FSQ codebook of 2^24": (config(TOK, lambda c: c.update(levels=[256, 256, 256])), "16777216 codes"),
     "labels without classes": (config(GEN, lambda c: c.update(labels_per_clip=2)), "labels_per_clip=2"),
     "tokenizer channels 2": (config(TOK, lambda c: c.update(channels=2)), "channels must be 1 or 3"),
     "tokenizer temporal_factor 3": (config(TOK, lambda c: c.update(temporal_factor=3)), "temporal_factor"),
@@ -210,12 +219,8 @@ def test_impossible_sizes_are_refused_before_generating(tmp_path, model_dir, oth
     mutation, message = IMPOSSIBLE[case]
     line = refused_before_generating(tmp_path, model_dir, other_dir, capsys, mutation)
     assert message in line, line
-
-
-@pytest.mark.parametrize("case", ["n_layer 0", "tokenizer channels 2"])
-def test_impossible_sizes_name_the_file(tmp_path, model_dir, other_dir, capsys, case):
-    line = refused_before_generating(tmp_path, model_dir, other_dir, capsys, IMPOSSIBLE[case][0])
-    assert "config.json" in line, line
+    part = "tokenizer" if case.startswith("tokenizer") else "generator"
+    assert str(tmp_path / "model" / part / "config.json") in line, line
 
 
 def test_deeply_nested_config_json(tmp_path, model_dir, other_dir, capsys):
@@ -223,13 +228,45 @@ def test_deeply_nested_config_json(tmp_path, model_dir, other_dir, capsys):
     assert "config.json" in line and "nested too deeply" in line, line
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
-def test_non_finite_weights_are_refused(tmp_path, model_dir, other_dir, capsys, value):
+@pytest.mark.parametrize("part, value", [(GEN, float("nan")), (TOK, float("inf")), (TOK, -float("inf"))])
+def test_non_finite_weights_are_refused(tmp_path, model_dir, other_dir, capsys, part, value):
     def poison(sd):
-        name = sorted(k for k, t in sd.items() if t.is_floating_point())[-1]
-        sd[name].view(-1)[3] = value
-    line = refused_before_generating(tmp_path, model_dir, other_dir, capsys, tensors(TOK, poison))
-    assert "tokenizer/model.safetensors" in line and "1 NaN or infinite values" in line, line
+        sd[first_key(sd)].view(-1)[3] = value
+    line = refused_before_generating(tmp_path, model_dir, other_dir, capsys, tensors(part, poison))
+    name = first_key(load_file(str(model_dir / part / "model.safetensors")))
+    assert f"{part}/model.safetensors: tensor {name} holds 1 NaN or infinite values" in line, line
+
+
+def test_half_precision_weights_are_cast_on_load(tmp_path, model_dir):
+    """float16/bfloat16 copies of a model are a deliberate, documented cast (integers are refused above)."""
+    root = tmp_path / "model"
+    shutil.copytree(model_dir, root)
+    tensors(GEN, lambda sd: sd.update({k: t.to(torch.bfloat16) for k, t in sd.items()}))(root, root)
+    tensors(TOK, lambda sd: sd.update({k: t.half() for k, t in sd.items() if t.is_floating_point()}))(root, root)
+    model = Arvid.from_pretrained(root, device="cpu")
+    for part, module, dtype in ((GEN, model.generator, torch.bfloat16), (TOK, model.tokenizer, torch.float16)):
+        saved = load_file(str(model_dir / part / "model.safetensors"))
+        for name, t in module.state_dict().items():
+            assert t.dtype == saved[name].dtype, name  # the model keeps its own dtype (float32)
+            torch.testing.assert_close(t, saved[name].to(dtype).to(t.dtype), rtol=0, atol=0)
+
+
+def test_more_sink_frames_than_window_frames_is_a_valid_model():
+    """s > W is accepted: the mask is the union of the sinks and the window and the sink rotation never
+    lands inside the window, so the full forward and cached decoding still agree."""
+    from arvid.generator import KVCache, slot_inputs
+
+    cfg = GeneratorConfig.from_dict({**GeneratorConfig.from_name("tiny").to_dict(), "window_frames": 1,
+                                     "sink_frames": 3}, source="config.json")
+    torch.manual_seed(0)
+    model = Generator(cfg).eval()
+    tokens = torch.randint(0, cfg.vocab_size, (1, 7, cfg.latent_h, cfg.latent_w))  # past W + s: sinks move
+    inputs = slot_inputs(tokens, cfg.bos_token)
+    cache = KVCache.allocate(cfg, 1)
+    with torch.no_grad():
+        full = model(inputs)
+        steps = [model.decode(inputs[:, p: p + 8], torch.arange(p, p + 8), cache) for p in range(0, inputs.shape[1], 8)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-4, rtol=1e-4)
 
 
 # ------------------------------------------------------------------------------------- absurd but in range
@@ -255,4 +292,6 @@ def test_absurd_model_size_is_refused_before_allocating(tmp_path, model_dir, par
                             preexec_fn=limit_memory)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("arvid: error:"), result.stderr[-2000:]
+    assert f"{root / part / 'config.json'} describes a model with" in lines[0], lines[0]
+    assert "GiB of weights, over the limit of 16 GiB" in lines[0], lines[0]
     assert not out.exists()
