@@ -422,8 +422,8 @@ def _check_size(expected: dict[str, torch.Tensor], path: Path, max_bytes: int) -
     if nbytes > max_bytes:
         raise ArvidError(
             f"{path} describes a model with {nbytes / 2**30:,.1f} GiB of weights, over the limit of "
-            f"{max_bytes / 2**30:g} GiB: the config was edited or is not an arvid model (load_model_files(..., "
-            "max_bytes=) raises the limit)"
+            f"{max_bytes / 2**30:g} GiB: the config was edited or is not an arvid model; use the config.json "
+            "saved with the weights"
         )
 
 

@@ -14,6 +14,8 @@ Write (`write_video`), by suffix:
            is 100 / round(100 / fps), at most 50
     .npy   the array as it is
     a path without a suffix, or ending in '/': a folder of frame_00000.png, frame_00001.png, ...
+`check_output(path)` makes the checks `write_video` makes of the path (suffix, folder, permissions)
+without writing, so a command can refuse a bad output before long work.
 
 Channels. Reading keeps grayscale as C=1 where the source is grayscale (gray PNG/JPEG frames, gray
 .npy arrays, gray-coded video streams) and gives RGB otherwise; `channels=1` or `3` converts
@@ -122,11 +124,13 @@ class ReadLimits:
             return
         if height * width > self.max_pixels:
             raise ArvidError(f"{path}: {how} frames of {width}x{height} pixels, over the limit of "
-                             f"{self.max_pixels} pixels per frame (ReadLimits.max_pixels)")
+                             f"{self.max_pixels} pixels per frame (ReadLimits.max_pixels); use a smaller clip "
+                             "or raise the limit")
         if frames is not None and frames * height * width * channels > self.max_bytes:
             raise ArvidError(f"{path}: {how} {frames} frames of {width}x{height}x{channels}, "
                              f"{frames * height * width * channels / 2**30:.1f} GiB decoded, over the "
-                             f"limit of {self.max_bytes / 2**30:.1f} GiB (ReadLimits.max_bytes)")
+                             f"limit of {self.max_bytes / 2**30:.1f} GiB (ReadLimits.max_bytes); use a shorter or "
+                             "smaller clip or raise the limit")
 
 
 # ---------------------------------------------------------------------------------------- reading
