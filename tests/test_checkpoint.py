@@ -148,8 +148,8 @@ def test_generator_weights_are_checked_from_the_header_before_any_tensor_is_read
     def no_reading(*args, **kwargs):
         raise AssertionError("a tensor was read before the header was checked")
     monkeypatch.setattr(ckpt, "load_file", no_reading)
-    with pytest.raises(ArvidError, match=r"gen/model.safetensors does not match the model built from its "
-                                         r"config.json; wrong shapes: tok_emb.weight \(file \[33, 64\], model \[33, 32\]\)"):
+    with pytest.raises(ArvidError, match=r"gen/model.safetensors does not match the model built from its config.json; "
+                                         r"wrong shapes: tok_emb.weight \(file \[33, 64\], model \[33, 32\]\)"):
         load_model_files(folder, "generator")
 
 

@@ -453,8 +453,8 @@ def test_generate_and_extend_check_outputs_before_any_work(model_dir, tmp_path, 
     (tmp_path / "file.txt").write_text("x")
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.txt").write_text("keep me")
-    argv = [command, *([tmp_path / "nope.mp4"] if command == "extend" else []), "--frames", 2,
-            "--out", tmp_path / out, "--model", tmp_path / "no-model", *(["--sheet", tmp_path / sheet] if sheet else [])]
+    argv = [command, *([tmp_path / "nope.mp4"] if command == "extend" else []), "--frames", 2, "--out", tmp_path / out,
+            "--model", tmp_path / "no-model", *(["--sheet", tmp_path / sheet] if sheet else [])]
     r = cli(*argv)
     assert r.code == 2 and len(r.lines) == 1 and "generating" not in r.err, r.err
     assert message in r.lines[0] and str(tmp_path / (sheet or out)) in r.lines[0], r.lines[0]

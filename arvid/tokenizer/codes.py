@@ -80,7 +80,8 @@ class CodesFile:
         if header != (tok.temporal_factor, tok.spatial_factor, tok.config.channels):
             raise ArvidError(f"{where}: the header says temporal factor {header[0]}, spatial factor {header[1]}, "
                              f"{header[2]} channels, the tokenizer that made it has {tok.temporal_factor}, "
-                             f"{tok.spatial_factor}, {tok.config.channels}: the file was edited; tokenize the clip again")
+                             f"{tok.spatial_factor}, {tok.config.channels}: the file was edited; "
+                             "tokenize the clip again")
 
 
 def save_codes(path: str | os.PathLike, codes, tok, fps: float) -> Path:

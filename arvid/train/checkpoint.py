@@ -384,7 +384,8 @@ def _read_header(path: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype | s
 
         with safe_open(str(path), framework="pt") as f:
             slices = {name: f.get_slice(name) for name in f.keys()}
-            return {name: (tuple(s.get_shape()), _DTYPES.get(s.get_dtype(), s.get_dtype())) for name, s in slices.items()}
+            return {name: (tuple(s.get_shape()), _DTYPES.get(s.get_dtype(), s.get_dtype()))
+                    for name, s in slices.items()}
     except Exception as e:  # the safetensors error type is not public; any failure means a bad file
         raise _unreadable(path, e) from None
 
