@@ -17,6 +17,13 @@ from typing import Iterator
 from arvid.errors import ArvidError
 
 
+def check_target(path: str | os.PathLike, *, is_dir: bool = False) -> None:
+    """Raise ArvidError now if `atomic_path(path, is_dir=...)` could not write `path` (missing or
+    read-only folder, a folder in place of a file or the reverse): check before long work."""
+    path = Path(path)
+    _check_parent_dir(path) if is_dir else _check_parent(path)
+
+
 def _check_parent(path: Path) -> None:
     parent = path.parent
     if not parent.exists():

@@ -53,7 +53,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from arvid.errors import ArvidError
-from arvid.utils.atomic import _check_parent, _check_parent_dir, atomic_path
+from arvid.utils.atomic import atomic_path, check_target
 
 DEFAULT_FPS = 8.0
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -512,13 +512,13 @@ def check_output(path: str | os.PathLike, *, image: bool = False) -> Path:
     if image:
         if path.suffix.lower() != ".png":
             raise ArvidError(f"{path}: an image (a contact sheet) is written as PNG; give a path ending in .png")
-        _check_parent(path)
+        check_target(path)
     elif _is_folder_target(raw, path):
-        _check_parent_dir(path)
+        check_target(path, is_dir=True)
         _check_no_strangers(path)
     else:
         _check_suffix(path)
-        _check_parent(path)
+        check_target(path)
     return path
 
 
