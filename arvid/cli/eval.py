@@ -1,7 +1,8 @@
-"""`arvid eval tokenizer MODEL`: reconstruction quality and bits against H.264 on held-out clips.
+"""`arvid eval tokenizer MODEL` and `arvid eval generation`: measured quality on held-out clips.
 
-`arvid eval` has one subcommand per model kind (`tokenizer` now, `generation` to come); each is a
-module-level `register_<kind>(subparsers)` below.
+`arvid eval` has one subcommand per thing measured; each is a module-level `register_<kind>(subparsers)`
+below: the tokenizer's reconstruction against H.264 at equal bits, and what a whole model generates
+(continuation, temporal consistency, long clips; see `arvid.generator.evaluate`).
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ digits 4000-4999 that training never sees.
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="evaluate a tokenizer (against H.264) on held-out clips",
+    p = sub.add_parser("eval", help="measure a tokenizer (against H.264) or what a model generates, on held-out clips",
                        description="Evaluate a trained model on held-out clips. Run `arvid eval KIND --help`.")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     register_tokenizer(kinds)
+    register_generation(kinds)
     p.set_defaults(func=lambda args: args.kind_func(args))
 
 
@@ -72,4 +74,78 @@ def run_tokenizer(args: argparse.Namespace) -> int:
     if args.json is not None:
         atomic_write_text(args.json, json.dumps({"model": str(args.model), "dataset": dataset, "split": args.split,
                                                  **report.to_dict()}, indent=2) + "\n")
+    return 0
+
+
+_GENERATION_HELP = """\
+Measure what a model (a tokenizer and a generator) generates, on held-out Moving MNIST clips (digits
+4000-4999, eval-split seeds), and write a report folder: report.md (tables, the acceptance checks of
+the default model, timings), figures.json and PNG plots and contact sheets.
+
+  continuation   CONTEXT frames given, PREDICT generated: per-frame MSE (sum over the frame, pixels
+                 in [0, 1]) and SSIM, greedy and sampled, against copying the last given frame and
+                 against the tokenizer's reconstruction of the truth (the floor)
+  consistency    warping error under Farneback optical flow: real clips, generated clips, and the
+                 same weights with a window of one latent frame (no temporal context)
+  long clips     LONG_CLIPS clips of LONG_FRAMES frames, streamed in constant memory; intensity and
+                 digit blobs per 64-frame block against real clips; the collapse rate
+  tokenizer      the `arvid eval tokenizer` table (skip with --tokenizer-clips 0)
+
+See arvid/generator/evaluate.py for the exact definitions.
+"""
+
+
+def register_generation(kinds) -> None:
+    p = kinds.add_parser("generation", help="continuation MSE/SSIM, warping error, long-clip collapse rate",
+                         description=_GENERATION_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped default model)")
+    p.add_argument("--out", type=Path, required=True, help="report folder to write")
+    p.add_argument("--clips", type=int, default=64, help="continuation and consistency clips (default 64)")
+    p.add_argument("--context", type=int, default=10, help="frames given (default 10)")
+    p.add_argument("--predict", type=int, default=10, help="frames predicted (default 10)")
+    p.add_argument("--frames", type=int, default=32, help="frames per consistency clip (default 32)")
+    p.add_argument("--long-clips", type=int, default=16, help="long clips, 0 to skip (default 16)")
+    p.add_argument("--long-frames", type=int, default=1024, help="frames per long clip (default 1024)")
+    p.add_argument("--temperature", type=float, default=1.0, help="temperature of sampled decoding (default 1)")
+    p.add_argument("--top-k", type=int, default=None, help="top-k of sampled decoding (default: off)")
+    p.add_argument("--tokenizer-clips", type=int, default=200, help="clips for the tokenizer table, 0 to skip")
+    p.add_argument("--batch", type=int, default=32, help="clips generated at once (default 32)")
+    p.add_argument("--seed", type=int, default=0, help="seed of clips and sampling (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.set_defaults(kind_func=run_generation)
+
+
+def run_generation(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+
+    from arvid.errors import ArvidError
+    from arvid.generator.evaluate import Settings, evaluate_generation, write_report
+    from arvid.pipeline import Arvid
+    from arvid.utils import check_target
+
+    for name in ("clips", "context", "predict", "batch"):
+        if getattr(args, name) < 1:
+            raise ArvidError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.frames < 2 or args.long_clips < 0 or args.tokenizer_clips < 0:
+        raise ArvidError("--frames must be at least 2, --long-clips and --tokenizer-clips at least 0")
+    if args.long_clips and args.long_frames < 64:
+        raise ArvidError(f"--long-frames must be at least 64 (one block), got {args.long_frames}")
+    if args.top_k is not None and args.top_k < 1:
+        raise ArvidError(f"--top-k must be at least 1, got {args.top_k}")
+    check_target(args.out, is_dir=True)
+    model = Arvid.from_pretrained(args.model, device=args.device)
+    if model.channels != 1 or model.resolution != (64, 64):
+        raise ArvidError(f"arvid eval generation measures Moving MNIST models (64x64, 1 channel); this model makes "
+                         f"{model.resolution[1]}x{model.resolution[0]} frames with {model.channels} channels")
+    st = Settings(clips=args.clips, context=args.context, predict=args.predict, consistency_frames=args.frames,
+                  long_clips=args.long_clips, long_frames=args.long_frames, seed=args.seed,
+                  temperature=args.temperature, top_k=args.top_k, batch=args.batch,
+                  tokenizer_clips=args.tokenizer_clips)
+    command = "arvid " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["eval"] else ""
+    report = evaluate_generation(model, st, command=command or "arvid eval generation")
+    paths = write_report(report, args.out)
+    for name, ok, detail in report.checks():
+        print(f"{'pass' if ok else 'FAIL'}  {name}: {detail}")
+    print(f"wrote {paths[0]} (with {len(paths) - 1} more files in {args.out})")
     return 0

@@ -1,0 +1,110 @@
+"""`arvid eval generation`: its measures on hand-made clips, and the report through the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from arvid.cli.main import main
+from arvid.generator import Generator, GeneratorConfig
+from arvid.generator.evaluate import BlockStats, blob_count, collapse_rule, collapsed, frame_mse, rollout, warping_error
+from arvid.kernels import use_backend
+from arvid.pipeline import Arvid
+from arvid.tokenizer import Tokenizer, TokenizerConfig
+
+cv2 = pytest.importorskip("cv2")
+
+
+def disc_clip(frames=6, dx=2, size=64, r=6):
+    """A bright disc moving right by dx pixels a frame: uint8 (T, H, W, 1)."""
+    yy, xx = np.mgrid[:size, :size]
+    clip = [((yy - 30) ** 2 + (xx - 15 - dx * t) ** 2 <= r * r) * 255 for t in range(frames)]
+    return np.stack(clip).astype(np.uint8)[..., None]
+
+
+def test_warping_error_is_zero_for_a_still_clip_small_for_motion_and_large_for_noise():
+    still = np.repeat(disc_clip(1), 5, axis=0)
+    assert warping_error(still) == 0.0
+    moving = warping_error(disc_clip())
+    noise = warping_error(np.random.default_rng(0).integers(0, 256, (5, 64, 64, 1), dtype=np.uint8))
+    assert moving < 0.01 < 0.2 < noise
+    # warping beats no motion model at all: the flow explains most of the change
+    plain = np.abs(np.diff(disc_clip().astype(np.float64), axis=0)).mean() / 255
+    assert moving < 0.5 * plain
+
+
+def test_blobs_count_digits_and_ignore_specks():
+    frame = np.zeros((64, 64, 1), np.uint8)
+    frame[5:15, 5:12] = 255
+    frame[40:50, 30:45] = 200
+    frame[60, 60] = 255  # a speck
+    assert blob_count(frame) == 2
+    assert blob_count(np.zeros((64, 64, 1), np.uint8)) == 0
+
+
+def test_frame_mse_is_the_per_frame_sum_over_pixels_in_unit_range():
+    a = np.zeros((2, 3, 4, 4, 1), np.uint8)
+    b = a.copy()
+    b[0, 1, 0, 0] = 255  # one full-scale pixel in clip 0, frame 1
+    b[1, 2, :2, :2] = 255  # four in clip 1, frame 2
+    np.testing.assert_allclose(frame_mse(b, a), [0.0, 0.5, 2.0])
+
+
+def test_collapse_rule_flags_blank_and_saturated_clips_not_real_ones():
+    real = np.stack([disc_clip(64, dx=0)[:, :, :, 0], disc_clip(64, dx=0)[:, :, :, 0]], 0)[..., None]  # (2, 64, ...)
+    rs = BlockStats(2)
+    for t in range(64):
+        rs.push(real[:, t])
+    ri, rb = rs.arrays()
+    rule = collapse_rule(ri, rb)
+    clips = np.stack([real[0], np.zeros_like(real[0]), np.full_like(real[0], 255)])
+    gs = BlockStats(3)
+    for t in range(64):
+        gs.push(clips[:, t])
+    assert collapsed(*gs.arrays(), rule).tolist() == [False, True, True]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny untrained 64x64 model: 4x4 latent tokens, τ = 2."""
+    torch.manual_seed(0)
+    tok = Tokenizer(TokenizerConfig.preset("tiny", spatial_factor=16, patch=4))
+    gen = Generator(GeneratorConfig.from_name("tiny", vocab_size=tok.codebook_size, latent_h=4, latent_w=4,
+                                              num_classes=10, labels_per_clip=2))
+    root = tmp_path_factory.mktemp("model")
+    Arvid(tok, gen, "cpu").save_pretrained(root)
+    return root
+
+
+def test_the_ablation_samples_each_latent_frame_alone(model_dir):
+    model = Arvid.from_pretrained(model_dir, device="cpu")
+    labels = np.array([[1, 2], [3, 4]])
+    with use_backend("pytorch"):
+        abl = np.stack(list(rollout(model, 5, labels=labels, seed=3, no_context=True, batch=2)), axis=1)
+        ctx = np.stack(list(rollout(model, 5, labels=labels, seed=3, batch=2)), axis=1)
+        # latent frame 0 of the ablation is the first frame of a new clip with the ablation's seed for frame 0
+        alone = np.stack(list(rollout(model, 1, labels=labels, seed=3 * 100_003, batch=2)), axis=1)
+    assert abl.shape == ctx.shape == (2, 5, 64, 64, 1)
+    np.testing.assert_array_equal(abl[:, :1], alone)
+    assert not np.array_equal(abl, ctx)
+
+
+def test_cli_writes_the_report_and_refuses_bad_input(model_dir, tmp_path, capsys):
+    out = tmp_path / "report"
+    with use_backend("pytorch"):
+        code = main(["eval", "generation", "--model", str(model_dir), "--out", str(out), "--clips", "2",
+                     "--frames", "4", "--long-clips", "2", "--long-frames", "64", "--tokenizer-clips", "1"])
+    assert code == 0, capsys.readouterr().err
+    names = {p.name for p in out.iterdir()}
+    assert {"report.md", "figures.json", "continuation.png", "consistency.png", "long_clips.png"} <= names
+    figures = json.loads((out / "figures.json").read_text())
+    cont = figures["figures"]["continuation"]
+    assert set(cont) == {"greedy", "sampled", "floor", "copy last"} and len(cont["greedy"]["mse"]) == 10
+    assert len(figures["checks"]) == 4 and "collapses" in figures["figures"]["long"]
+    report = (out / "report.md").read_text()
+    assert "## Acceptance checks" in report and "H.264" in report
+    capsys.readouterr()
+    assert main(["eval", "generation", "--model", str(model_dir), "--out", str(tmp_path / "x"), "--clips", "0"]) == 2
+    assert "--clips must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
