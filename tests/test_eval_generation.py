@@ -52,17 +52,20 @@ def test_frame_mse_is_the_per_frame_sum_over_pixels_in_unit_range():
 
 
 def test_collapse_rule_flags_blank_and_saturated_clips_not_real_ones():
-    real = np.stack([disc_clip(64, dx=0)[:, :, :, 0], disc_clip(64, dx=0)[:, :, :, 0]], 0)[..., None]  # (2, 64, ...)
+    two = np.maximum(disc_clip(128, dx=0), np.roll(disc_clip(128, dx=0), 30, axis=2))  # two still discs
+    real = np.stack([two, two])  # (2, 128, H, W, 1)
     rs = BlockStats(2)
-    for t in range(64):
+    for t in range(128):
         rs.push(real[:, t])
-    ri, rb = rs.arrays()
+    ri, rb, rm = rs.arrays()
     rule = collapse_rule(ri, rb)
-    clips = np.stack([real[0], np.zeros_like(real[0]), np.full_like(real[0], 255)])
-    gs = BlockStats(3)
-    for t in range(64):
+    lost = np.concatenate([two[:1].repeat(1, 0), disc_clip(127, dx=0)])  # a digit lost for good
+    clips = np.stack([two, np.zeros_like(two), np.full_like(two, 255), lost])
+    gs = BlockStats(4)
+    for t in range(128):
         gs.push(clips[:, t])
-    assert collapsed(*gs.arrays(), rule).tolist() == [False, True, True]
+    assert collapsed(*gs.arrays(), rule).tolist() == [False, True, True, True]
+    assert not collapsed(*rs.arrays(), rule).any()
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,8 @@ def test_wheel_ships_arvid_kernels_and_no_top_level_kernels(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "arvid/kernels/__init__.py" in names
     assert not any(n.startswith("kernels/") for n in names)
+    for part in ("tokenizer", "generator"):  # the default model ships inside the package: no download
+        assert {f"arvid/weights/default/{part}/model.safetensors", f"arvid/weights/default/{part}/config.json"} <= set(names)
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, capture_output=True, timeout=300)
