@@ -184,3 +184,17 @@ def test_cli_pack_joins_two_trained_parts_into_a_model_folder(model_dir, model, 
     r = cli("pack", "--tokenizer", model_dir / "tokenizer", "--generator", other, "--out", tmp_path / "bad")
     assert r.returncode == 2 and "not trained together" in r.stderr
     assert not (tmp_path / "bad").exists() and not list(tmp_path.glob(".bad*"))
+
+
+def test_the_default_model_ships_in_the_package_and_generates_labelled_digits():
+    from arvid.pipeline import DEFAULT_MODEL_DIR
+
+    files = sorted(DEFAULT_MODEL_DIR.rglob("*.safetensors"))
+    assert [f.parent.name for f in files] == ["generator", "tokenizer"]
+    assert all(f.stat().st_size < 16 * 2**20 for f in files), "each weights file must stay under 16 MiB"
+    model = Arvid.from_pretrained(device="cpu")
+    assert model.resolution == (64, 64) and model.temporal_factor <= 2 and model.generator.config.conditional
+    clip = model.generate(3, seed=0, labels=[3, 7], batch=2)
+    assert clip.shape == (2, 3, 64, 64, 1)
+    # a trained model draws digits on black: mostly dark, some bright strokes (an untrained one makes gray noise)
+    assert 0.5 < (clip < 40).mean() < 0.99 and (clip > 200).mean() > 0.005
