@@ -199,7 +199,6 @@ class Arvid:
     @torch.inference_mode()  # as a decorator it is switched on and off around each step of the generator
     def _stream(self, num_frames: int, prepared: Prepared | None, opts: SamplingOptions) -> Iterator[np.ndarray]:
         from arvid.generator import generate
-        from arvid.tokenizer import tensor_to_video
 
         batch = opts.batch if prepared is None else prepared.context.shape[0]
         dec = self.tokenizer.decoder_stream(batch)
@@ -208,14 +207,22 @@ class Arvid:
             context = prepared.context.to(self.device)
             dec.push(context)  # warm the decoder's causal state; these frames are the input's own
         n_latent = self.latent_frames_for(num_frames, after_context=prepared is not None)
-        left = num_frames
-        for codes in generate(self.generator, n_latent, batch=batch, context=context, **opts.generate_kwargs()):
-            frames = tensor_to_video(dec.push(codes[:, None]))  # (B, n, H, W, C)
-            for i in range(min(left, frames.shape[1])):
-                yield frames[:, i]
-            left -= frames.shape[1]
-            if left <= 0:
-                return
+        latents = generate(self.generator, n_latent, batch=batch, context=context, **opts.generate_kwargs())
+        yield from decode_frames(dec, latents, num_frames)
+
+
+def decode_frames(dec, latents: Iterator[torch.Tensor], num_frames: int) -> Iterator[np.ndarray]:
+    """Push latent frames (B, h, w) through a streaming decoder; yield exactly `num_frames` frames (B, H, W, C)."""
+    from arvid.tokenizer import tensor_to_video
+
+    left = num_frames
+    for codes in latents:
+        frames = tensor_to_video(dec.push(codes[:, None]))  # (B, n, H, W, C)
+        for i in range(min(left, frames.shape[1])):
+            yield frames[:, i]
+        left -= frames.shape[1]
+        if left <= 0:
+            return
 
 
 def join_input(prepared: Prepared, new: np.ndarray) -> np.ndarray:

@@ -60,7 +60,8 @@ def rollout(model, num_frames: int, *, labels: np.ndarray | None, context: np.nd
     (The generator's window is a sliding window over tokens, so a window of one frame would still show
     each token the previous frame's last tokens: that is not this ablation.)"""
     from arvid.generator import generate
-    from arvid.tokenizer import tensor_to_video, video_to_tensor
+    from arvid.pipeline import decode_frames
+    from arvid.tokenizer import video_to_tensor
 
     gen = model.generator
     tok, device = model.tokenizer, model.device
@@ -81,14 +82,7 @@ def rollout(model, num_frames: int, *, labels: np.ndarray | None, context: np.nd
     else:
         latents = generate(gen, n_latent, batch=batch, labels=lab, context=ctx, seed=seed, temperature=temperature,
                            top_k=top_k)
-    left = num_frames
-    for codes in latents:
-        frames = tensor_to_video(dec.push(codes[:, None]))  # (B, n, H, W, C)
-        for i in range(min(left, frames.shape[1])):
-            yield frames[:, i]
-        left -= frames.shape[1]
-        if left <= 0:
-            return
+    yield from decode_frames(dec, latents, num_frames)
 
 
 # ---------------------------------------------------------------- frame measures
