@@ -55,13 +55,20 @@ def read_until(proc: subprocess.Popen, pattern: re.Pattern, timeout: float) -> b
     return seen
 
 
+def _default_sigint() -> None:
+    """Give the child the Ctrl-C a terminal user has. A shell that starts a job in the background (`cmd &`,
+    as CI runners and nohup do) sets SIGINT to ignored, children inherit that, and Python then installs
+    no KeyboardInterrupt handler: the child would rightly ignore the signal this test sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_generation(model_dir, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     env = {**os.environ, "ARVID_ATTENTION_BACKEND": "pytorch", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "arvid", "generate", "--model", str(model_dir), "--frames", "100000",
                              "--out", str(out / "clip.mp4"), "--device", "cpu"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, preexec_fn=_default_sigint)
     try:
         seen = read_until(proc, STARTED, timeout=120)
         proc.send_signal(signal.SIGINT)
