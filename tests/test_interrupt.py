@@ -19,26 +19,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from arvid.cli.main import main
-from arvid.generator import Generator, GeneratorConfig
+from corpus import tiny_model_dir
 from arvid.kernels import use_backend
-from arvid.pipeline import Arvid
-from arvid.tokenizer import Tokenizer, TokenizerConfig
 
 STARTED = re.compile(rb"generating:[^\r\n]*\| *[1-9]\d*/")  # the bar has counted at least one frame
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    tok = Tokenizer(TokenizerConfig.preset("tiny"))
-    gen = Generator(GeneratorConfig.from_name("tiny", vocab_size=tok.codebook_size, latent_h=4, latent_w=4))
-    root = tmp_path_factory.mktemp("model") / "model"
-    Arvid(tok, gen, "cpu").save_pretrained(root)
-    return root
+    return tiny_model_dir(tmp_path_factory.mktemp("model") / "model")
 
 
 def read_until(proc: subprocess.Popen, pattern: re.Pattern, timeout: float) -> bytes:

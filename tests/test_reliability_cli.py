@@ -28,23 +28,17 @@ import torch
 from PIL import Image
 
 from arvid.cli.main import main
-from arvid.generator import Generator, GeneratorConfig
 from arvid.kernels import use_backend
-from arvid.pipeline import Arvid
 from arvid.tokenizer import Tokenizer, TokenizerConfig
 from arvid.video import write_video
+from corpus import tiny_model_dir, write_audio_only
 
 H = W = 16  # the tiny model: 4x4 latent tokens, τ = 2, 25 codes
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    tok = Tokenizer(TokenizerConfig.preset("tiny"))
-    gen = Generator(GeneratorConfig.from_name("tiny", vocab_size=tok.codebook_size, latent_h=4, latent_w=4))
-    root = tmp_path_factory.mktemp("model") / "model"
-    Arvid(tok, gen, "cpu").save_pretrained(root)
-    return root
+    return tiny_model_dir(tmp_path_factory.mktemp("model") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -127,16 +121,7 @@ def _zero_frames(d: Path) -> Path:
 
 
 def _audio_only(d: Path) -> Path:
-    with av.open(str(d / "speech.mp4"), "w") as container:
-        stream = container.add_stream("aac", rate=16000)
-        for _ in range(4):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate = 16000
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return d / "speech.mp4"
+    return write_audio_only(d / "speech.mp4")
 
 
 def _png(name: str, array: np.ndarray):

@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from arvid.errors import ArvidError
+from corpus import MUTATION, mutate
 from arvid.tokenizer import Tokenizer, TokenizerConfig
 from arvid.tokenizer.codes import CodesFile, load_codes, save_codes
 from arvid.video import ReadLimits
@@ -90,26 +91,8 @@ def write_npz(path, arrays: dict, compressed: bool = True) -> None:
 
 # ------------------------------------------------------------------------------------- byte mutations
 
-_mutation = st.tuples(st.sampled_from(["flip", "truncate", "insert", "overwrite"]), st.floats(0, 1),
-                      st.binary(min_size=1, max_size=8))
-
-
-def mutate(data: bytes, mutations) -> bytes:
-    for kind, where, payload in mutations:
-        i = min(int(where * len(data)), max(len(data) - 1, 0))
-        if kind == "flip" and data:
-            data = data[:i] + bytes([data[i] ^ (payload[0] or 1)]) + data[i + 1:]
-        elif kind == "truncate":
-            data = data[:i]
-        elif kind == "insert":
-            data = data[:i] + payload + data[i:]
-        else:
-            data = data[:i] + payload + data[i + len(payload):]
-    return data
-
-
 @FUZZ
-@given(kind=st.sampled_from(["compressed", "stored"]), mutations=st.lists(_mutation, min_size=1, max_size=4))
+@given(kind=st.sampled_from(["compressed", "stored"]), mutations=st.lists(MUTATION, min_size=1, max_size=4))
 def test_mutated_bytes_give_valid_codes_or_arvid_error(tmp_path, valid, kind, mutations):
     path = tmp_path / "mutated.npz"
     path.write_bytes(mutate(valid[kind], mutations))

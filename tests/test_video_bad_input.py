@@ -25,6 +25,7 @@ from PIL import Image
 
 import arvid.video.io as vio
 from arvid.errors import ArvidError
+from corpus import MUTATION, mutate, write_audio_only
 from arvid.video import ReadLimits, Video, read_video, write_video
 
 
@@ -139,16 +140,7 @@ def test_container_with_zero_video_frames(tmp_path, suffix, codec):
 
 
 def test_audio_only(tmp_path):
-    path = tmp_path / "speech.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("aac", rate=16000)
-        for _ in range(8):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate = 16000
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    path = write_audio_only(tmp_path / "speech.mp4", frames=8)
     refused(path, "only audio")
 
 
@@ -335,29 +327,11 @@ def valid_files(tmp_path_factory):
     return {suffix: write_video(folder / f"v{suffix}", frames).read_bytes() for suffix in (".mp4", ".gif", ".npy", ".webm")}
 
 
-_mutation = st.tuples(st.sampled_from(["flip", "truncate", "insert", "overwrite"]), st.floats(0, 1),
-                      st.binary(min_size=1, max_size=8))
-
-
-def _mutate(data: bytes, mutations) -> bytes:
-    for kind, where, payload in mutations:
-        i = min(int(where * len(data)), max(len(data) - 1, 0))
-        if kind == "flip" and data:
-            data = data[:i] + bytes([data[i] ^ (payload[0] or 1)]) + data[i + 1:]
-        elif kind == "truncate":
-            data = data[:i]
-        elif kind == "insert":
-            data = data[:i] + payload + data[i:]
-        else:
-            data = data[:i] + payload + data[i + len(payload):]
-    return data
-
-
 @settings(max_examples=30, deadline=timedelta(seconds=10), suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(suffix=st.sampled_from([".mp4", ".gif", ".npy", ".webm"]), mutations=st.lists(_mutation, min_size=1, max_size=4))
+@given(suffix=st.sampled_from([".mp4", ".gif", ".npy", ".webm"]), mutations=st.lists(MUTATION, min_size=1, max_size=4))
 def test_mutated_files_give_a_video_or_arvid_error(tmp_path, valid_files, suffix, mutations):
     path = tmp_path / f"mutated{suffix}"
-    path.write_bytes(_mutate(valid_files[suffix], mutations))
+    path.write_bytes(mutate(valid_files[suffix], mutations))
     limits = ReadLimits(max_frames=64, max_pixels=256 * 256)
     try:
         video = read_video(path, limits=limits)

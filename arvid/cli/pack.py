@@ -28,12 +28,11 @@ def run(args: argparse.Namespace) -> int:
     from arvid.pipeline import Arvid
     from arvid.generator import Generator
     from arvid.tokenizer import Tokenizer
-    from arvid.utils.atomic import atomic_path
+    from arvid.utils.atomic import atomic_path, check_target
 
     if args.out.exists():
         raise ArvidError(f"{args.out} already exists: pack writes a new folder, so remove it or pick another --out")
-    if not args.out.parent.is_dir():
-        raise ArvidError(f"cannot write {args.out}: folder {args.out.parent} does not exist")
+    check_target(args.out, is_dir=True)  # before loading anything
     model = Arvid(Tokenizer.from_pretrained(args.tokenizer), Generator.from_pretrained(args.generator), "cpu")
     with atomic_path(args.out, is_dir=True) as tmp:
         model.save_pretrained(tmp)
