@@ -132,3 +132,44 @@ def test_two_process_gloo_ddp_step_matches_one_process(tmp_path):
             torch.testing.assert_close(ddp[k], one[k], rtol=0, atol=1e-5)
     close = sum(int(((ddp[k] - one[k]).abs() <= 1e-5).sum()) for k in one)
     assert close >= 0.99 * sum(v.numel() for v in one.values())
+
+
+@pytest.mark.parametrize("quantizer", ["fsq", "vq"])
+def test_decoder_only_training_keeps_every_code(tmp_path, quantizer, capsys):
+    """--init DIR --train-part decoder: the encoder and quantizer (VQ's EMA codebook too) stay bit-identical,
+    the decoder learns, and a code file written with DIR still decodes with the new tokenizer."""
+    torch.manual_seed(0)
+    base = Tokenizer(TokenizerConfig.preset("tiny", quantizer=quantizer, channels=3))
+    clip = np.random.default_rng(0).integers(0, 256, size=(5, 16, 16, 3), dtype=np.uint8)  # shapes is RGB
+    base(torch.as_tensor(clip).permute(3, 0, 1, 2)[None].float() / 127.5 - 1)  # a VQ codebook inits on first use
+    base.save_pretrained(tmp_path / "base")
+    np.save(tmp_path / "clip.npy", clip)
+    assert main(["tokenize", str(tmp_path / "clip.npy"), "--model", str(tmp_path / "base"),
+                 "--out", str(tmp_path / "c.npz")]) == 0
+    assert main(["train", "tokenizer", "--out", str(tmp_path / "ft"), "--steps", "3", "--batch-size", "2",
+                 "--init", str(tmp_path / "base"), "--train-part", "decoder",
+                 *[a for a in TRAIN if a not in ("--preset", "tiny")]]) == 0
+    before, after = weights(tmp_path / "base"), weights(tmp_path / "ft")
+    frozen = [k for k in before if not k.startswith("decoder.")]
+    assert frozen and [k for k in frozen if not torch.equal(before[k], after[k])] == []
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    ft = Tokenizer.from_pretrained(tmp_path / "ft")
+    assert ft.config.fingerprint() == Tokenizer.from_pretrained(tmp_path / "base").config.fingerprint()
+    assert ft.config.notes["trained_part"] == "decoder"
+    video = torch.as_tensor(clip).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+    assert torch.equal(ft.encode(video), Tokenizer.from_pretrained(tmp_path / "base").encode(video))
+    assert main(["detokenize", str(tmp_path / "c.npz"), "--model", str(tmp_path / "ft"),
+                 "--out", str(tmp_path / "out.npy")]) == 0
+
+
+def test_init_and_train_part_refuse_what_they_cannot_do(tmp_path, tok_dir, capsys):
+    args = ["train", "tokenizer", "--out", str(tmp_path / "ft"), "--steps", "1", "--dataset", "shapes",
+            "--size", "16", "--frames", "5", "--device", "cpu"]
+    assert main([*args, "--init", str(tok_dir), "--tau", "2"]) == 2
+    assert "takes the architecture from that tokenizer: drop --tau" in capsys.readouterr().err
+    assert main([*args, "--train-part", "decoder"]) == 2
+    assert "give it with --init DIR" in capsys.readouterr().err
+    assert main([*args, "--init", str(tmp_path / "missing")]) == 2
+    assert main([*args, "--init", str(tok_dir)]) == 2  # shapes is RGB, the tokenizer grayscale
+    assert "has 3 channel(s), but the tokenizer" in capsys.readouterr().err
+    assert not (tmp_path / "ft").exists()

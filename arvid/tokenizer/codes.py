@@ -39,9 +39,13 @@ _MAX_BYTES = 1 << 30  # per array: a clip's codes are far smaller
 
 
 def weights_fingerprint(tok) -> str:
-    """A short hash of the tokenizer's weights (names, shapes and bytes)."""
+    """A short hash of the weights that decide what the codes are: the encoder's and the quantizer's
+    (names, shapes and bytes). The decoder only renders codes, so a decoder trained further
+    (`arvid train tokenizer --init DIR --train-part decoder`) still reads the code files of DIR."""
     h = hashlib.sha256()
     for name, t in sorted(tok.state_dict().items()):
+        if not name.startswith(("encoder.", "quantizer.")):
+            continue
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())

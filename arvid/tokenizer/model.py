@@ -88,6 +88,22 @@ class Tokenizer(nn.Module):
         self.encoder = Encoder(config)
         self.quantizer = Quantizer(config)
         self.decoder = Decoder(config)
+        self.encoder_frozen = False
+
+    def freeze_encoder(self) -> "Tokenizer":
+        """Train the decoder alone: the encoder and quantizer keep their weights (and VQ its codebook),
+        so the codes of every video stay exactly what they were and a generator trained on them still fits."""
+        self.encoder_frozen = True
+        for p in [*self.encoder.parameters(), *self.quantizer.parameters()]:
+            p.requires_grad_(False)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> "Tokenizer":
+        super().train(mode)
+        if self.encoder_frozen:  # eval mode: no VQ k-means init, EMA step or dead-code restart
+            self.encoder.eval()
+            self.quantizer.eval()
+        return self
 
     # ---- sizes ------------------------------------------------------------------------------
     @property
@@ -146,8 +162,11 @@ class Tokenizer(nn.Module):
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training pass: video (B, C, T, H, W) -> (reconstruction (B, C, T, H, W), codes, aux loss)."""
         self.check_video(video)
-        z = self.encoder(self.fold(video))
-        zq, codes, aux = self.quantizer(z, update=self.training)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
+            z = self.encoder(self.fold(video))
+            zq, codes, aux = self.quantizer(z, update=self.training and not self.encoder_frozen)
+        if self.encoder_frozen:
+            zq, aux = zq.detach(), torch.zeros((), device=zq.device)
         return self.unfold(self.decoder(zq)), codes, aux
 
     @torch.no_grad()

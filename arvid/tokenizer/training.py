@@ -7,6 +7,11 @@ DDP, checkpoints, --resume). The task supplies the model, deterministic batches 
     loss = l1_weight·|x̂ - x| + l2_weight·(x̂ - x)² + quantizer aux loss (LFQ entropy, VQ/LFQ commitment)
 
 with PSNR and codebook usage (the fraction of codes used in the batch) as metrics.
+
+`--init DIR` starts from a trained tokenizer's weights (with a fresh optimizer and schedule) and takes
+its architecture from DIR. With `--train-part decoder` only the decoder learns: the encoder and the
+quantizer are frozen, so every code stays what it was, code files and generators made with DIR keep
+working, and the decoder can learn from longer clips to render them better.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from arvid.tokenizer.config import PRESETS, QUANTIZERS, TokenizerConfig
 from arvid.tokenizer.frames import check_frames
 from arvid.tokenizer.model import Tokenizer, video_to_tensor
 
+TRAIN_PARTS = ("all", "decoder")
+
 
 class TokenizerTask:
     """A TrainTask for the tokenizer: batch i of rank r is a pure function of (step, rank)."""
@@ -30,19 +37,34 @@ class TokenizerTask:
     kind = "tokenizer"
 
     def __init__(self, config: TokenizerConfig, dataset_name: str, frames: int, size: int,
-                 data_path: str | None = None, seed: int = 0):
+                 data_path: str | None = None, seed: int = 0, init: str | None = None, part: str = "all"):
         from arvid.data import make_dataset
 
+        if part not in TRAIN_PARTS:
+            raise ArvidError(f"--train-part must be one of {', '.join(TRAIN_PARTS)}, got {part!r}")
+        if part != "all" and init is None:
+            raise ArvidError(f"--train-part {part} trains part of a trained tokenizer: give it with --init DIR")
+        self.init, self.part = init, part
+        if init is not None:
+            config = Tokenizer.from_pretrained(init).config  # checks the folder before any training starts
+            config = config.replace(notes={**config.notes, "init": str(init), "trained_part": part})
         check_frames(frames, config.temporal_factor, what="--frames")
         self.dataset = make_dataset(dataset_name, frames=frames, size=size, split="train", seed=seed, path=data_path)
         if self.dataset.channels != config.channels:
+            if init is not None:
+                raise ArvidError(f"--dataset {dataset_name} has {self.dataset.channels} channel(s), but the tokenizer "
+                                 f"{init} takes {config.channels}: train on data it can read")
             config = config.replace(channels=self.dataset.channels)
         Tokenizer(config).latent_shape(frames, self.dataset.height, self.dataset.width)  # fail early on sizes
         self.config = config.replace(notes={**config.notes, "dataset": dataset_name, "frames": frames, "size": size})
         self.dataset_name, self.frames, self.size = dataset_name, frames, size
 
     def build_model(self) -> Tokenizer:
-        return Tokenizer(self.config)
+        if self.init is None:
+            return Tokenizer(self.config)
+        tok = Tokenizer.from_pretrained(self.init)
+        tok.config = self.config  # the same architecture, with this run's notes
+        return tok.freeze_encoder().train() if self.part == "decoder" else tok.train()
 
     def model_config(self) -> dict:
         return self.config.to_dict()
@@ -91,6 +113,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--patch", type=int, default=None, help="pixels folded into channels at the input: 1, 2 or 4")
     g.add_argument("--depth", type=int, default=None, help="residual blocks per resolution level")
     g.add_argument("--latent-depth", type=int, default=None, help="residual blocks at the latent resolution")
+    g.add_argument("--init", metavar="DIR", default=None,
+                   help="start from this trained tokenizer (its weights and architecture; fresh optimizer and schedule)")
+    g.add_argument("--train-part", choices=TRAIN_PARTS, default="all",
+                   help="with --init: 'decoder' freezes the encoder and quantizer, so the codes never change (default all)")
 
 
 def config_from_args(args: argparse.Namespace) -> TokenizerConfig:
@@ -107,9 +133,19 @@ def config_from_args(args: argparse.Namespace) -> TokenizerConfig:
     return TokenizerConfig.preset(args.preset, **{k: v for k, v in overrides.items() if v is not None})
 
 
+ARCHITECTURE_FLAGS = ("tau", "spatial_factor", "quantizer", "levels", "num_codes", "width", "max_width", "patch",
+                      "depth", "latent_depth")
+
+
 def task_from_args(args: argparse.Namespace) -> TokenizerTask:
+    init = getattr(args, "init", None)
+    if init is not None:
+        given = [f"--{f.replace('_', '-')}" for f in ARCHITECTURE_FLAGS if getattr(args, f, None) is not None]
+        if given:
+            raise ArvidError(f"--init {init} takes the architecture from that tokenizer: drop {', '.join(given)}")
     return TokenizerTask(config_from_args(args), args.dataset, args.frames, args.size,
-                         data_path=args.data_path, seed=getattr(args, "seed", 0) or 0)
+                         data_path=args.data_path, seed=getattr(args, "seed", 0) or 0,
+                         init=init, part=getattr(args, "train_part", "all"))
 
 
 def codebook_stats(codes: torch.Tensor | np.ndarray, codebook_size: int) -> tuple[float, float]:
