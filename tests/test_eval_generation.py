@@ -8,7 +8,8 @@ import torch
 
 from arvid.cli.main import main
 from arvid.generator import Generator, GeneratorConfig
-from arvid.generator.evaluate import BlockStats, blob_count, collapse_rule, collapsed, frame_mse, rollout, warping_error
+from arvid.generator.evaluate import (BlockStats, blob_count, collapse_rule, collapsed, frame_mse, motion, rollout,
+                                     warping_error)
 from arvid.kernels import use_backend
 from arvid.pipeline import Arvid
 from arvid.tokenizer import Tokenizer, TokenizerConfig
@@ -32,6 +33,11 @@ def test_warping_error_is_zero_for_a_still_clip_small_for_motion_and_large_for_n
     # warping beats no motion model at all: the flow explains most of the change
     plain = np.abs(np.diff(disc_clip().astype(np.float64), axis=0)).mean() / 255
     assert moving < 0.5 * plain
+
+
+def test_motion_is_zero_for_a_still_clip_and_grows_with_speed():
+    assert motion(np.repeat(disc_clip(1), 5, axis=0)) == 0.0
+    assert 0 < motion(disc_clip(dx=1)) < motion(disc_clip(dx=3))
 
 
 def test_blobs_count_digits_and_ignore_specks():
@@ -104,10 +110,19 @@ def test_cli_writes_the_report_and_refuses_bad_input(model_dir, tmp_path, capsys
     figures = json.loads((out / "figures.json").read_text())
     cont = figures["figures"]["continuation"]
     assert set(cont) == {"greedy", "sampled", "floor", "copy last"} and len(cont["greedy"]["mse"]) == 10
-    assert len(figures["checks"]) == 4 and "collapses" in figures["figures"]["long"]
+    assert len(figures["checks"]) == 5 and "collapses" in figures["figures"]["long"]
+    assert figures["checks"][3]["check"].startswith("diagnostic, not a target")
+    cons = figures["figures"]["consistency"]
+    assert {"real", "tokenizer reconstruction", "generated", "no-context ablation",
+            "generated, temperature 0", "generated, temperature 0.5"} <= set(cons)
+    assert cons["sweep"]["temperatures"] == [0.0, 0.3, 0.5, 0.7, 1.0]
+    assert cons["sweep"]["names"][0] == "generated, temperature 0" and cons["sweep"]["names"][-1] == "generated"
+    assert all(v["motion"] >= 0 for k, v in cons.items() if k != "sweep")
     report = (out / "report.md").read_text()
     assert "## Acceptance checks" in report and "H.264" in report
     capsys.readouterr()
     assert main(["eval", "generation", "--model", str(model_dir), "--out", str(tmp_path / "x"), "--clips", "0"]) == 2
     assert "--clips must be at least 1" in capsys.readouterr().err
+    assert main(["eval", "generation", "--model", str(model_dir), "--out", str(tmp_path / "x"), "--sweep", "0,hot"]) == 2
+    assert "--sweep takes comma-separated temperatures" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

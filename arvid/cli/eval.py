@@ -108,6 +108,9 @@ def register_generation(kinds) -> None:
     p.add_argument("--long-frames", type=int, default=1024, help="frames per long clip (default 1024)")
     p.add_argument("--temperature", type=float, default=1.0, help="temperature of sampled decoding (default 1)")
     p.add_argument("--top-k", type=int, default=None, help="top-k of sampled decoding (default: off)")
+    p.add_argument("--sweep", default="0,0.3,0.5,0.7",
+                   help="more sampling temperatures for the consistency sweep, comma-separated, '' to skip "
+                        "(default 0,0.3,0.5,0.7; 0 is greedy)")
     p.add_argument("--tokenizer-clips", type=int, default=200, help="clips for the tokenizer table, 0 to skip")
     p.add_argument("--batch", type=int, default=32, help="clips generated at once (default 32)")
     p.add_argument("--seed", type=int, default=0, help="seed of clips and sampling (default 0)")
@@ -133,6 +136,12 @@ def run_generation(args: argparse.Namespace) -> int:
         raise ArvidError(f"--long-frames must be at least 64 (one block), got {args.long_frames}")
     if args.top_k is not None and args.top_k < 1:
         raise ArvidError(f"--top-k must be at least 1, got {args.top_k}")
+    try:
+        sweep = tuple(float(t) for t in args.sweep.split(",") if t.strip())
+    except ValueError:
+        raise ArvidError(f"--sweep takes comma-separated temperatures such as 0,0.5, got {args.sweep!r}") from None
+    if any(not 0 <= t <= 10 for t in sweep):
+        raise ArvidError(f"--sweep temperatures must lie in [0, 10], got {args.sweep!r}")
     check_target(args.out, is_dir=True)
     model = Arvid.from_pretrained(args.model, device=args.device)
     if model.channels != 1 or model.resolution != (64, 64):
@@ -141,7 +150,7 @@ def run_generation(args: argparse.Namespace) -> int:
     st = Settings(clips=args.clips, context=args.context, predict=args.predict, consistency_frames=args.frames,
                   long_clips=args.long_clips, long_frames=args.long_frames, seed=args.seed,
                   temperature=args.temperature, top_k=args.top_k, batch=args.batch,
-                  tokenizer_clips=args.tokenizer_clips)
+                  tokenizer_clips=args.tokenizer_clips, sweep=sweep)
     command = "arvid " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["eval"] else ""
     report = evaluate_generation(model, st, command=command or "arvid eval generation")
     paths = write_report(report, args.out)
