@@ -95,6 +95,25 @@ def test_eval_tokenizer_prints_the_table(tmp_path, tok_dir, capsys):
     assert main(["eval", "tokenizer", str(tok_dir), "--frames", "4", "--clips", "1"]) == 2
 
 
+def test_eval_tokenizer_plots_the_h264_rate_distortion_curve(tmp_path, tok_dir, capsys):
+    args = ["eval", "tokenizer", str(tok_dir), "--dataset", "moving-mnist", "--size", "32", "--frames", "5",
+            "--clips", "2", "--device", "cpu"]
+    assert main([*args, "--rd-plot", str(tmp_path / "rd.png"), "--rd-crfs", "51,20,40",
+                 "--json", str(tmp_path / "r.json")]) == 0
+    curve = json.loads((tmp_path / "r.json").read_text())["h264_curve"]
+    assert [r["crf"] for r in curve] == [20, 40, 51]
+    # a higher CRF spends fewer bits and loses quality
+    assert curve[0]["bpp"] > curve[1]["bpp"] > curve[2]["bpp"] and curve[0]["psnr"] > curve[2]["psnr"]
+    assert (tmp_path / "rd.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    for bad, message in ((["--rd-plot", str(tmp_path / "rd.jpg")], "ending in .png"),
+                         (["--rd-plot", str(tmp_path / "x.png"), "--rd-crfs", "30,60"], "CRFs in [0, 51]"),
+                         (["--rd-plot", str(tmp_path / "x.png"), "--rd-crfs", "a"], "comma-separated integers")):
+        assert main([*args, *bad]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
 TRAIN = ["--preset", "tiny", "--dataset", "shapes", "--size", "16", "--frames", "5", "--device", "cpu",
          "--warmup", "1", "--log-every", "1", "--lr", "1e-3"]
 

@@ -48,6 +48,9 @@ def register_tokenizer(kinds) -> None:
     p.add_argument("--no-h264", action="store_true", help="skip the H.264 comparison")
     p.add_argument("--h264-preset", default="veryslow", help="libx264 preset (default veryslow)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    p.add_argument("--rd-plot", type=Path, default=None, metavar="PNG",
+                   help="also plot H.264's rate-distortion curve (PSNR and SSIM against bpp) with the tokenizer's point")
+    p.add_argument("--rd-crfs", default="30,36,42,46,48,50,51", help="CRFs of that curve (default %(default)s)")
     p.set_defaults(kind_func=run_tokenizer)
 
 
@@ -55,11 +58,24 @@ def run_tokenizer(args: argparse.Namespace) -> int:
     from arvid.data import make_dataset
     from arvid.errors import ArvidError
     from arvid.tokenizer import Tokenizer, check_frames
-    from arvid.tokenizer.evaluate import evaluate_tokenizer
-    from arvid.utils.atomic import atomic_write_text
+    from arvid.tokenizer.evaluate import evaluate_tokenizer, h264_curve, rd_plot
+    from arvid.utils.atomic import atomic_write_text, check_target
 
     if args.clips < 1 or args.batch_size < 1:
         raise ArvidError(f"--clips and --batch-size must be at least 1, got {args.clips} and {args.batch_size}")
+    crfs: tuple[int, ...] = ()
+    if args.rd_plot is not None:
+        try:
+            crfs = tuple(sorted({int(c) for c in args.rd_crfs.split(",") if c.strip()}))
+        except ValueError:
+            raise ArvidError(f"--rd-crfs takes comma-separated integers such as 36,46,51, got {args.rd_crfs!r}") from None
+        if not crfs or not all(0 <= c <= 51 for c in crfs):
+            raise ArvidError(f"--rd-crfs must be CRFs in [0, 51], got {args.rd_crfs!r}")
+        if args.rd_plot.suffix.lower() != ".png":
+            raise ArvidError(f"--rd-plot writes a PNG: give a path ending in .png, got {args.rd_plot}")
+        check_target(args.rd_plot)
+    if args.json is not None:
+        check_target(args.json)
     tok = Tokenizer.from_pretrained(args.model, device=args.device)
     check_frames(args.frames, tok.temporal_factor, what="--frames")
     notes = tok.config.notes
@@ -71,9 +87,15 @@ def run_tokenizer(args: argparse.Namespace) -> int:
     print(f"{dataset} ({args.split} split), tokenizer {args.model}: τ={tok.temporal_factor}, "
           f"spatial {tok.spatial_factor}, {tok.config.quantizer} with {tok.codebook_size} codes")
     print(report.table())
+    curve = h264_curve(ds, args.clips, crfs, preset=args.h264_preset, progress=True) if crfs else []
+    if crfs:
+        print("H.264 curve: " + "; ".join(f"crf {r['crf']}: {r['bpp']:.4f} bpp, {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}"
+                                         for r in curve))
+        rd_plot(args.rd_plot, curve, report, f"arvid tokenizer ({Path(args.model).name})")
+        print(f"wrote {args.rd_plot}")
     if args.json is not None:
         atomic_write_text(args.json, json.dumps({"model": str(args.model), "dataset": dataset, "split": args.split,
-                                                 **report.to_dict()}, indent=2) + "\n")
+                                                 **report.to_dict(), "h264_curve": curve}, indent=2) + "\n")
     return 0
 
 

@@ -208,6 +208,53 @@ def evaluate_tokenizer(tok: Tokenizer, dataset, clips: int = 100, batch_size: in
     return Report(clips, *shape, row, h_row, float(np.mean(h_crf)) if h264 else None, wins if h264 else None)
 
 
+def h264_curve(dataset, clips: int, crfs: tuple[int, ...], preset: str = "veryslow",
+               progress: bool = False) -> list[dict]:
+    """H.264's rate-distortion curve on clips 0..clips-1 of `dataset`: per CRF, the mean bpp, PSNR and SSIM."""
+    from tqdm import tqdm
+
+    fps = float(getattr(dataset, "fps", 8.0))
+    rows = {c: {"crf": c, "bits": [], "psnr": [], "ssim": []} for c in crfs}
+    pixels = None
+    for i in tqdm(range(clips), desc="H.264 curve", disable=not progress, unit="clip"):
+        videos, _ = dataset.batch(range(i, i + 1))
+        video = videos[0]  # uint8 (T, H, W, C)
+        pixels = int(np.prod(video.shape[:3]))
+        for c in crfs:
+            nbytes, dec = h264_roundtrip(video, c, fps, preset)
+            r = rows[c]
+            r["bits"].append(8 * nbytes)
+            r["psnr"].append(psnr(video, dec))
+            r["ssim"].append(ssim(video, dec))
+    return [{"crf": r["crf"], "bpp": float(np.mean(r["bits"])) / pixels, "psnr": _mean(r["psnr"]),
+             "ssim": float(np.mean(r["ssim"]))} for r in rows.values()]
+
+
+def rd_plot(path, curve: list[dict], report: "Report", label: str) -> None:
+    """PSNR and SSIM against bits per pixel: H.264's curve and the tokenizer's point, as a PNG (atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from arvid.utils.atomic import atomic_path
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key, name in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "ssim", "SSIM")):
+        ax.plot([r["bpp"] for r in curve], [r[key] for r in curve], marker="o", color="gray", label="H.264 (libx264)")
+        for r in curve:
+            ax.annotate(f"crf {r['crf']}", (r["bpp"], r[key]), fontsize=7, xytext=(3, -9), textcoords="offset points")
+        ax.plot([report.tokenizer.bpp], [getattr(report.tokenizer, key)], marker="*", ms=14, ls="", color="C3",
+                label=label)
+        ax.set(xlabel="bits per pixel", ylabel=name, title=f"{name} against rate, {report.clips} held-out clips "
+               f"of {report.frames} frames")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
 def _mean(values: list[float]) -> float:
     finite = [v for v in values if math.isfinite(v)]
     return float(np.mean(finite)) if finite else float("inf")
