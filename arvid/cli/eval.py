@@ -91,7 +91,7 @@ def run_tokenizer(args: argparse.Namespace) -> int:
     if crfs:
         print("H.264 curve: " + "; ".join(f"crf {r['crf']}: {r['bpp']:.4f} bpp, {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}"
                                          for r in curve))
-        rd_plot(args.rd_plot, curve, report, f"arvid tokenizer ({Path(args.model).name})")
+        rd_plot(args.rd_plot, curve, report, f"arvid tokenizer ({args.model})")
         print(f"wrote {args.rd_plot}")
     if args.json is not None:
         atomic_write_text(args.json, json.dumps({"model": str(args.model), "dataset": dataset, "split": args.split,

@@ -246,10 +246,10 @@ def rd_plot(path, curve: list[dict], report: "Report", label: str) -> None:
             ax.annotate(f"crf {r['crf']}", (r["bpp"], r[key]), fontsize=7, xytext=(3, -9), textcoords="offset points")
         ax.plot([report.tokenizer.bpp], [getattr(report.tokenizer, key)], marker="*", ms=14, ls="", color="C3",
                 label=label)
-        ax.set(xlabel="bits per pixel", ylabel=name, title=f"{name} against rate, {report.clips} held-out clips "
-               f"of {report.frames} frames")
+        ax.set(xlabel="bits per pixel", ylabel=name, title=f"{name} against rate")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    fig.suptitle(f"{report.clips} held-out clips of {report.frames} frames, {report.height}x{report.width}", fontsize=10)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
