@@ -260,7 +260,7 @@ def consistency(model, st: Settings) -> dict:
                 video_to_tensor(video[sl, :n]).to(model.device)))))
     clips = {"real": video, "tokenizer reconstruction": np.concatenate(recon)}
     runs = [("generated", st.temperature, False), ("no-context ablation", st.temperature, True)]
-    runs += [(f"generated, temperature {t:g}", t, False) for t in st.sweep if t != st.temperature]
+    runs += [(f"generated, temperature {t:g}", t, False) for t in sorted(set(st.sweep)) if t != st.temperature]
     for name, temp, ablate in runs:
         clips[name] = np.concatenate([np.stack(list(rollout(
             model, st.consistency_frames, labels=labels[sl], seed=st.seed + sl.start, temperature=temp, top_k=st.top_k,
