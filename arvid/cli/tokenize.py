@@ -59,15 +59,16 @@ def parse_size(text: str) -> tuple[int, int]:
     return (sizes[0], sizes[-1])
 
 
-def _check_size(args: argparse.Namespace, height: int, width: int, s: int) -> None:
+def _check_size(args: argparse.Namespace, tok, height: int, width: int) -> None:
     """Frames must be multiples of the spatial factor: say so naming the video and --size."""
     from arvid.errors import ArvidError
 
-    if height % s or width % s or height < s or width < s:
-        fit = f"{max(s, height // s * s)}x{max(s, width // s * s)}"
+    fit = tok.fitting_size(height, width)
+    if fit != (height, width):
         sized = f" (after --size {args.size})" if args.size is not None else ""
         raise ArvidError(f"{args.video}: frames of {height}x{width}{sized} do not fit this tokenizer: height and width "
-                         f"must be multiples of its spatial factor {s}; resize them with --size, e.g. --size {fit}")
+                         f"must be multiples of its spatial factor {tok.spatial_factor}; resize them with --size, "
+                         f"e.g. --size {fit[0]}x{fit[1]}")
 
 
 def run_tokenize(args: argparse.Namespace) -> int:
@@ -85,7 +86,7 @@ def run_tokenize(args: argparse.Namespace) -> int:
     if args.fit is not None:
         frames = fit_frames(frames, tok.temporal_factor, mode=args.fit)
     check_frames(len(frames), tok.temporal_factor, what=str(args.video))
-    _check_size(args, frames.shape[1], frames.shape[2], tok.spatial_factor)
+    _check_size(args, tok, frames.shape[1], frames.shape[2])
     stream = tok.encoder_stream(1)
     step = CHUNK_LATENT * tok.temporal_factor
     codes = [stream.push(video_to_tensor(frames[i:i + step])) for i in range(0, len(frames), step)]

@@ -208,14 +208,20 @@ def _real(size: int, frames: int, count: int, seed: int):
     return np.stack([c.video for c in clips]), np.stack([c.labels for c in clips])
 
 
+@torch.inference_mode()
+def reconstruct(tok, video: np.ndarray) -> np.ndarray:
+    """The tokenizer's reconstruction of uint8 clips (B, T, H, W, C), T = 1 + k·τ: encoded, decoded, uint8."""
+    from arvid.tokenizer import tensor_to_video, video_to_tensor
+
+    return tensor_to_video(tok.decode(tok.encode(video_to_tensor(video).to(tok.device))))
+
+
 def _batches(n: int, batch: int):
     for s in range(0, n, batch):
         yield slice(s, min(n, s + batch))
 
 
 def continuation(model, st: Settings) -> dict:
-    from arvid.tokenizer import tensor_to_video, video_to_tensor
-
     tau = model.temporal_factor
     size = model.resolution[0]
     video, labels = _real(size, st.context + st.predict, st.clips, st.seed)
@@ -230,9 +236,7 @@ def continuation(model, st: Settings) -> dict:
         # the floor: the tokenizer's reconstruction of the real frames, from the same first frame on
         full = video[sl, skip:]
         n = 1 + (full.shape[1] - 1) // tau * tau
-        with torch.inference_mode():
-            rec = tensor_to_video(model.tokenizer.decode(model.tokenizer.encode(
-                video_to_tensor(full[:, :n]).to(model.device))))
+        rec = reconstruct(model.tokenizer, full[:, :n])
         floor = np.concatenate([rec, np.repeat(rec[:, -1:], full.shape[1] - n, axis=1)], axis=1)
         out["floor"].append(floor[:, given.shape[1]:])
     preds = {k: np.concatenate(v) for k, v in out.items()}
@@ -248,17 +252,11 @@ def consistency(model, st: Settings) -> dict:
     """Warping error and motion of real clips, of their tokenizer reconstructions (what any generator of these
     tokens is rendered through), of generated clips, of the no-context ablation, and of generated clips at the
     sweep's other temperatures."""
-    from arvid.tokenizer import tensor_to_video, video_to_tensor
-
     size, tau = model.resolution[0], model.temporal_factor
     video, labels = _real(size, st.consistency_frames, st.clips, st.seed + 1)
     n = 1 + (video.shape[1] - 1) // tau * tau  # the longest 1 + k·τ prefix
-    recon = []
-    for sl in _batches(st.clips, st.batch):
-        with torch.inference_mode():
-            recon.append(tensor_to_video(model.tokenizer.decode(model.tokenizer.encode(
-                video_to_tensor(video[sl, :n]).to(model.device)))))
-    clips = {"real": video, "tokenizer reconstruction": np.concatenate(recon)}
+    recon = np.concatenate([reconstruct(model.tokenizer, video[sl, :n]) for sl in _batches(st.clips, st.batch)])
+    clips = {"real": video, "tokenizer reconstruction": recon}
     runs = [("generated", st.temperature, False), ("no-context ablation", st.temperature, True)]
     runs += [(f"generated, temperature {t:g}", t, False) for t in sorted(set(st.sweep)) if t != st.temperature]
     for name, temp, ablate in runs:

@@ -122,10 +122,16 @@ class Tokenizer(nn.Module):
         """(t, h, w) of a clip of (T, H, W); ArvidError when T is not 1 + k·τ or H, W do not divide."""
         t = check_frames(frames, self.temporal_factor)
         s = self.spatial_factor
-        if height % s or width % s or height < s or width < s:
+        fit = self.fitting_size(height, width)
+        if fit != (height, width):
             raise ArvidError(f"frames of {height}x{width} do not fit this tokenizer: height and width must be "
-                             f"multiples of its spatial factor {s} (e.g. {max(s, height // s * s)}x{max(s, width // s * s)})")
+                             f"multiples of its spatial factor {s} (e.g. {fit[0]}x{fit[1]})")
         return t, height // s, width // s
+
+    def fitting_size(self, height: int, width: int) -> tuple[int, int]:
+        """The nearest (height, width) at or below the given one (at least one token) that this tokenizer takes."""
+        s = self.spatial_factor
+        return max(s, height // s * s), max(s, width // s * s)
 
     def check_video(self, video: torch.Tensor) -> tuple[int, int, int]:
         if not torch.is_tensor(video) or video.ndim != 5 or not video.is_floating_point():
