@@ -192,3 +192,25 @@ def test_init_and_train_part_refuse_what_they_cannot_do(tmp_path, tok_dir, capsy
     assert main([*args, "--init", str(tok_dir)]) == 2  # shapes is RGB, the tokenizer grayscale
     assert "has 3 channel(s), but the tokenizer" in capsys.readouterr().err
     assert not (tmp_path / "ft").exists()
+
+
+def test_temporal_loss_charges_flicker_not_a_steady_error():
+    from arvid.tokenizer.training import temporal_loss
+
+    x = torch.rand(2, 1, 5, 8, 8) * 2 - 1  # (B, C, T, H, W)
+    steady = x + 0.1  # the same error in every frame: nothing changes between frames that should not
+    flicker = x + 0.1 * (-1.0) ** torch.arange(5).view(1, 1, 5, 1, 1)  # the error flips sign every frame
+    assert temporal_loss(steady, x).item() == pytest.approx(0, abs=1e-6)
+    assert temporal_loss(flicker, x).item() == pytest.approx(0.2, rel=1e-5)
+
+
+def test_temporal_weight_trains_and_is_recorded(tmp_path, capsys):
+    out = tmp_path / "tw"
+    assert main(["train", "tokenizer", "--out", str(out), "--steps", "2", "--batch-size", "2",
+                 "--temporal-weight", "0.5", *TRAIN]) == 0
+    assert Tokenizer.from_pretrained(out).config.notes["temporal_weight"] == 0.5
+    assert "flicker=" in capsys.readouterr().err  # the progress bar shows the term it trains
+    assert main(["train", "tokenizer", "--out", str(tmp_path / "bad"), "--steps", "1", "--temporal-weight", "-1",
+                 *TRAIN]) == 2
+    assert "--temporal-weight must be a finite number >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -5,8 +5,12 @@
 DDP, checkpoints, --resume). The task supplies the model, deterministic batches and the loss:
 
     loss = l1_weight·|x̂ - x| + l2_weight·(x̂ - x)² + quantizer aux loss (LFQ entropy, VQ/LFQ commitment)
+           + temporal_weight·|(x̂_t - x̂_t-1) - (x_t - x_t-1)|   (with --temporal-weight; 0 by default)
 
-with PSNR and codebook usage (the fraction of codes used in the batch) as metrics.
+with PSNR and codebook usage (the fraction of codes used in the batch) as metrics. The temporal term
+compares frame-to-frame changes: a reconstruction whose strokes flicker or morph between frames pays
+for it even where its per-frame error is small (the warping error of `arvid eval generation` measures
+the same flicker).
 
 `--init DIR` starts from a trained tokenizer's weights (with a fresh optimizer and schedule) and takes
 its architecture from DIR. With `--train-part decoder` only the decoder learns: the encoder and the
@@ -37,14 +41,17 @@ class TokenizerTask:
     kind = "tokenizer"
 
     def __init__(self, config: TokenizerConfig, dataset_name: str, frames: int, size: int,
-                 data_path: str | None = None, seed: int = 0, init: str | None = None, part: str = "all"):
+                 data_path: str | None = None, seed: int = 0, init: str | None = None, part: str = "all",
+                 temporal_weight: float = 0.0):
         from arvid.data import make_dataset
 
         if part not in TRAIN_PARTS:
             raise ArvidError(f"--train-part must be one of {', '.join(TRAIN_PARTS)}, got {part!r}")
         if part != "all" and init is None:
             raise ArvidError(f"--train-part {part} trains part of a trained tokenizer: give it with --init DIR")
-        self.init, self.part = init, part
+        if not (math.isfinite(temporal_weight) and temporal_weight >= 0):
+            raise ArvidError(f"--temporal-weight must be a finite number >= 0, got {temporal_weight}")
+        self.init, self.part, self.temporal_weight = init, part, float(temporal_weight)
         if init is not None:
             config = Tokenizer.from_pretrained(init).config  # checks the folder before any training starts
             config = config.replace(notes={**config.notes, "init": str(init), "trained_part": part})
@@ -56,7 +63,10 @@ class TokenizerTask:
                                  f"{init} takes {config.channels}: train on data it can read")
             config = config.replace(channels=self.dataset.channels)
         Tokenizer(config).latent_shape(frames, self.dataset.height, self.dataset.width)  # fail early on sizes
-        self.config = config.replace(notes={**config.notes, "dataset": dataset_name, "frames": frames, "size": size})
+        notes = {**config.notes, "dataset": dataset_name, "frames": frames, "size": size}
+        if temporal_weight:
+            notes["temporal_weight"] = float(temporal_weight)
+        self.config = config.replace(notes=notes)
         self.dataset_name, self.frames, self.size = dataset_name, frames, size
 
     def build_model(self) -> Tokenizer:
@@ -84,10 +94,19 @@ class TokenizerTask:
             "psnr": psnr_from_mse(mse.item()),
             "usage": torch.unique(codes).numel() / self.config.codebook_size,
         }
+        if self.temporal_weight and batch.shape[2] > 1:
+            flicker = temporal_loss(recon, batch)
+            loss = loss + self.temporal_weight * flicker
+            metrics["flicker"] = flicker.item()
         return loss, metrics
 
     def throughput(self, batch: torch.Tensor) -> dict[str, float]:
         return {"frames": float(batch.shape[0] * batch.shape[2])}
+
+
+def temporal_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean |(x̂_t - x̂_t-1) - (x_t - x_t-1)| over consecutive frames of (B, C, T, H, W) clips, T >= 2."""
+    return F.l1_loss(recon.diff(dim=2), target.diff(dim=2))
 
 
 def psnr_from_mse(mse: float, peak_to_peak: float = 2.0) -> float:
@@ -117,6 +136,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="start from this trained tokenizer (its weights and architecture; fresh optimizer and schedule)")
     g.add_argument("--train-part", choices=TRAIN_PARTS, default="all",
                    help="with --init: 'decoder' freezes the encoder and quantizer, so the codes never change (default all)")
+    g.add_argument("--temporal-weight", type=float, default=0.0,
+                   help="weight of the loss on frame-to-frame changes, |(x̂_t - x̂_t-1) - (x_t - x_t-1)|: "
+                        "penalizes flicker between frames (default 0: off)")
 
 
 def config_from_args(args: argparse.Namespace) -> TokenizerConfig:
@@ -145,7 +167,8 @@ def task_from_args(args: argparse.Namespace) -> TokenizerTask:
             raise ArvidError(f"--init {init} takes the architecture from that tokenizer: drop {', '.join(given)}")
     return TokenizerTask(config_from_args(args), args.dataset, args.frames, args.size,
                          data_path=args.data_path, seed=getattr(args, "seed", 0) or 0,
-                         init=init, part=getattr(args, "train_part", "all"))
+                         init=init, part=getattr(args, "train_part", "all"),
+                         temporal_weight=getattr(args, "temporal_weight", 0.0) or 0.0)
 
 
 def codebook_stats(codes: torch.Tensor | np.ndarray, codebook_size: int) -> tuple[float, float]:
