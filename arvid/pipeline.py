@@ -36,21 +36,61 @@ DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "default"
 ENCODE_CHUNK = 32  # frames pushed into the streaming encoder at a time when tokenizing an input clip
 
 
+SAMPLING_FILE = "sampling.json"  # a model folder's recommended decoding settings (optional)
+SAMPLING_KEYS = ("temperature", "top_k", "top_p", "guidance")
+
+
 @dataclass
 class SamplingOptions:
-    """How tokens are drawn. Passed through to `arvid.generator.generate`."""
+    """How tokens are drawn. Passed through to `arvid.generator.generate`.
+
+    A setting left at None takes the model's recommended value (its folder's sampling.json, measured by
+    `arvid eval generation`), else the neutral one: temperature 1, no top-k, no top-p, no guidance.
+    Guidance applies only with labels; top_p=1 and guidance=1 switch them off explicitly."""
 
     seed: int = 0
-    temperature: float = 1.0  # 0: greedy
+    temperature: float | None = None  # 0: greedy
     top_k: int | None = None
     top_p: float | None = None
     labels: list[int] | None = None  # one label per object (e.g. the two digits), or None: unconditional
     guidance: float | None = None  # classifier-free guidance scale (1: none)
     batch: int = 1
 
-    def generate_kwargs(self) -> dict:
-        return dict(seed=self.seed, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
-                    labels=self.labels, guidance=self.guidance)
+    def generate_kwargs(self, defaults: dict | None = None) -> dict:
+        """Keyword arguments of `generate`, with unset settings taken from `defaults` (a model's sampling.json)."""
+        defaults = defaults or {}
+        pick = {k: getattr(self, k) if getattr(self, k) is not None else defaults.get(k) for k in SAMPLING_KEYS}
+        temperature = 1.0 if pick["temperature"] is None else pick["temperature"]
+        top_p = None if pick["top_p"] == 1 else pick["top_p"]
+        guidance = pick["guidance"] if self.labels is not None else self.guidance  # the model's only with labels
+        if guidance == 1:  # g = 1 is the conditional distribution itself: skip the unconditional pass
+            guidance = None
+        return dict(seed=self.seed, temperature=temperature, top_k=pick["top_k"], top_p=top_p,
+                    labels=self.labels, guidance=guidance)
+
+
+def load_sampling(path: Path) -> dict:
+    """A model folder's sampling.json -> {setting: value}, every key and value checked (ArvidError)."""
+    import json
+
+    from arvid.generator.sampler import Sampling
+
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArvidError(f"{path}: cannot read sampling settings ({e.__class__.__name__}: {e})") from None
+    if not isinstance(d, dict) or set(d) - set(SAMPLING_KEYS):
+        raise ArvidError(f"{path}: expected a JSON object with some of {', '.join(SAMPLING_KEYS)}, got "
+                         f"{sorted(d) if isinstance(d, dict) else type(d).__name__}")
+    for k, v in d.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                              or (k == "top_k" and not isinstance(v, int))):
+            raise ArvidError(f"{path}: {k} must be a {'whole ' if k == 'top_k' else ''}number, got {v!r}")
+    try:
+        Sampling(**{"temperature": 1.0, **d})  # the sampler's own range checks
+    except ArvidError as e:
+        raise ArvidError(f"{path}: {e}") from None
+    return d
 
 
 @dataclass
@@ -65,11 +105,12 @@ class Prepared:
 class Arvid:
     """A tokenizer and a generator that belong together (same codebook, same latent grid)."""
 
-    def __init__(self, tokenizer, generator, device: str | torch.device | None = None):
+    def __init__(self, tokenizer, generator, device: str | torch.device | None = None, sampling: dict | None = None):
         self.device = resolve_device(device)
         self.tokenizer = tokenizer.to(self.device).eval()
         self.generator = generator.to(self.device).eval()
         check_pair(self.tokenizer, self.generator)
+        self.sampling = dict(sampling or {})  # recommended decoding settings: what SamplingOptions leaves unset
 
     # ---- loading and saving ----------------------------------------------------------------------
     @classmethod
@@ -88,14 +129,21 @@ class Arvid:
             if not (root / part).is_dir():
                 raise ArvidError(f"model folder {root} has no {part}/ subfolder: a model folder holds "
                                  "tokenizer/ and generator/ (as written by Arvid.save_pretrained)")
+        sampling = load_sampling(root / SAMPLING_FILE) if (root / SAMPLING_FILE).exists() else None
         return cls(Tokenizer.from_pretrained(root / "tokenizer", device="cpu"),
-                   Generator.from_pretrained(root / "generator", device="cpu"), device)
+                   Generator.from_pretrained(root / "generator", device="cpu"), device, sampling)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(root / "tokenizer")
         self.generator.save_pretrained(root / "generator")
+        if self.sampling:
+            import json
+
+            from arvid.utils.atomic import atomic_write_text
+
+            atomic_write_text(root / SAMPLING_FILE, json.dumps(self.sampling, indent=1) + "\n")
 
     # ---- what the model makes -------------------------------------------------------------------------
     @property
@@ -207,7 +255,7 @@ class Arvid:
             context = prepared.context.to(self.device)
             dec.push(context)  # warm the decoder's causal state; these frames are the input's own
         n_latent = self.latent_frames_for(num_frames, after_context=prepared is not None)
-        latents = generate(self.generator, n_latent, batch=batch, context=context, **opts.generate_kwargs())
+        latents = generate(self.generator, n_latent, batch=batch, context=context, **opts.generate_kwargs(self.sampling))
         yield from decode_frames(dec, latents, num_frames)
 
 

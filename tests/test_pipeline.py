@@ -198,3 +198,34 @@ def test_the_default_model_ships_in_the_package_and_generates_labelled_digits():
     assert clip.shape == (2, 3, 64, 64, 1)
     # a trained model draws digits on black: mostly dark, some bright strokes (an untrained one makes gray noise)
     assert 0.5 < (clip < 40).mean() < 0.99 and (clip > 200).mean() > 0.005
+
+
+def test_a_models_sampling_json_fills_what_the_caller_leaves_unset(model, model_dir, tmp_path, cli):
+    """sampling.json holds the model's recommended decoding; explicit options win; guidance needs labels."""
+    from arvid.pipeline import SamplingOptions
+
+    tuned = Arvid(model.tokenizer, model.generator, "cpu", {"top_p": 0.5, "guidance": 3.0})
+    tuned.save_pretrained(tmp_path / "tuned")
+    assert (tmp_path / "tuned" / "sampling.json").exists()
+    tuned = Arvid.from_pretrained(tmp_path / "tuned", device="cpu")
+    labelled = dict(seed=2, labels=[3, 7])
+    np.testing.assert_array_equal(tuned.generate(3, **labelled), model.generate(3, top_p=0.5, guidance=3.0, **labelled))
+    assert not np.array_equal(tuned.generate(3, **labelled), tuned.generate(3, top_p=1, guidance=1, **labelled))
+    np.testing.assert_array_equal(tuned.generate(3, seed=2), model.generate(3, seed=2, top_p=0.5))  # no labels: no guidance
+    # 1 switches top-p and guidance off, and guidance 1 skips the unconditional pass (the same tokens, half the work)
+    kw = SamplingOptions(top_p=1, guidance=1, labels=[3, 7]).generate_kwargs(tuned.sampling)
+    assert kw["top_p"] is None and kw["guidance"] is None and kw["temperature"] == 1.0
+    np.testing.assert_array_equal(model.generate(3, guidance=1, **labelled), model.generate(3, **labelled))
+    # pack writes it; a bad file is refused with what is wrong, and nothing is written
+    (tmp_path / "s.json").write_text('{"top_p": 0.9, "guidance": 3}')
+    r = cli("pack", "--tokenizer", model_dir / "tokenizer", "--generator", model_dir / "generator",
+            "--out", tmp_path / "packed", "--sampling", tmp_path / "s.json")
+    assert r.returncode == 0, r.stderr
+    assert Arvid.from_pretrained(tmp_path / "packed").sampling == {"top_p": 0.9, "guidance": 3}
+    for text, message in (('{"top_p": 2}', "top-p must be in (0, 1]"), ('{"topp": 0.9}', "expected a JSON object"),
+                          ('{"top_k": 2.5}', "top_k must be a whole number"), ("[0.9", "cannot read sampling")):
+        (tmp_path / "bad.json").write_text(text)
+        r = cli("pack", "--tokenizer", model_dir / "tokenizer", "--generator", model_dir / "generator",
+                "--out", tmp_path / "bad", "--sampling", tmp_path / "bad.json")
+        assert r.returncode == 2 and message in r.stderr, r.stderr
+        assert not (tmp_path / "bad").exists()

@@ -128,16 +128,37 @@ def register_generation(kinds) -> None:
     p.add_argument("--frames", type=int, default=32, help="frames per consistency clip (default 32)")
     p.add_argument("--long-clips", type=int, default=16, help="long clips, 0 to skip (default 16)")
     p.add_argument("--long-frames", type=int, default=1024, help="frames per long clip (default 1024)")
-    p.add_argument("--temperature", type=float, default=1.0, help="temperature of sampled decoding (default 1)")
-    p.add_argument("--top-k", type=int, default=None, help="top-k of sampled decoding (default: off)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="temperature of sampled decoding (default: the model's recommended value, else 1)")
+    p.add_argument("--top-k", type=int, default=None, help="top-k of sampled decoding (default: the model's, else off)")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="top-p (nucleus) of sampled decoding, 1 is off (default: the model's, else off)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale, 1 is off (default: the model's, else off)")
     p.add_argument("--sweep", default="0,0.3,0.5,0.7",
                    help="more sampling temperatures for the consistency sweep, comma-separated, '' to skip "
                         "(default 0,0.3,0.5,0.7; 0 is greedy)")
+    p.add_argument("--guidance-sweep", default="1,5",
+                   help="more guidance scales for the consistency sweep, comma-separated, '' to skip (default 1,5; 1 is off)")
+    p.add_argument("--reader-steps", type=int, default=1200,
+                   help="training steps of the digit reader that measures label fidelity, 0 to skip (default 1200)")
     p.add_argument("--tokenizer-clips", type=int, default=200, help="clips for the tokenizer table, 0 to skip")
     p.add_argument("--batch", type=int, default=32, help="clips generated at once (default 32)")
     p.add_argument("--seed", type=int, default=0, help="seed of clips and sampling (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.set_defaults(kind_func=run_generation)
+
+
+def _floats(text: str, flag: str, example: str, lo: float, hi: float) -> tuple[float, ...]:
+    from arvid.errors import ArvidError
+
+    try:
+        values = tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise ArvidError(f"{flag} takes comma-separated {example}, got {text!r}") from None
+    if any(not lo <= v <= hi for v in values):
+        raise ArvidError(f"{flag} values must lie in [{lo:g}, {hi:g}], got {text!r}")
+    return values
 
 
 def run_generation(args: argparse.Namespace) -> int:
@@ -146,7 +167,7 @@ def run_generation(args: argparse.Namespace) -> int:
 
     from arvid.errors import ArvidError
     from arvid.generator.evaluate import Settings, evaluate_generation, write_report
-    from arvid.pipeline import Arvid
+    from arvid.pipeline import Arvid, SamplingOptions
     from arvid.utils import check_target
 
     for name in ("clips", "context", "predict", "batch"):
@@ -158,21 +179,25 @@ def run_generation(args: argparse.Namespace) -> int:
         raise ArvidError(f"--long-frames must be at least 64 (one block), got {args.long_frames}")
     if args.top_k is not None and args.top_k < 1:
         raise ArvidError(f"--top-k must be at least 1, got {args.top_k}")
-    try:
-        sweep = tuple(float(t) for t in args.sweep.split(",") if t.strip())
-    except ValueError:
-        raise ArvidError(f"--sweep takes comma-separated temperatures such as 0,0.5, got {args.sweep!r}") from None
-    if any(not 0 <= t <= 10 for t in sweep):
-        raise ArvidError(f"--sweep temperatures must lie in [0, 10], got {args.sweep!r}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise ArvidError(f"--top-p must lie in (0, 1], got {args.top_p}")
+    sweep = _floats(args.sweep, "--sweep", "temperatures such as 0,0.5", 0, 10)
+    guidance_sweep = _floats(args.guidance_sweep, "--guidance-sweep", "guidance scales such as 1,5", 0, 100)
+    if args.reader_steps < 0:
+        raise ArvidError(f"--reader-steps must be at least 0, got {args.reader_steps}")
     check_target(args.out, is_dir=True)
     model = Arvid.from_pretrained(args.model, device=args.device)
     if model.channels != 1 or model.resolution != (64, 64):
         raise ArvidError(f"arvid eval generation measures Moving MNIST models (64x64, 1 channel); this model makes "
                          f"{model.resolution[1]}x{model.resolution[0]} frames with {model.channels} channels")
+    # the decoding users get: what is not given here is the model's recommended setting (sampling.json)
+    dec = SamplingOptions(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, guidance=args.guidance,
+                          labels=[0]).generate_kwargs(model.sampling)
     st = Settings(clips=args.clips, context=args.context, predict=args.predict, consistency_frames=args.frames,
                   long_clips=args.long_clips, long_frames=args.long_frames, seed=args.seed,
-                  temperature=args.temperature, top_k=args.top_k, batch=args.batch,
-                  tokenizer_clips=args.tokenizer_clips, sweep=sweep)
+                  temperature=dec["temperature"], top_k=dec["top_k"], top_p=dec["top_p"], guidance=dec["guidance"],
+                  batch=args.batch, tokenizer_clips=args.tokenizer_clips, sweep=sweep, guidance_sweep=guidance_sweep,
+                  reader_steps=args.reader_steps)
     command = "arvid " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["eval"] else ""
     report = evaluate_generation(model, st, command=command or "arvid eval generation")
     paths = write_report(report, args.out)

@@ -14,14 +14,18 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
                    help="output video: .mp4 (H.264), .webm, .gif, .npy, or a folder of png frames (no suffix); "
                         "with --batch B > 1, one file per clip: NAME_0.mp4, NAME_1.mp4, ...")
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same clip (default 0)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 is greedy (default 1.0)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature; 0 is greedy (default: the model's recommended value, else 1)")
     p.add_argument("--top-k", type=int, default=None, help="sample among the K most likely tokens")
-    p.add_argument("--top-p", type=float, default=None, help="sample among the most likely tokens holding mass P")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="sample among the most likely tokens holding mass P; 1 turns it off "
+                        "(default: the model's recommended value; the default model's is 0.9)")
     p.add_argument("--label", type=str, default=None,
                    help="class labels, comma separated, one per object (the default Moving MNIST model: two "
                         "digits, e.g. --label 3,7); omit for unconditional generation")
     p.add_argument("--guidance", type=float, default=None,
-                   help="classifier-free guidance scale with --label (1: none; 2-4 follow the label more)")
+                   help="classifier-free guidance scale with --label: 1 turns it off, higher follows the labels more "
+                        "(default: the model's recommended value; the default model's is 3)")
     p.add_argument("--batch", type=int, default=1, help="clips to generate at once (default 1)")
     p.add_argument("--sheet", type=Path, default=None, help="also write a contact sheet (PNG) of the result")
     p.add_argument("--model", type=Path, default=None,

@@ -6,6 +6,9 @@
 The folder holds tokenizer/ and generator/ (model.safetensors + config.json each, no optimizer
 state), which is what `Arvid.from_pretrained(path)` and `--model PATH` read. The two must belong
 together: the generator was trained on this tokenizer's codes (same codebook and latent grid).
+With --sampling FILE, the folder also holds sampling.json: the decoding settings `arvid generate`
+uses where its flags leave them unset (some of temperature, top_k, top_p, guidance), for example
+{"top_p": 0.9, "guidance": 3.0}. Measure them first: `arvid eval generation` sweeps them.
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ def register(sub) -> None:
     p.add_argument("--tokenizer", type=Path, required=True, help="tokenizer folder or its training run folder")
     p.add_argument("--generator", type=Path, required=True, help="generator folder or its training run folder")
     p.add_argument("--out", type=Path, required=True, help="model folder to write (must not exist yet)")
+    p.add_argument("--sampling", type=Path, default=None,
+                   help="JSON file of the model's recommended decoding settings, written as sampling.json")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from arvid.errors import ArvidError
-    from arvid.pipeline import Arvid
+    from arvid.pipeline import Arvid, load_sampling
     from arvid.generator import Generator
     from arvid.tokenizer import Tokenizer
     from arvid.utils.atomic import atomic_path, check_target
@@ -33,12 +38,15 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists():
         raise ArvidError(f"{args.out} already exists: pack writes a new folder, so remove it or pick another --out")
     check_target(args.out, is_dir=True)  # before loading anything
-    model = Arvid(Tokenizer.from_pretrained(args.tokenizer), Generator.from_pretrained(args.generator), "cpu")
+    sampling = load_sampling(args.sampling) if args.sampling is not None else None
+    model = Arvid(Tokenizer.from_pretrained(args.tokenizer), Generator.from_pretrained(args.generator), "cpu",
+                  sampling)
     with atomic_path(args.out, is_dir=True) as tmp:
         model.save_pretrained(tmp)
     tok, gen = model.tokenizer, model.generator
     params = sum(p.numel() for p in tok.parameters()) + sum(p.numel() for p in gen.parameters())
     h, w = model.resolution
     print(f"arvid: packed {args.out} ({params / 1e6:.1f}M parameters; {w}x{h}, τ={tok.temporal_factor}, "
-          f"{tok.codebook_size} codes, window {gen.config.window_frames} latent frames)")
+          f"{tok.codebook_size} codes, window {gen.config.window_frames} latent frames"
+          + (f"; sampling {model.sampling}" if model.sampling else "") + ")")
     return 0

@@ -50,7 +50,8 @@ MIN_BLOB_AREA = 16  # pixels: smaller components are specks (99% of real digit p
 
 @torch.inference_mode()
 def rollout(model, num_frames: int, *, labels: np.ndarray | None, context: np.ndarray | None = None, seed: int = 0,
-            temperature: float = 1.0, top_k: int | None = None, no_context: bool = False,
+            temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+            guidance: float | None = None, no_context: bool = False,
             batch: int | None = None) -> Iterator[np.ndarray]:
     """Yield `num_frames` new frames uint8 (B, H, W, C), each clip with its own labels (B, k) and its own
     context clip (B, T0, H, W, C) of 1 + k·τ frames (tokenized; its last window of latent frames is kept).
@@ -78,10 +79,10 @@ def rollout(model, num_frames: int, *, labels: np.ndarray | None, context: np.nd
         if ctx is not None:
             raise ArvidError("the no-context ablation takes no context clip")
         latents = (next(generate(gen, 1, batch=batch, labels=lab, seed=seed * 100_003 + i, temperature=temperature,
-                                 top_k=top_k)) for i in range(n_latent))
+                                 top_k=top_k, top_p=top_p, guidance=guidance)) for i in range(n_latent))
     else:
         latents = generate(gen, n_latent, batch=batch, labels=lab, context=ctx, seed=seed, temperature=temperature,
-                           top_k=top_k)
+                           top_k=top_k, top_p=top_p, guidance=guidance)
     yield from decode_frames(dec, latents, num_frames)
 
 
@@ -195,9 +196,19 @@ class Settings:
     seed: int = 0
     temperature: float = 1.0
     top_k: int | None = None
+    top_p: float | None = None
+    guidance: float | None = None  # classifier-free guidance scale (None: off)
     batch: int = 32
     tokenizer_clips: int = 200  # 0: skip the tokenizer table
     sweep: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7)  # extra sampling temperatures for the consistency sweep
+    guidance_sweep: tuple[float, ...] = (1.0, 5.0)  # extra guidance scales for the consistency sweep (1: off)
+    reader_steps: int = 1200  # training steps of the digit reader that measures label fidelity (0: skip)
+
+    def decoding(self, temperature: float | None = None, guidance: float | None = -1.0) -> dict:
+        """Keyword arguments of `rollout` for these settings (optionally another temperature or guidance)."""
+        g = self.guidance if guidance == -1.0 else guidance
+        return dict(temperature=self.temperature if temperature is None else temperature, top_k=self.top_k,
+                    top_p=self.top_p, guidance=None if g == 1 else g)
 
 
 def _real(size: int, frames: int, count: int, seed: int):
@@ -231,7 +242,7 @@ def continuation(model, st: Settings) -> dict:
     for sl in _batches(st.clips, st.batch):
         for name, temp in (("greedy", 0.0), ("sampled", st.temperature)):
             frames = list(rollout(model, st.predict, labels=labels[sl], context=given[sl], seed=st.seed,
-                                  temperature=temp, top_k=st.top_k))
+                                  **st.decoding(temp)))
             out[name].append(np.stack(frames, axis=1))
         # the floor: the tokenizer's reconstruction of the real frames, from the same first frame on
         full = video[sl, skip:]
@@ -249,27 +260,49 @@ def continuation(model, st: Settings) -> dict:
 
 
 def consistency(model, st: Settings) -> dict:
-    """Warping error and motion of real clips, of their tokenizer reconstructions (what any generator of these
-    tokens is rendered through), of generated clips, of the no-context ablation, and of generated clips at the
-    sweep's other temperatures."""
+    """Warping error, motion and label fidelity of real clips, of their tokenizer reconstructions (what any
+    generator of these tokens is rendered through), of generated clips, of the no-context ablation, and of
+    generated clips at the sweeps' other temperatures and guidance scales."""
     size, tau = model.resolution[0], model.temporal_factor
     video, labels = _real(size, st.consistency_frames, st.clips, st.seed + 1)
     n = 1 + (video.shape[1] - 1) // tau * tau  # the longest 1 + k·τ prefix
     recon = np.concatenate([reconstruct(model.tokenizer, video[sl, :n]) for sl in _batches(st.clips, st.batch)])
     clips = {"real": video, "tokenizer reconstruction": recon}
-    runs = [("generated", st.temperature, False), ("no-context ablation", st.temperature, True)]
-    runs += [(f"generated, temperature {t:g}", t, False) for t in sorted(set(st.sweep)) if t != st.temperature]
-    for name, temp, ablate in runs:
+    runs = [("generated", st.decoding(), False), ("no-context ablation", st.decoding(), True)]
+    runs += [(f"generated, temperature {t:g}", st.decoding(temperature=t), False)
+             for t in sorted(set(st.sweep)) if t != st.temperature]
+    default_g = 1.0 if st.guidance is None else st.guidance
+    runs += [(f"generated, guidance {g:g}", st.decoding(guidance=g), False)
+             for g in sorted(set(st.guidance_sweep)) if g != default_g]
+    for name, kw, ablate in runs:
         clips[name] = np.concatenate([np.stack(list(rollout(
-            model, st.consistency_frames, labels=labels[sl], seed=st.seed + sl.start, temperature=temp, top_k=st.top_k,
-            no_context=ablate, batch=sl.stop - sl.start)), axis=1) for sl in _batches(st.clips, st.batch)])
+            model, st.consistency_frames, labels=labels[sl], seed=st.seed + sl.start, no_context=ablate,
+            batch=sl.stop - sl.start, **kw)), axis=1) for sl in _batches(st.clips, st.batch)])
+    reader = None
+    if st.reader_steps:
+        from arvid.generator.digits import train_reader
+
+        reader = train_reader(size=size, steps=st.reader_steps, seed=st.seed)
     figures = {}
     for name, c in clips.items():
         w, m = [warping_error(x) for x in c], [motion(x) for x in c]
         figures[name] = {"mean": float(np.mean(w)), "std": float(np.std(w)), "motion": float(np.mean(m))}
-    figures["sweep"] = {"temperatures": sorted({st.temperature, *st.sweep}),
-                        "names": [n for n, t, a in sorted(runs, key=lambda r: r[1]) if not a]}
+        if reader is not None:
+            from arvid.generator.digits import label_hits
+
+            hits = label_hits(reader, c.reshape(-1, *c.shape[2:]), np.repeat(labels[:len(c)], c.shape[1], axis=0))
+            figures[name]["labels"] = float(hits.mean())
+    temps = sorted({st.temperature, *st.sweep})
+    figures["sweep"] = {"temperatures": temps,
+                        "names": [_run_name(st, "temperature", t) for t in temps]}
+    scales = sorted({default_g, *st.guidance_sweep})
+    figures["guidance_sweep"] = {"scales": scales, "names": [_run_name(st, "guidance", g, default_g) for g in scales]}
     return {"figures": figures, "examples": {k: clips[k][:2] for k in ("real", "generated", "no-context ablation")}}
+
+
+def _run_name(st: Settings, what: str, value: float, default: float | None = None) -> str:
+    default = st.temperature if default is None else default
+    return "generated" if value == default else f"generated, {what} {value:g}"
 
 
 def long_clips(model, st: Settings, progress: bool = True) -> dict:
@@ -287,7 +320,7 @@ def long_clips(model, st: Settings, progress: bool = True) -> dict:
     gs, samples = BlockStats(st.long_clips), []
     bar = tqdm(total=st.long_frames, unit="frame", desc="long clips", disable=not progress)
     for t, frames in enumerate(rollout(model, st.long_frames, labels=labels, seed=st.seed + 4,
-                                       temperature=st.temperature, top_k=st.top_k, batch=st.long_clips)):
+                                       batch=st.long_clips, **st.decoding())):
         gs.push(frames)
         if t % BLOCK == 0:
             samples.append(frames[:2])
@@ -359,7 +392,7 @@ class Report:
                              + " ".join(f"{v:.0f}" for v in r["mse"]) + " |")
             lines += ["", "`floor` is the tokenizer's reconstruction of the true frames: no generator of these "
                       f"tokens can do better on average. Sampling: temperature {st.temperature}, "
-                      f"top-k {st.top_k or 'off'}."]
+                      f"top-k {st.top_k or 'off'}, top-p {st.top_p or 'off'}."]
         w = self.figures.get("consistency")
         if w:
             lines += ["", f"## Temporal consistency ({st.clips} clips of {st.consistency_frames} frames)", "",
@@ -368,11 +401,17 @@ class Report:
                       "Motion: mean |frame t - frame t-1|; a clip that moves less has less to warp, so a low warping "
                       "error counts only with real-like motion. The tokenizer reconstruction is the real clips encoded "
                       "and decoded: every generated clip is rendered by that decoder.", "",
-                      "| clips | warping error (mean ± std over clips) | x real | motion | x real |",
-                      "| --- | --- | --- | --- | --- |"]
+                      "Labels shown: the fraction of frames in which a digit reader (a small CNN trained on frames of "
+                      "the train split, see arvid/generator/digits.py) finds exactly the clip's two digit classes. "
+                      "Its score on real frames is the ceiling of the measure (overlapping digits hide each other).",
+                      "", _decoding_text(st), "",
+                      "| clips | warping error (mean ± std over clips) | x real | motion | x real | labels shown |",
+                      "| --- | --- | --- | --- | --- | --- |"]
             r = w["real"]
             lines += [f"| {k} | {v['mean']:.4f} ± {v['std']:.4f} | {v['mean'] / r['mean']:.2f} | {v['motion']:.4f} | "
-                      f"{v['motion'] / r['motion']:.2f} |" for k, v in w.items() if k != "sweep"]
+                      f"{v['motion'] / r['motion']:.2f} | {v['labels']:.2f} |" if "labels" in v else
+                      f"| {k} | {v['mean']:.4f} ± {v['std']:.4f} | {v['mean'] / r['mean']:.2f} | {v['motion']:.4f} | "
+                      f"{v['motion'] / r['motion']:.2f} | |" for k, v in w.items() if "mean" in v]
         lc = self.figures.get("long")
         if lc:
             rule = lc["rule"]
@@ -389,6 +428,11 @@ class Report:
         lines += ["", "## Time", ""] + [f"- {k}: {v:.0f} s" for k, v in self.seconds.items()]
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
         return "\n".join(lines) + "\n"
+
+
+def _decoding_text(st: Settings) -> str:
+    return (f"Sampling: temperature {st.temperature:g}, top-k {st.top_k or 'off'}, top-p {st.top_p or 'off'}, "
+            f"classifier-free guidance {st.guidance if st.guidance is not None else 'off'} (the labels are given).")
 
 
 def evaluate_generation(model, st: Settings, command: str = "", progress: bool = True) -> Report:
@@ -446,7 +490,7 @@ def write_report(rep: Report, out: Path) -> list[Path]:
         save(fig, "continuation.png")
     w = rep.figures.get("consistency")
     if w:
-        fig, ax = plt.subplots(1, 2, figsize=(11, 3.6))
+        fig, ax = plt.subplots(1, 3, figsize=(16, 3.6))
         names = ["real", "tokenizer reconstruction", "generated", "no-context ablation"]
         names = [k for k in names if k in w]
         ax[0].bar([k.replace(" ", "\n", 1) for k in names], [w[k]["mean"] for k in names],
@@ -467,6 +511,22 @@ def write_report(rep: Report, out: Path) -> list[Path]:
             ax[1].legend(fontsize=8)
         else:
             ax[1].axis("off")
+        gs = w.get("guidance_sweep")
+        if gs and len(gs["scales"]) > 1:
+            r = w["real"]
+            ax[2].plot(gs["scales"], [w[k]["mean"] / r["mean"] for k in gs["names"]], marker="o",
+                       label="warping error / real")
+            ax[2].plot(gs["scales"], [w[k]["motion"] / r["motion"] for k in gs["names"]], marker="s", label="motion / real")
+            if r.get("labels"):
+                ax[2].plot(gs["scales"], [w[k]["labels"] / r["labels"] for k in gs["names"]], marker="^",
+                           label="labels shown / real")
+            ax[2].axhline(1.5, color="k", ls=":", lw=1)
+            ax[2].axhline(1.0, color="gray", lw=1)
+            ax[2].set(xlabel="classifier-free guidance scale (1: off)", ylabel="ratio to real clips",
+                      title="generated clips by guidance")
+            ax[2].legend(fontsize=8)
+        else:
+            ax[2].axis("off")
         save(fig, "consistency.png")
     lc = rep.figures.get("long")
     if lc:
