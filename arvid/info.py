@@ -69,7 +69,7 @@ def attention_info(device: str) -> dict:
 
 
 def default_model_info() -> dict:
-    """The shipped default model's configs, when the package carries one."""
+    """The shipped default model's configs (and its recommended decoding), when the package carries one."""
     if not DEFAULT_MODEL_DIR.is_dir():
         return {"shipped": False, "path": str(DEFAULT_MODEL_DIR)}
     out: dict = {"shipped": True, "path": str(DEFAULT_MODEL_DIR)}
@@ -80,6 +80,12 @@ def default_model_info() -> dict:
                 out[part] = json.loads(cfg.read_text()).get("config", {})
             except (OSError, ValueError) as e:
                 out[part] = {"error": f"unreadable {cfg}: {e}"}
+    sampling = DEFAULT_MODEL_DIR / "sampling.json"
+    if sampling.is_file():
+        try:
+            out["sampling"] = json.loads(sampling.read_text())
+        except (OSError, ValueError) as e:
+            out["sampling"] = {"error": f"unreadable {sampling}: {e}"}
     return out
 
 

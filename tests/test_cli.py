@@ -37,6 +37,19 @@ def test_info_json_is_parseable_and_names_the_attention_path():
     assert "default_model" in info
 
 
+def test_info_shows_a_default_models_recommended_decoding(tmp_path, monkeypatch):
+    import shutil
+
+    import arvid.info
+
+    root = tmp_path / "default"
+    shutil.copytree(arvid.info.DEFAULT_MODEL_DIR, root)
+    monkeypatch.setattr(arvid.info, "DEFAULT_MODEL_DIR", root)
+    assert "sampling" not in arvid.info.default_model_info()  # the shipped model recommends nothing
+    (root / "sampling.json").write_text('{"guidance": 3.0}')
+    assert arvid.info.default_model_info()["sampling"] == {"guidance": 3.0}
+
+
 def test_info_table_reads_like_a_report():
     out = run_cli("info").stdout
     assert "attention:" in out and "device:" in out and "torch" in out

@@ -38,7 +38,7 @@ def _table(info: dict) -> str:
         lines.append(f"  not shipped in this build ({model['path']} is missing)")
     else:
         lines.append(f"  {model['path']}")
-        for part in ("tokenizer", "generator"):
+        for part in ("tokenizer", "generator", "sampling"):
             if part in model:
                 cfg = ", ".join(f"{k}={v}" for k, v in model[part].items())
                 lines.append(f"  {part}: {cfg}")

@@ -391,8 +391,8 @@ class Report:
                 lines.append(f"| {name} | {r['mean_mse']:.1f} | {r['mean_ssim']:.3f} | "
                              + " ".join(f"{v:.0f}" for v in r["mse"]) + " |")
             lines += ["", "`floor` is the tokenizer's reconstruction of the true frames: no generator of these "
-                      f"tokens can do better on average. Sampling: temperature {st.temperature}, "
-                      f"top-k {st.top_k or 'off'}, top-p {st.top_p or 'off'}."]
+                      "tokens can do better on average. " + _decoding_text(st) + " Greedy decoding takes the same "
+                      "guidance and top-k/top-p (which cannot change the most likely token)."]
         w = self.figures.get("consistency")
         if w:
             lines += ["", f"## Temporal consistency ({st.clips} clips of {st.consistency_frames} frames)", "",
