@@ -498,35 +498,11 @@ def write_report(rep: Report, out: Path) -> list[Path]:
         ax[0].axhline(1.5 * w["real"]["mean"], color="k", ls=":", lw=1, label="1.5x real")
         ax[0].set(ylabel="warping error", title="temporal consistency (lower: more consistent)")
         ax[0].legend(fontsize=8)
-        sw = w.get("sweep")
-        if sw:
-            r = w["real"]
-            temps = sw["temperatures"]
-            ax[1].plot(temps, [w[k]["mean"] / r["mean"] for k in sw["names"]], marker="o", label="warping error / real")
-            ax[1].plot(temps, [w[k]["motion"] / r["motion"] for k in sw["names"]], marker="s", label="motion / real")
-            ax[1].axhline(1.5, color="k", ls=":", lw=1)
-            ax[1].axhline(1.0, color="gray", lw=1)
-            ax[1].set(xlabel="sampling temperature (0: greedy)", ylabel="ratio to real clips",
-                      title="generated clips by temperature")
-            ax[1].legend(fontsize=8)
-        else:
-            ax[1].axis("off")
-        gs = w.get("guidance_sweep")
-        if gs and len(gs["scales"]) > 1:
-            r = w["real"]
-            ax[2].plot(gs["scales"], [w[k]["mean"] / r["mean"] for k in gs["names"]], marker="o",
-                       label="warping error / real")
-            ax[2].plot(gs["scales"], [w[k]["motion"] / r["motion"] for k in gs["names"]], marker="s", label="motion / real")
-            if r.get("labels"):
-                ax[2].plot(gs["scales"], [w[k]["labels"] / r["labels"] for k in gs["names"]], marker="^",
-                           label="labels shown / real")
-            ax[2].axhline(1.5, color="k", ls=":", lw=1)
-            ax[2].axhline(1.0, color="gray", lw=1)
-            ax[2].set(xlabel="classifier-free guidance scale (1: off)", ylabel="ratio to real clips",
-                      title="generated clips by guidance")
-            ax[2].legend(fontsize=8)
-        else:
-            ax[2].axis("off")
+        sw, gs = w.get("sweep"), w.get("guidance_sweep")
+        _sweep_panel(ax[1], w, sw and sw["temperatures"], sw and sw["names"], "sampling temperature (0: greedy)",
+                     "generated clips by temperature")
+        _sweep_panel(ax[2], w, gs and gs["scales"], gs and gs["names"], "classifier-free guidance scale (1: off)",
+                     "generated clips by guidance")
         save(fig, "consistency.png")
     lc = rep.figures.get("long")
     if lc:
@@ -567,6 +543,22 @@ def write_report(rep: Report, out: Path) -> list[Path]:
                                                         "command": rep.command}, indent=1) + "\n")
     atomic_write_text(out / "report.md", rep.markdown(plots))
     return [out / "report.md", out / "figures.json", *(out / p for p in plots)]
+
+
+def _sweep_panel(ax, w: dict, xs: list | None, names: list | None, xlabel: str, title: str) -> None:
+    """Warping error, motion and labels shown of the sweep's runs, each as a ratio to real clips."""
+    if not xs or len(xs) < 2:
+        ax.axis("off")
+        return
+    r = w["real"]
+    ax.plot(xs, [w[k]["mean"] / r["mean"] for k in names], marker="o", label="warping error / real")
+    ax.plot(xs, [w[k]["motion"] / r["motion"] for k in names], marker="s", label="motion / real")
+    if r.get("labels"):
+        ax.plot(xs, [w[k]["labels"] / r["labels"] for k in names], marker="^", label="labels shown / real")
+    ax.axhline(1.5, color="k", ls=":", lw=1)
+    ax.axhline(1.0, color="gray", lw=1)
+    ax.set(xlabel=xlabel, ylabel="ratio to real clips", title=title)
+    ax.legend(fontsize=8)
 
 
 def _sheet(rows: list[tuple[str, np.ndarray]], path: Path) -> None:
