@@ -82,10 +82,13 @@ def default_model_info() -> dict:
                 out[part] = {"error": f"unreadable {cfg}: {e}"}
     sampling = DEFAULT_MODEL_DIR / "sampling.json"
     if sampling.is_file():
+        from arvid.errors import ArvidError
+        from arvid.pipeline import load_sampling
+
         try:
-            out["sampling"] = json.loads(sampling.read_text())
-        except (OSError, ValueError) as e:
-            out["sampling"] = {"error": f"unreadable {sampling}: {e}"}
+            out["sampling"] = load_sampling(sampling)
+        except ArvidError as e:
+            out["sampling"] = {"error": str(e)}
     return out
 
 

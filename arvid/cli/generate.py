@@ -19,13 +19,14 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=None, help="sample among the K most likely tokens")
     p.add_argument("--top-p", type=float, default=None,
                    help="sample among the most likely tokens holding mass P; 1 turns it off "
-                        "(default: the model's recommended value; the default model's is 0.9)")
+                        "(default: the model's recommended value, else off)")
     p.add_argument("--label", type=str, default=None,
                    help="class labels, comma separated, one per object (the default Moving MNIST model: two "
                         "digits, e.g. --label 3,7); omit for unconditional generation")
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale with --label: 1 turns it off, higher follows the labels more "
-                        "(default: the model's recommended value; the default model's is 3)")
+                        "(default: the model's recommended value, else off; for the default model, 3 shows the "
+                        "labels twice as often in short clips)")
     p.add_argument("--batch", type=int, default=1, help="clips to generate at once (default 1)")
     p.add_argument("--sheet", type=Path, default=None, help="also write a contact sheet (PNG) of the result")
     p.add_argument("--model", type=Path, default=None,

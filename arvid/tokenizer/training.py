@@ -52,8 +52,9 @@ class TokenizerTask:
         if not (math.isfinite(temporal_weight) and temporal_weight >= 0):
             raise ArvidError(f"--temporal-weight must be a finite number >= 0, got {temporal_weight}")
         self.init, self.part, self.temporal_weight = init, part, float(temporal_weight)
+        self._init_model = Tokenizer.from_pretrained(init) if init is not None else None  # fails before training
         if init is not None:
-            config = Tokenizer.from_pretrained(init).config  # checks the folder before any training starts
+            config = self._init_model.config
             config = config.replace(notes={**config.notes, "init": str(init), "trained_part": part})
         check_frames(frames, config.temporal_factor, what="--frames")
         self.dataset = make_dataset(dataset_name, frames=frames, size=size, split="train", seed=seed, path=data_path)
@@ -72,8 +73,8 @@ class TokenizerTask:
     def build_model(self) -> Tokenizer:
         if self.init is None:
             return Tokenizer(self.config)
-        tok = Tokenizer.from_pretrained(self.init)
-        tok.config = self.config  # the same architecture, with this run's notes
+        tok = Tokenizer(self.config)  # the same architecture, with this run's notes; a new model on every call
+        tok.load_state_dict(self._init_model.state_dict())
         return tok.freeze_encoder().train() if self.part == "decoder" else tok.train()
 
     def model_config(self) -> dict:
