@@ -31,7 +31,8 @@ def package_versions() -> dict[str, str | None]:
 
 
 def device_info() -> dict:
-    info: dict = {"cuda_available": torch.cuda.is_available(), "cpu_threads": torch.get_num_threads()}
+    info: dict = {"cuda_available": torch.cuda.is_available(), "cpu_threads": torch.get_num_threads(),
+                  "cpu_bf16": cpu_bf16_native()}
     if torch.cuda.is_available():
         idx = torch.cuda.current_device()
         props = torch.cuda.get_device_properties(idx)
@@ -46,6 +47,15 @@ def device_info() -> dict:
     else:
         info["default"] = "cpu"
     return info
+
+
+def cpu_bf16_native() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where `--bf16` speeds up CPU training
+    (about 1.75x for the Moving MNIST tokenizer on a 2-core Zen 4); elsewhere oneDNN emulates it, slowly."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a private op: treat its absence as "no"
+        return False
 
 
 def attention_info(device: str) -> dict:

@@ -34,6 +34,7 @@ def test_info_json_is_parseable_and_names_the_attention_path():
     assert info["packages"]["torch"]
     assert info["device"]["default"] in ("cpu", "cuda")
     assert info["attention"]["backend"] in ("triton", "triton-interpreter", "pytorch")
+    assert isinstance(info["device"]["cpu_bf16"], bool)  # whether --bf16 pays off for CPU training
     assert "default_model" in info
 
 
@@ -53,6 +54,7 @@ def test_info_shows_a_default_models_recommended_decoding(tmp_path, monkeypatch)
 def test_info_table_reads_like_a_report():
     out = run_cli("info").stdout
     assert "attention:" in out and "device:" in out and "torch" in out
+    assert "native bf16" in out or "cuda:" in out
 
 
 def test_data_writes_clips_labels_and_a_contact_sheet(tmp_path, capsys):

@@ -13,7 +13,7 @@ from arvid.cli.main import main
 from arvid.errors import ArvidError
 from arvid.tokenizer import Tokenizer, TokenizerConfig
 from arvid.tokenizer.codes import load_codes, save_codes
-from arvid.tokenizer.evaluate import h264_at_bits, h264_roundtrip, psnr, ssim
+from arvid.tokenizer.evaluate import _db_mean, _frame_db, _frame_mse, h264_at_bits, h264_roundtrip, psnr, ssim
 
 
 @pytest.fixture
@@ -81,6 +81,16 @@ def test_metrics_and_h264_at_equal_bits():
     assert nbytes * 8 >= 8 * n30 and crf >= 30  # at least the bits asked for, with the fewest such bits
 
 
+def test_per_frame_psnr_pools_back_to_the_clip_psnr():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (5, 16, 16, 1), dtype=np.uint8)
+    b = a.copy()
+    b[2:] = np.clip(a[2:].astype(int) + rng.integers(-9, 10, a[2:].shape), 0, 255)  # frames 0-1 exact
+    db = _frame_db([_frame_mse(a, b)])
+    assert db[:2] == [float("inf")] * 2 and all(30 < d < 45 for d in db[2:])
+    assert _db_mean(db) == pytest.approx(psnr(a, b), abs=1e-9)
+
+
 def test_eval_tokenizer_prints_the_table(tmp_path, tok_dir, capsys):
     code = main(["eval", "tokenizer", str(tok_dir), "--dataset", "moving-mnist", "--size", "32", "--frames", "5",
                  "--clips", "2", "--device", "cpu", "--json", str(tmp_path / "r.json")])
@@ -92,6 +102,9 @@ def test_eval_tokenizer_prints_the_table(tmp_path, tok_dir, capsys):
     assert tok_row["bpp"] == pytest.approx(3 * 8 * 8 * np.log2(25) / (5 * 32 * 32))
     assert h264_row["bpp"] >= tok_row["bpp"]  # H.264 never gets fewer bits
     assert 0 < tok_row["usage"] <= 1 and 1 <= tok_row["perplexity"] <= 25
+    # per-frame PSNR pools the clips' error at each frame; the whole-clip PSNR pools it over frames too
+    assert len(report["frame_psnr"]) == len(report["h264_frame_psnr"]) == 5
+    assert "per frame: first" in out
     assert main(["eval", "tokenizer", str(tok_dir), "--frames", "4", "--clips", "1"]) == 2
 
 

@@ -29,7 +29,8 @@ def _table(info: dict) -> str:
         lines.append(f"  cuda: {dev['gpu_count']} x {dev['gpu_name']} ({dev['gpu_memory_gib']} GiB, "
                      f"sm {dev['compute_capability']}, bf16 {'yes' if dev['bf16_supported'] else 'no'})")
     else:
-        lines.append(f"  cpu only ({dev['cpu_threads']} threads); no CUDA GPU found")
+        lines.append(f"  cpu only ({dev['cpu_threads']} threads, native bf16 {'yes' if dev['cpu_bf16'] else 'no'}); "
+                     f"no CUDA GPU found")
     att = info["attention"]
     lines += ["", f"attention: {att['backend']}", f"  {att.get('explanation') or att.get('reason', '')}"]
     model = info["default_model"]

@@ -149,6 +149,8 @@ class Report:
     h264: Row | None
     h264_crf: float | None = None
     wins: int | None = None  # clips where the tokenizer's PSNR beats H.264's
+    frame_psnr: list[float] | None = None  # per frame index: PSNR of the clips' mean MSE at that frame
+    h264_frame_psnr: list[float] | None = None
 
     def table(self) -> str:
         head = f"{'':18}{'PSNR dB':>9}{'SSIM':>8}{'bpp':>9}{'usage':>8}{'perplexity':>12}"
@@ -160,6 +162,12 @@ class Report:
             perp = f"{row.perplexity:12.1f}" if row.perplexity is not None else f"{'-':>12}"
             lines.append(f"{row.name:18}{row.psnr:9.2f}{row.ssim:8.4f}{row.bpp:9.4f}{usage}{perp}")
         lines.append(f"{self.clips} held-out clips of {self.frames} frames, {self.height}x{self.width}")
+        if self.frame_psnr and self.frames > 1:
+            line = f"per frame: first {self.frame_psnr[0]:.2f} dB, the rest {_db_mean(self.frame_psnr[1:]):.2f} dB"
+            if self.h264_frame_psnr:
+                line += (f" (H.264: {self.h264_frame_psnr[0]:.2f} and {_db_mean(self.h264_frame_psnr[1:]):.2f}; "
+                         f"its first frame is the I-frame)")
+            lines.append(line)
         if self.h264 is not None:
             lines.append(f"H.264: libx264 veryslow/tune psnr, per clip the highest CRF with at least the tokenizer's "
                          f"bits (mean CRF {self.h264_crf:.1f}); tokenizer PSNR higher on {self.wins}/{self.clips} clips")
@@ -178,6 +186,7 @@ def evaluate_tokenizer(tok: Tokenizer, dataset, clips: int = 100, batch_size: in
     fps = float(getattr(dataset, "fps", 8.0))
     bits_per_token = math.log2(tok.codebook_size)
     all_codes, tok_psnr, tok_ssim, h_psnr, h_ssim, h_bits, h_crf, tok_bits = [], [], [], [], [], [], [], []
+    tok_frame_mse, h_frame_mse = [], []  # per clip: (T,) MSE of each frame
     wins, shape = 0, None
     bar = tqdm(total=clips, desc="eval", disable=not progress, unit="clip")
     for first in range(0, clips, batch_size):
@@ -191,11 +200,13 @@ def evaluate_tokenizer(tok: Tokenizer, dataset, clips: int = 100, batch_size: in
             tok_bits.append(bits)
             tok_psnr.append(psnr(video, rec))
             tok_ssim.append(ssim(video, rec))
+            tok_frame_mse.append(_frame_mse(video, rec))
             if h264:
                 crf, nbytes, dec = h264_at_bits(video, bits, fps, preset)
                 h_crf.append(crf)
                 h_bits.append(8 * nbytes)
                 h_psnr.append(psnr(video, dec))
+                h_frame_mse.append(_frame_mse(video, dec))
                 h_ssim.append(ssim(video, dec))
                 wins += tok_psnr[-1] > h_psnr[-1]
             bar.update(1)
@@ -205,7 +216,25 @@ def evaluate_tokenizer(tok: Tokenizer, dataset, clips: int = 100, batch_size: in
     row = Row("arvid tokenizer", _mean(tok_psnr), float(np.mean(tok_ssim)), float(np.mean(tok_bits)) / pixels,
               usage, perplexity)
     h_row = Row("H.264 (libx264)", _mean(h_psnr), float(np.mean(h_ssim)), float(np.mean(h_bits)) / pixels) if h264 else None
-    return Report(clips, *shape, row, h_row, float(np.mean(h_crf)) if h264 else None, wins if h264 else None)
+    return Report(clips, *shape, row, h_row, float(np.mean(h_crf)) if h264 else None, wins if h264 else None,
+                  _frame_db(tok_frame_mse), _frame_db(h_frame_mse) if h264 else None)
+
+
+def _frame_mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(T,) MSE of each frame of two uint8 clips (T, H, W, C)."""
+    return np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2, axis=(1, 2, 3))
+
+
+def _frame_db(per_clip: list[np.ndarray]) -> list[float]:
+    """PSNR at each frame index, from the clips' mean MSE there (a frame index where every clip is exact: inf)."""
+    mse = np.mean(per_clip, axis=0)
+    return [float("inf") if m == 0 else 10 * math.log10(255.0**2 / m) for m in mse]
+
+
+def _db_mean(db: list[float]) -> float:
+    """PSNR of the mean MSE behind a list of PSNRs (the frames' pooled error, not a mean of dB)."""
+    mse = [255.0**2 / 10 ** (d / 10) for d in db]
+    return float("inf") if max(mse) == 0 else 10 * math.log10(255.0**2 / float(np.mean(mse)))
 
 
 def h264_curve(dataset, clips: int, crfs: tuple[int, ...], preset: str = "veryslow",
@@ -239,7 +268,8 @@ def rd_plot(path, curve: list[dict], report: "Report", label: str) -> None:
 
     from arvid.utils.atomic import atomic_path
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    per_frame = bool(report.frame_psnr)
+    fig, axes = plt.subplots(1, 3 if per_frame else 2, figsize=(15 if per_frame else 10, 3.8))
     for ax, key, name in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "ssim", "SSIM")):
         ax.plot([r["bpp"] for r in curve], [r[key] for r in curve], marker="o", color="gray", label="H.264 (libx264)")
         for r in curve:
@@ -247,6 +277,15 @@ def rd_plot(path, curve: list[dict], report: "Report", label: str) -> None:
         ax.plot([report.tokenizer.bpp], [getattr(report.tokenizer, key)], marker="*", ms=14, ls="", color="C3",
                 label=label)
         ax.set(xlabel="bits per pixel", ylabel=name, title=f"{name} against rate")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if per_frame:  # where the bits go: the first frame against the frames after it
+        ax = axes[2]
+        ax.plot(report.frame_psnr, marker="*", color="C3", label=label)
+        if report.h264_frame_psnr:
+            ax.plot(report.h264_frame_psnr, marker="o", color="gray",
+                    label=f"H.264 at at least the same bits (mean CRF {report.h264_crf:.1f})")
+        ax.set(xlabel="frame", ylabel="PSNR (dB)", title="PSNR per frame")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"{report.clips} held-out clips of {report.frames} frames, {report.height}x{report.width}", fontsize=10)
