@@ -409,9 +409,8 @@ class Report:
                       "| --- | --- | --- | --- | --- | --- |"]
             r = w["real"]
             lines += [f"| {k} | {v['mean']:.4f} ± {v['std']:.4f} | {v['mean'] / r['mean']:.2f} | {v['motion']:.4f} | "
-                      f"{v['motion'] / r['motion']:.2f} | {v['labels']:.2f} |" if "labels" in v else
-                      f"| {k} | {v['mean']:.4f} ± {v['std']:.4f} | {v['mean'] / r['mean']:.2f} | {v['motion']:.4f} | "
-                      f"{v['motion'] / r['motion']:.2f} | |" for k, v in w.items() if "mean" in v]
+                      f"{v['motion'] / r['motion']:.2f} | {format(v['labels'], '.2f') if 'labels' in v else ''} |"
+                      for k, v in w.items() if "mean" in v]
         lc = self.figures.get("long")
         if lc:
             rule = lc["rule"]
