@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from arvid.errors import ArvidError
 from arvid.tokenizer import Tokenizer, TokenizerConfig, check_frames, fit_frames, pixel_frames
@@ -13,7 +14,10 @@ from arvid.tokenizer.causal_conv import StreamState
 
 def tiny(**overrides) -> Tokenizer:
     torch.manual_seed(0)
-    return Tokenizer(TokenizerConfig.preset("tiny", **overrides)).eval()
+    tok = Tokenizer(TokenizerConfig.preset("tiny", **overrides)).eval()
+    if tok.decoder.motion_out is not None:  # it starts at zero (no motion, an even blend): give it some
+        torch.nn.init.normal_(tok.decoder.motion_out.conv.weight, std=1.0)
+    return tok
 
 
 def clip(tok: Tokenizer, k: int = 3, size: int = 16, batch: int = 2, seed: int = 0) -> torch.Tensor:
@@ -69,8 +73,9 @@ def test_encoder_is_causal(tau):
         assert (z[:, :, first] - base_z[:, :, first]).abs().max() > 1e-3  # the change does reach its own frame
 
 
-def test_decoder_is_causal():
-    tok = tiny(temporal_factor=2)
+@pytest.mark.parametrize("warp", [False, True])
+def test_decoder_is_causal(warp):
+    tok = tiny(temporal_factor=2, warp=warp)
     codes = tok.encode(clip(tok, k=3, batch=1))
     base = tok.decode(codes)
     changed = codes.clone()
@@ -80,9 +85,10 @@ def test_decoder_is_causal():
     assert (out[:, :, 3:5] - base[:, :, 3:5]).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("warp", [False, True])
 @pytest.mark.parametrize("tau", [1, 2, 4])
-def test_streaming_equals_whole_clip(tau):
-    tok = tiny(temporal_factor=tau)
+def test_streaming_equals_whole_clip(tau, warp):
+    tok = tiny(temporal_factor=tau, warp=warp)
     video = clip(tok, k=4)
     frames = video.shape[2]
     whole_z, whole_codes = latents(tok, video), tok.encode(video)
@@ -207,13 +213,15 @@ def test_config_presets_and_validation():
     assert (mnist.temporal_factor, mnist.spatial_factor, mnist.codebook_size) == (2, 8, 240)
     assert mnist.fingerprint() != mnist.replace(levels=[8, 5, 5, 5]).fingerprint()
     assert mnist.fingerprint() == mnist.replace(notes={"dataset": "x"}).fingerprint()
+    assert mnist.fingerprint() == mnist.replace(warp=True).fingerprint()  # decoder-only: codes mean the same
+    assert TokenizerConfig.from_dict(mnist.replace(warp=True).to_dict()).warp is True
     with pytest.raises(ArvidError, match="unknown tokenizer preset"):
         TokenizerConfig.preset("huge")
     bad = [({"widht": 8}, "unknown tokenizer setting"), ({"width": "8"}, "must be an integer"),
            ({"width": True}, "must be an integer"), ({"levels": [8, 5.5]}, "list of integers"),
            ({"temporal_factor": 3}, "temporal_factor must be one of"), ({"spatial_factor": 32}, "spatial_factor"),
            ({"levels": [2, 8]}, "FSQ levels"), ({"quantizer": "lfq", "num_codes": 1000}, "power of two"),
-           ({"patch": 8, "spatial_factor": 4}, "patch")]
+           ({"patch": 8, "spatial_factor": 4}, "patch"), ({"warp": 1}, "must be true or false")]
     for change, message in bad:
         with pytest.raises(ArvidError, match=message):
             TokenizerConfig.from_dict({**TokenizerConfig.preset("tiny").to_dict(), **change}, source="x.json")
@@ -279,3 +287,62 @@ def test_quantized_latent_equals_latent_rebuilt_from_codes(kind):
     with torch.no_grad():
         zq, codes, _ = tok.quantizer(latents(tok, video), update=False)
     assert torch.equal(zq, tok.quantizer.codes_to_latent(codes))
+
+
+def test_warp_moves_pixels_by_the_flow():
+    from arvid.tokenizer.warp import warp
+
+    frame = torch.arange(2 * 5 * 7, dtype=torch.float32).reshape(1, 2, 5, 7)  # (B, C, H, W), distinct values
+    flow = torch.zeros(1, 2, 5, 7)
+    assert torch.allclose(warp(frame, flow), frame, atol=1e-5)  # no motion: the same frame
+    flow[:, 0], flow[:, 1] = 1.0, 2.0  # each pixel reads the one 1 row down and 2 columns right
+    out = warp(frame, flow)
+    assert torch.allclose(out[..., :4, :5], frame[..., 1:, 2:], atol=1e-4)
+    assert torch.allclose(out[..., -1, -1], frame[..., -1, -1])  # outside the frame: the border repeats
+    flow[:] = 0.5  # half a pixel both ways: the mean of four neighbours
+    want = (frame[..., :-1, :-1] + frame[..., 1:, :-1] + frame[..., :-1, 1:] + frame[..., 1:, 1:]) / 4
+    assert torch.allclose(warp(frame, flow)[..., :-1, :-1], want, atol=1e-4)
+
+
+def test_render_blends_the_direct_frame_with_the_previous_one():
+    from arvid.tokenizer.warp import render
+
+    g = torch.Generator().manual_seed(0)
+    direct = torch.rand(2, 1, 4, 6, 6, generator=g)  # (B, C, T, H, W)
+    motion = torch.zeros(2, 3, 4, 6, 6)
+    motion[:, 2] = -30.0  # gate ~0: every frame after the first copies the one before (no motion)
+    frames, last = render(direct, motion, None)
+    for t in range(4):  # the first frame has nothing to reuse, so the whole clip is frame 0
+        assert torch.allclose(frames[:, :, t], direct[:, :, 0], atol=1e-6)
+    assert torch.equal(last, frames[:, :, -1])
+    frames, _ = render(direct, motion, prev=torch.full((2, 1, 6, 6), 0.25))  # a clip that goes on: reuse prev
+    assert torch.allclose(frames, torch.full_like(frames, 0.25), atol=1e-6)
+    motion[:, 2] = 30.0  # gate ~1: the direct frames
+    assert torch.allclose(render(direct, motion, torch.zeros(2, 1, 6, 6))[0], direct, atol=1e-6)
+    motion[:, 2] = 0.0  # an even blend
+    frames, _ = render(direct, motion, torch.zeros(2, 1, 6, 6))
+    assert torch.allclose(frames[:, :, 0], direct[:, :, 0] / 2, atol=1e-6)
+    assert torch.allclose(frames[:, :, 1], (direct[:, :, 1] + frames[:, :, 0]) / 2, atol=1e-6)
+
+
+def test_warp_decoder_starts_as_an_even_blend_and_trains():
+    tok = Tokenizer(TokenizerConfig.preset("tiny", warp=True))
+    assert not tok.decoder.motion_out.conv.weight.any() and not tok.decoder.motion_out.conv.bias.any()
+    video = clip(tok, k=2)
+    recon, _, aux = tok.train()(video)
+    (F.mse_loss(recon, video) + aux).backward()
+    assert tok.decoder.motion_out.conv.weight.grad.abs().sum() > 0  # the flow and the gate learn
+
+
+def test_code_noise_perturbs_what_a_frozen_encoder_hands_the_decoder():
+    tok = tiny().train()
+    video = clip(tok, k=2)
+    with pytest.raises(ArvidError, match="freeze the encoder"):
+        tok(video, code_noise=0.1)
+    tok.freeze_encoder()
+    clean, codes, _ = tok(video)
+    torch.manual_seed(1)
+    noisy, noisy_codes, _ = tok(video, code_noise=0.5)
+    assert torch.equal(noisy_codes, codes)  # the codes returned are the encoder's own
+    assert (noisy - clean).abs().amax(dim=(0, 1, 3, 4)).min() > 0  # every frame is rendered from changed codes
+    assert torch.equal(tok(video, code_noise=0.0)[0], clean)

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from arvid.cli.main import main
 from arvid.errors import ArvidError
@@ -166,10 +167,11 @@ def test_two_process_gloo_ddp_step_matches_one_process(tmp_path):
     assert close >= 0.99 * sum(v.numel() for v in one.values())
 
 
-@pytest.mark.parametrize("quantizer", ["fsq", "vq"])
-def test_decoder_only_training_keeps_every_code(tmp_path, quantizer, capsys):
+@pytest.mark.parametrize("quantizer,warp", [("fsq", False), ("vq", False), ("fsq", True)])
+def test_decoder_only_training_keeps_every_code(tmp_path, quantizer, warp, capsys):
     """--init DIR --train-part decoder: the encoder and quantizer (VQ's EMA codebook too) stay bit-identical,
-    the decoder learns, and a code file written with DIR still decodes with the new tokenizer."""
+    the decoder learns, and a code file written with DIR still decodes with the new tokenizer; --warp adds
+    motion compensation to that decoder and changes no code either."""
     torch.manual_seed(0)
     base = Tokenizer(TokenizerConfig.preset("tiny", quantizer=quantizer, channels=3))
     clip = np.random.default_rng(0).integers(0, 256, size=(5, 16, 16, 3), dtype=np.uint8)  # shapes is RGB
@@ -179,7 +181,7 @@ def test_decoder_only_training_keeps_every_code(tmp_path, quantizer, capsys):
     assert main(["tokenize", str(tmp_path / "clip.npy"), "--model", str(tmp_path / "base"),
                  "--out", str(tmp_path / "c.npz")]) == 0
     assert main(["train", "tokenizer", "--out", str(tmp_path / "ft"), "--steps", "3", "--batch-size", "2",
-                 "--init", str(tmp_path / "base"), "--train-part", "decoder",
+                 "--init", str(tmp_path / "base"), "--train-part", "decoder", *(["--warp"] if warp else []),
                  *[a for a in TRAIN if a not in ("--preset", "tiny")]]) == 0
     before, after = weights(tmp_path / "base"), weights(tmp_path / "ft")
     frozen = [k for k in before if not k.startswith("decoder.")]
@@ -187,7 +189,8 @@ def test_decoder_only_training_keeps_every_code(tmp_path, quantizer, capsys):
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
     ft = Tokenizer.from_pretrained(tmp_path / "ft")
     assert ft.config.fingerprint() == Tokenizer.from_pretrained(tmp_path / "base").config.fingerprint()
-    assert ft.config.notes["trained_part"] == "decoder"
+    assert ft.config.notes["trained_part"] == "decoder" and ft.config.warp is warp
+    assert any(k.startswith("decoder.motion_out.") for k in after) is warp
     video = torch.as_tensor(clip).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
     assert torch.equal(ft.encode(video), Tokenizer.from_pretrained(tmp_path / "base").encode(video))
     assert main(["detokenize", str(tmp_path / "c.npz"), "--model", str(tmp_path / "ft"),
@@ -197,6 +200,8 @@ def test_decoder_only_training_keeps_every_code(tmp_path, quantizer, capsys):
 def test_init_and_train_part_refuse_what_they_cannot_do(tmp_path, tok_dir, capsys):
     args = ["train", "tokenizer", "--out", str(tmp_path / "ft"), "--steps", "1", "--dataset", "shapes",
             "--size", "16", "--frames", "5", "--device", "cpu"]
+    assert main([*args, "--code-noise", "0.1"]) == 2
+    assert "use it with --init DIR --train-part decoder" in capsys.readouterr().err
     assert main([*args, "--init", str(tok_dir), "--tau", "2"]) == 2
     assert "takes the architecture from that tokenizer: drop --tau" in capsys.readouterr().err
     assert main([*args, "--train-part", "decoder"]) == 2
@@ -226,4 +231,52 @@ def test_temporal_weight_trains_and_is_recorded(tmp_path, capsys):
     assert main(["train", "tokenizer", "--out", str(tmp_path / "bad"), "--steps", "1", "--temporal-weight", "-1",
                  *TRAIN]) == 2
     assert "--temporal-weight must be a finite number >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def _moving_square(frames: int = 5, size: int = 32, step: int = 2) -> torch.Tensor:
+    """(1, 1, T, H, W) in [-1, 1]: a blurred bright square moving `step` pixels right per frame."""
+    x = torch.full((frames, size, size), -1.0)
+    for t in range(frames):
+        x[t, 10:18, 6 + step * t:14 + step * t] = 1.0
+    x = F.avg_pool2d(x[:, None], 3, stride=1, padding=1, count_include_pad=False)[:, 0]  # soft edges for the flow
+    return x[None, None]
+
+
+def test_clip_flows_follow_the_motion():
+    from arvid.tokenizer.model import tensor_to_video
+    from arvid.video.flow import clip_flows
+
+    frames = tensor_to_video(_moving_square())[0, ..., 0]  # uint8 (T, H, W)
+    flows = clip_flows(frames)  # (T-1, 2, H, W) as (dy, dx): frame t reads frame t-1 two pixels to the left
+    assert flows.shape == (4, 2, 32, 32) and flows.dtype == np.float32
+    inside = flows[:, :, 12:16, 12:16]
+    assert abs(float(inside[:, 0].mean())) < 0.5 and float(inside[:, 1].mean()) == pytest.approx(-2, abs=0.5)
+
+
+def test_consistency_loss_charges_frames_that_do_not_move_with_the_clip():
+    from arvid.tokenizer.training import consistency_loss
+
+    x = _moving_square()
+    assert consistency_loss(x, x).item() < 0.01  # the real clip is consistent with its own flow
+    still = x[:, :, :1].expand_as(x)  # the first frame, held: it does not move as the clip moves
+    flicker = x + 0.2 * (-1.0) ** torch.arange(5).view(1, 1, 5, 1, 1)
+    steady = x + 0.2  # the same error in every frame: consistent
+    assert consistency_loss(steady, x).item() < 0.02
+    assert consistency_loss(still, x).item() > 0.05 and consistency_loss(flicker, x).item() > 0.3
+    recon = x.clone().requires_grad_()
+    consistency_loss(recon + 0.1 * torch.randn_like(x), x).backward()
+    assert recon.grad.abs().sum() > 0
+
+
+def test_consistency_weight_trains_and_is_recorded(tmp_path, capsys):
+    out = tmp_path / "cw"
+    assert main(["train", "tokenizer", "--out", str(out), "--steps", "2", "--batch-size", "2", "--warp",
+                 "--consistency-weight", "1", *TRAIN]) == 0
+    tok = Tokenizer.from_pretrained(out)
+    assert tok.config.notes["consistency_weight"] == 1.0 and tok.config.warp
+    assert "inconsistency=" in capsys.readouterr().err
+    assert main(["train", "tokenizer", "--out", str(tmp_path / "bad"), "--steps", "1", "--consistency-weight",
+                 "nan", *TRAIN]) == 2
+    assert "--consistency-weight must be a finite number >= 0" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

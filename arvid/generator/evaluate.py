@@ -105,19 +105,15 @@ def frame_ssim(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
 
 def warping_error(clip: np.ndarray) -> float:
     """Mean over consecutive pairs of |warp(frame t-1 -> t) - frame t| in [0, 1]; clip uint8 (T, H, W[, 1])."""
-    import cv2
+    from arvid.video.flow import backward_flow, warp_back
 
     frames = clip[..., 0] if clip.ndim == 4 else clip
     if frames.shape[0] < 2:
         raise ArvidError("the warping error needs at least two frames")
-    h, w = frames.shape[1:3]
-    grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     errs = []
     for t in range(1, frames.shape[0]):
         cur, prev = frames[t], frames[t - 1]
-        flow = cv2.calcOpticalFlowFarneback(cur, prev, None, 0.5, 3, 15, 3, 5, 1.2, 0)  # cur(y, x) ~ prev(y+fy, x+fx)
-        warped = cv2.remap(prev, grid_x + flow[..., 0], grid_y + flow[..., 1], cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        warped = warp_back(prev, backward_flow(cur, prev))
         errs.append(np.abs(warped.astype(np.float64) - cur.astype(np.float64)).mean() / 255)
     return float(np.mean(errs))
 

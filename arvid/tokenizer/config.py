@@ -35,6 +35,7 @@ class TokenizerConfig:
     depth: int = 1  # residual blocks per resolution level
     latent_depth: int = 2  # residual blocks at the latent resolution
     temporal_kernel: int = 3  # causal kernel length in time of the residual blocks (1: frame by frame)
+    warp: bool = False  # decoder: each frame blends its own prediction with the previous frame, moved by a predicted flow
     quantizer: str = "fsq"  # fsq | lfq | vq
     levels: tuple[int, ...] = (8, 5, 5, 5)  # FSQ: levels of each latent channel (codebook = product)
     num_codes: int = 1024  # LFQ (a power of two) and VQ codebook size
@@ -74,9 +75,11 @@ class TokenizerConfig:
         return tuple(min(self.width * 2**i, self.max_width) for i in range(self.num_down + 1))
 
     def fingerprint(self) -> str:
-        """A short hash of every setting that changes what codes mean (not the notes)."""
+        """A short hash of every setting that changes what codes mean: not the notes, and not `warp`, which
+        only changes how the decoder renders codes (a decoder trained further with it reads the same codes)."""
         d = self.to_dict()
         d.pop("notes")
+        d.pop("warp")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     # ---- presets and (de)serialisation -----------------------------------------------------
@@ -116,6 +119,10 @@ def _coerce(source: str, name: str, value, hint):
     def bad(expected: str):
         return ArvidError(f"{source}: tokenizer setting {name!r} must be {expected}, got {value!r}")
 
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad("an integer")

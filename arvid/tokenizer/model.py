@@ -27,6 +27,7 @@ from arvid.tokenizer.causal_conv import CausalConv3d, Downsample, FrameNorm, Res
 from arvid.tokenizer.config import TokenizerConfig
 from arvid.tokenizer.frames import check_frames
 from arvid.tokenizer.quantize import Quantizer
+from arvid.tokenizer.warp import MOTION_CHANNELS, render
 
 
 class Encoder(nn.Module):
@@ -68,15 +69,22 @@ class Decoder(nn.Module):
             self.levels.append(nn.ModuleList([Upsample(widths[i + 1], widths[i]), *blocks]))
         self.norm_out = FrameNorm(widths[0])
         self.conv_out = CausalConv3d(widths[0], cfg.channels * cfg.temporal_factor * cfg.patch**2, 1)
+        self.motion_out = None
+        if cfg.warp:  # flow and gate of every output frame (warp.py); zero at the start: no motion, an even blend
+            self.motion_out = CausalConv3d(widths[0], MOTION_CHANNELS * cfg.temporal_factor * cfg.patch**2, 1)
+            nn.init.zeros_(self.motion_out.conv.weight)
+            nn.init.zeros_(self.motion_out.conv.bias)
 
-    def forward(self, z: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, state: StreamState | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """-> folded frames, and with `warp` the folded motion (B, 3·τ·p², t, H/p, W/p) (else None)."""
         x = self.conv_in(z, state)
         for block in self.mid:
             x = block(x, state)
         for level in self.levels:
             for block in level:
                 x = block(x, state)
-        return self.conv_out(F.silu(self.norm_out(x)))
+        x = F.silu(self.norm_out(x))
+        return self.conv_out(x), (self.motion_out(x) if self.motion_out is not None else None)
 
 
 class Tokenizer(nn.Module):
@@ -165,15 +173,24 @@ class Tokenizer(nn.Module):
         return video[:, :, tau - 1 :] if drop_first else video
 
     # ---- the passes ----------------------------------------------------------------------------
-    def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Training pass: video (B, C, T, H, W) -> (reconstruction (B, C, T, H, W), codes, aux loss)."""
+    def forward(self, video: torch.Tensor, code_noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training pass: video (B, C, T, H, W) -> (reconstruction (B, C, T, H, W), codes, aux loss).
+
+        `code_noise` (frozen encoder only): the decoder renders codes of which that fraction, drawn at random,
+        were replaced by random codes, so it learns to render codes that are not quite right (sampled ones)."""
         self.check_video(video)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
             z = self.encoder(self.fold(video))
             zq, codes, aux = self.quantizer(z, update=self.training and not self.encoder_frozen)
+        if code_noise and not self.encoder_frozen:
+            raise ArvidError("code noise trains a decoder alone: freeze the encoder first (--train-part decoder)")
         if self.encoder_frozen:
             zq, aux = zq.detach(), torch.zeros((), device=zq.device)
-        return self.unfold(self.decoder(zq)), codes, aux
+            if code_noise:
+                swap = torch.rand(codes.shape, device=codes.device) < code_noise
+                noisy = torch.where(swap, torch.randint_like(codes, self.codebook_size), codes)
+                zq = self.quantizer.codes_to_latent(noisy)
+        return self.render(zq)[0], codes, aux
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
@@ -186,8 +203,17 @@ class Tokenizer(nn.Module):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, t, h, w) -> video float32 (B, C, 1 + (t-1)·τ, H, W) in [-1, 1]."""
         self.check_codes(codes)
-        x = self.decoder(self.quantizer.codes_to_latent(codes.to(self.device)))
-        return self.unfold(x).float().clamp(-1, 1)
+        return self.render(self.quantizer.codes_to_latent(codes.to(self.device)))[0].float().clamp(-1, 1)
+
+    def render(self, zq: torch.Tensor, state: StreamState | None = None, prev: torch.Tensor | None = None,
+               first: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Quantized latents (B, D, t, h, w) -> (frames (B, C, T, H, W), the last frame for the next call).
+        `first`: these latents start the clip (drop the τ-1 padding frames); `prev`: the frame before them."""
+        x, motion = self.decoder(zq, state)
+        frames = self.unfold(x, drop_first=first)
+        if motion is None:
+            return frames, None
+        return render(frames, self.unfold(motion, drop_first=first), None if first else prev)
 
     # ---- streaming -----------------------------------------------------------------------------
     def encoder_stream(self, batch_size: int = 1):

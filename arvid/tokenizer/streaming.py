@@ -8,7 +8,7 @@
 The encoder completes its first latent frame with the first frame, then one more with every τ
 frames; frames that do not complete a latent frame wait for the next push. The decoder gives one
 frame for the first latent frame and τ for each after it. Both carry the causal convolutions' past
-frames in a `StreamState`, so the results equal the whole-clip pass (`Tokenizer.encode/decode`).
+frames in a `StreamState` (and a warping decoder its last frame), so the results equal the whole-clip pass (`Tokenizer.encode/decode`).
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ class DecoderStream:
     def __init__(self, tokenizer, batch_size: int = 1):
         self.tok, self.batch_size = tokenizer, int(batch_size)
         self.state = StreamState()
+        self.prev: torch.Tensor | None = None  # the last frame given out (B, C, H, W), which a warping decoder reuses
         self.latent_in = 0
 
     @torch.no_grad()
@@ -87,7 +88,7 @@ class DecoderStream:
         if codes.shape[1] == 0:
             return torch.zeros(self.batch_size, c, 0, codes.shape[2] * s, codes.shape[3] * s, device=tok.device)
         tok.check_codes(codes)
-        x = tok.decoder(tok.quantizer.codes_to_latent(codes.to(tok.device)), self.state)
-        frames = tok.unfold(x, drop_first=self.latent_in == 0)
+        zq = tok.quantizer.codes_to_latent(codes.to(tok.device))
+        frames, self.prev = tok.render(zq, self.state, self.prev, first=self.latent_in == 0)
         self.latent_in += codes.shape[1]
         return frames.float().clamp(-1, 1)

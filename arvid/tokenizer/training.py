@@ -6,16 +6,19 @@ DDP, checkpoints, --resume). The task supplies the model, deterministic batches 
 
     loss = l1_weight·|x̂ - x| + l2_weight·(x̂ - x)² + quantizer aux loss (LFQ entropy, VQ/LFQ commitment)
            + temporal_weight·|(x̂_t - x̂_t-1) - (x_t - x_t-1)|   (with --temporal-weight; 0 by default)
+           + consistency_weight·|x̂_t - warp(x̂_t-1, F_t)|        (with --consistency-weight; 0 by default)
 
 with PSNR and codebook usage (the fraction of codes used in the batch) as metrics. The temporal term
 compares frame-to-frame changes: a reconstruction whose strokes flicker or morph between frames pays
 for it even where its per-frame error is small (the warping error of `arvid eval generation` measures
-the same flicker).
+the same flicker). The consistency term warps each reconstructed frame onto the next along the real clip's
+optical flow F_t and charges what differs, where that flow explains the real frames.
 
 `--init DIR` starts from a trained tokenizer's weights (with a fresh optimizer and schedule) and takes
 its architecture from DIR. With `--train-part decoder` only the decoder learns: the encoder and the
 quantizer are frozen, so every code stays what it was, code files and generators made with DIR keep
-working, and the decoder can learn from longer clips to render them better.
+working, and the decoder can learn from longer clips to render them better. `--warp` with `--init` adds
+motion compensation (warp.py) to that decoder; its new flow and gate layers start at zero.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ class TokenizerTask:
 
     def __init__(self, config: TokenizerConfig, dataset_name: str, frames: int, size: int,
                  data_path: str | None = None, seed: int = 0, init: str | None = None, part: str = "all",
-                 temporal_weight: float = 0.0):
+                 temporal_weight: float = 0.0, warp: bool = False, consistency_weight: float = 0.0,
+                 code_noise: float = 0.0):
         from arvid.data import make_dataset
 
         if part not in TRAIN_PARTS:
@@ -51,11 +55,25 @@ class TokenizerTask:
             raise ArvidError(f"--train-part {part} trains part of a trained tokenizer: give it with --init DIR")
         if not (math.isfinite(temporal_weight) and temporal_weight >= 0):
             raise ArvidError(f"--temporal-weight must be a finite number >= 0, got {temporal_weight}")
+        if not (math.isfinite(consistency_weight) and consistency_weight >= 0):
+            raise ArvidError(f"--consistency-weight must be a finite number >= 0, got {consistency_weight}")
+        if consistency_weight:
+            from arvid.video.flow import _cv2
+
+            _cv2()  # fail before training when OpenCV is missing
+        if not 0 <= code_noise < 1:
+            raise ArvidError(f"--code-noise must be a fraction in [0, 1), got {code_noise}")
+        if code_noise and part != "decoder":
+            raise ArvidError("--code-noise trains a decoder on perturbed codes: use it with --init DIR --train-part decoder")
         self.init, self.part, self.temporal_weight = init, part, float(temporal_weight)
+        self.code_noise = float(code_noise)
+        self.consistency_weight = float(consistency_weight)
         self._init_model = Tokenizer.from_pretrained(init) if init is not None else None  # fails before training
         if init is not None:
             config = self._init_model.config
-            config = config.replace(notes={**config.notes, "init": str(init), "trained_part": part})
+            config = config.replace(notes={**config.notes, "init": str(init), "trained_part": part},
+                                    warp=config.warp or warp)
+        self.added_warp = init is not None and warp and not self._init_model.config.warp
         check_frames(frames, config.temporal_factor, what="--frames")
         self.dataset = make_dataset(dataset_name, frames=frames, size=size, split="train", seed=seed, path=data_path)
         if self.dataset.channels != config.channels:
@@ -67,6 +85,10 @@ class TokenizerTask:
         notes = {**config.notes, "dataset": dataset_name, "frames": frames, "size": size}
         if temporal_weight:
             notes["temporal_weight"] = float(temporal_weight)
+        if consistency_weight:
+            notes["consistency_weight"] = float(consistency_weight)
+        if code_noise:
+            notes["code_noise"] = float(code_noise)
         self.config = config.replace(notes=notes)
         self.dataset_name, self.frames, self.size = dataset_name, frames, size
 
@@ -74,7 +96,10 @@ class TokenizerTask:
         if self.init is None:
             return Tokenizer(self.config)
         tok = Tokenizer(self.config)  # the same architecture, with this run's notes; a new model on every call
-        tok.load_state_dict(self._init_model.state_dict())
+        missing, unexpected = tok.load_state_dict(self._init_model.state_dict(), strict=False)
+        new = [k for k in missing if not (self.added_warp and k.startswith("decoder.motion_out."))]
+        if new or unexpected:  # pragma: no cover - the configs are the same but for warp
+            raise AssertionError(f"--init {self.init}: missing {new}, unexpected {unexpected}")
         return tok.freeze_encoder().train() if self.part == "decoder" else tok.train()
 
     def model_config(self) -> dict:
@@ -87,7 +112,7 @@ class TokenizerTask:
         return video_to_tensor(videos).to(device)
 
     def loss(self, model, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        recon, codes, aux = model(batch)
+        recon, codes, aux = model(batch, code_noise=self.code_noise) if self.code_noise else model(batch)
         recon = recon.float()
         mse = F.mse_loss(recon, batch)
         loss = self.config.l2_weight * mse + self.config.l1_weight * F.l1_loss(recon, batch) + aux
@@ -99,6 +124,10 @@ class TokenizerTask:
             flicker = temporal_loss(recon, batch)
             loss = loss + self.temporal_weight * flicker
             metrics["flicker"] = flicker.item()
+        if self.consistency_weight and batch.shape[2] > 1:
+            inconsistency = consistency_loss(recon, batch)
+            loss = loss + self.consistency_weight * inconsistency
+            metrics["inconsistency"] = inconsistency.item()
         return loss, metrics
 
     def throughput(self, batch: torch.Tensor) -> dict[str, float]:
@@ -108,6 +137,30 @@ class TokenizerTask:
 def temporal_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean |(x̂_t - x̂_t-1) - (x_t - x_t-1)| over consecutive frames of (B, C, T, H, W) clips, T >= 2."""
     return F.l1_loss(recon.diff(dim=2), target.diff(dim=2))
+
+
+def consistency_loss(recon: torch.Tensor, target: torch.Tensor, tolerance: float = 0.1) -> torch.Tensor:
+    """Mean |x̂_t - warp(x̂_t-1, F_t)| over frames t >= 1 of (B, C, T, H, W) clips, F_t being the optical flow of the
+    real clip from frame t back to t-1 (Farneback, as in the warping error). Only pixels where the flow explains
+    the real clip count (|x_t - warp(x_t-1, F_t)| <= tolerance, in [-1, 1] units): occlusions and flow failures
+    are left to the reconstruction loss. The reconstruction must move as the real clip moves, so a frame that
+    stands still or flickers pays; a steady error does not."""
+    from arvid.tokenizer.model import tensor_to_video
+    from arvid.tokenizer.warp import warp
+    from arvid.video.flow import clip_flows
+
+    b, c, t, h, w = target.shape
+    gray = tensor_to_video(target.float().mean(dim=1, keepdim=True))[..., 0]  # uint8 (B, T, H, W), for the flow
+    flows = torch.from_numpy(np.stack([clip_flows(g) for g in gray])).to(target.device)  # (B, T-1, 2, H, W)
+    flows = flows.reshape(b * (t - 1), 2, h, w)
+
+    def pairs(x):  # (B, C, T, H, W) -> frames t-1 and t, each (B·(T-1), C, H, W)
+        x = x.float().transpose(1, 2)
+        return x[:, :-1].reshape(-1, c, h, w), x[:, 1:].reshape(-1, c, h, w)
+
+    (prev, cur), (rprev, rcur) = pairs(target), pairs(recon)
+    explained = ((warp(prev, flows) - cur).abs().amax(dim=1, keepdim=True) <= tolerance).float()
+    return ((warp(rprev, flows) - rcur).abs() * explained).mean()
 
 
 def psnr_from_mse(mse: float, peak_to_peak: float = 2.0) -> float:
@@ -137,6 +190,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="start from this trained tokenizer (its weights and architecture; fresh optimizer and schedule)")
     g.add_argument("--train-part", choices=TRAIN_PARTS, default="all",
                    help="with --init: 'decoder' freezes the encoder and quantizer, so the codes never change (default all)")
+    g.add_argument("--warp", action="store_true",
+                   help="decoder renders each frame as a blend of its own prediction and the previous frame moved by "
+                        "a predicted flow (motion compensation; with --init it adds this to that tokenizer's decoder)")
+    g.add_argument("--consistency-weight", type=float, default=0.0,
+                   help="weight of the loss on |x̂_t - warp(x̂_t-1)| along the real clip's optical flow (Farneback, "
+                        "needs OpenCV): the reconstruction must move as the clip moves, without flicker (default 0: off)")
+    g.add_argument("--code-noise", type=float, default=0.0,
+                   help="with --train-part decoder: the fraction of codes replaced by random ones before decoding, so "
+                        "the decoder learns to render imperfect (generated) codes steadily (default 0: off)")
     g.add_argument("--temporal-weight", type=float, default=0.0,
                    help="weight of the loss on frame-to-frame changes, |(x̂_t - x̂_t-1) - (x_t - x_t-1)|: "
                         "penalizes flicker between frames (default 0: off)")
@@ -153,6 +215,8 @@ def config_from_args(args: argparse.Namespace) -> TokenizerConfig:
             overrides["levels"] = [int(v) for v in str(args.levels).split(",")]
         except ValueError:
             raise ArvidError(f"--levels must be comma-separated integers such as 8,6,5, got {args.levels!r}") from None
+    if getattr(args, "warp", False):
+        overrides["warp"] = True
     return TokenizerConfig.preset(args.preset, **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -169,7 +233,10 @@ def task_from_args(args: argparse.Namespace) -> TokenizerTask:
     return TokenizerTask(config_from_args(args), args.dataset, args.frames, args.size,
                          data_path=args.data_path, seed=getattr(args, "seed", 0) or 0,
                          init=init, part=getattr(args, "train_part", "all"),
-                         temporal_weight=getattr(args, "temporal_weight", 0.0) or 0.0)
+                         temporal_weight=getattr(args, "temporal_weight", 0.0) or 0.0,
+                         warp=bool(getattr(args, "warp", False)),
+                         consistency_weight=getattr(args, "consistency_weight", 0.0) or 0.0,
+                         code_noise=getattr(args, "code_noise", 0.0) or 0.0)
 
 
 def codebook_stats(codes: torch.Tensor | np.ndarray, codebook_size: int) -> tuple[float, float]:
