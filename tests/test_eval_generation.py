@@ -9,7 +9,7 @@ import torch
 from arvid.cli.main import main
 from arvid.generator import Generator, GeneratorConfig
 from arvid.generator.evaluate import (BlockStats, blob_count, collapse_rule, collapsed, frame_mse, motion, rollout,
-                                     warping_error)
+                                     speed, warping_error)
 from arvid.kernels import use_backend
 from arvid.pipeline import Arvid
 from arvid.tokenizer import Tokenizer, TokenizerConfig
@@ -38,6 +38,17 @@ def test_warping_error_is_zero_for_a_still_clip_small_for_motion_and_large_for_n
 def test_motion_is_zero_for_a_still_clip_and_grows_with_speed():
     assert motion(np.repeat(disc_clip(1), 5, axis=0)) == 0.0
     assert 0 < motion(disc_clip(dx=1)) < motion(disc_clip(dx=3))
+
+
+def test_speed_is_the_distance_moved_and_ignores_flicker():
+    assert speed(np.repeat(disc_clip(1), 5, axis=0)) == pytest.approx(0, abs=0.05)
+    assert speed(disc_clip(dx=1)) == pytest.approx(1, abs=0.3) and speed(disc_clip(dx=3)) == pytest.approx(3, abs=0.6)
+    clip = disc_clip(dx=2).astype(np.int16)
+    flicker = np.clip(clip + np.where(np.arange(6) % 2, 0, -60).reshape(6, 1, 1, 1) * (clip > 0), 0, 255)
+    flicker = flicker.astype(np.uint8)  # the disc dims every other frame: more motion, the same speed
+    assert motion(flicker) > 1.2 * motion(disc_clip(dx=2))
+    assert speed(flicker) == pytest.approx(speed(disc_clip(dx=2)), abs=0.3)
+    assert speed(np.zeros((3, 16, 16, 1), np.uint8)) == 0.0  # nothing bright: nothing measured
 
 
 def test_blobs_count_digits_and_ignore_specks():
@@ -119,7 +130,7 @@ def test_cli_writes_the_report_and_refuses_bad_input(model_dir, tmp_path, capsys
     assert cons["sweep"]["temperatures"] == [0.0, 0.3, 0.5, 0.7, 1.0]
     assert cons["sweep"]["names"][0] == "generated, temperature 0" and cons["sweep"]["names"][-1] == "generated"
     rows = {k: v for k, v in cons.items() if "mean" in v}
-    assert all(v["motion"] >= 0 and 0 <= v["labels"] <= 1 for v in rows.values())
+    assert all(v["motion"] >= 0 and v["speed"] >= 0 and 0 <= v["labels"] <= 1 for v in rows.values())
     # no sampling.json in this model: guidance is off by default, and the sweep adds scale 5 beside it
     assert figures["settings"]["guidance"] is None and figures["settings"]["top_p"] is None
     assert cons["guidance_sweep"] == {"scales": [1.0, 5.0], "names": ["generated", "generated, guidance 5"]}

@@ -124,6 +124,20 @@ def motion(clip: np.ndarray) -> float:
     return float(np.abs(np.diff(clip.astype(np.float32), axis=0)).mean() / 255)
 
 
+def speed(clip: np.ndarray, bright: int = 64) -> float:
+    """Mean optical-flow length in pixels per frame on the bright pixels (> `bright`, the digits) of a uint8 clip
+    (T, H, W[, 1]): how far things move. Unlike `motion`, it does not fall when a clip only flickers less."""
+    from arvid.video.flow import backward_flow
+
+    frames = clip[..., 0] if clip.ndim == 4 else clip
+    lengths = []
+    for t in range(1, frames.shape[0]):
+        on = frames[t] > bright
+        if on.any():
+            lengths.append(float(np.linalg.norm(backward_flow(frames[t], frames[t - 1])[on], axis=-1).mean()))
+    return float(np.mean(lengths)) if lengths else 0.0
+
+
 def blob_count(frame: np.ndarray) -> int:
     """Digit blobs of a uint8 frame (H, W[, 1]): 8-connected components >= BLOB_THRESHOLD of >= MIN_BLOB_AREA px."""
     import cv2
@@ -282,7 +296,8 @@ def consistency(model, st: Settings) -> dict:
     figures = {}
     for name, c in clips.items():
         w, m = [warping_error(x) for x in c], [motion(x) for x in c]
-        figures[name] = {"mean": float(np.mean(w)), "std": float(np.std(w)), "motion": float(np.mean(m))}
+        figures[name] = {"mean": float(np.mean(w)), "std": float(np.std(w)), "motion": float(np.mean(m)),
+                         "speed": float(np.mean([speed(x) for x in c]))}
         if reader is not None:
             from arvid.generator.digits import label_hits
 
@@ -395,17 +410,21 @@ class Report:
                       "Warping error: mean |warp(frame t-1 -> t) - frame t| (pixels in [0, 1]) along Farneback flow. "
                       "The ablation samples every latent frame on its own (as the first frame of a new clip).", "",
                       "Motion: mean |frame t - frame t-1|; a clip that moves less has less to warp, so a low warping "
-                      "error counts only with real-like motion. The tokenizer reconstruction is the real clips encoded "
-                      "and decoded: every generated clip is rendered by that decoder.", "",
+                      "error counts only with real-like motion. Motion also counts flicker, so it falls when a clip "
+                      "only flickers less; speed does not: the mean optical-flow length (pixels per frame) on the "
+                      "digits' pixels (brighter than 64), how far they move. The tokenizer reconstruction is the real "
+                      "clips encoded and decoded: every generated clip is rendered by that decoder.", "",
                       "Labels shown: the fraction of frames in which a digit reader (a small CNN trained on frames of "
                       "the train split, see arvid/generator/digits.py) finds exactly the clip's two digit classes. "
                       "Its score on real frames is the ceiling of the measure (overlapping digits hide each other).",
                       "", _decoding_text(st), "",
-                      "| clips | warping error (mean ± std over clips) | x real | motion | x real | labels shown |",
-                      "| --- | --- | --- | --- | --- | --- |"]
+                      "| clips | warping error (mean ± std over clips) | x real | motion | x real | speed (px/frame) "
+                      "| x real | labels shown |",
+                      "| --- | --- | --- | --- | --- | --- | --- | --- |"]
             r = w["real"]
             lines += [f"| {k} | {v['mean']:.4f} ± {v['std']:.4f} | {v['mean'] / r['mean']:.2f} | {v['motion']:.4f} | "
-                      f"{v['motion'] / r['motion']:.2f} | {format(v['labels'], '.2f') if 'labels' in v else ''} |"
+                      f"{v['motion'] / r['motion']:.2f} | {v['speed']:.2f} | {v['speed'] / max(r['speed'], 1e-9):.2f} | "
+                      f"{format(v['labels'], '.2f') if 'labels' in v else ''} |"
                       for k, v in w.items() if "mean" in v]
         lc = self.figures.get("long")
         if lc:
@@ -541,13 +560,15 @@ def write_report(rep: Report, out: Path) -> list[Path]:
 
 
 def _sweep_panel(ax, w: dict, xs: list | None, names: list | None, xlabel: str, title: str) -> None:
-    """Warping error, motion and labels shown of the sweep's runs, each as a ratio to real clips."""
+    """Warping error, motion, speed and labels shown of the sweep's runs, each as a ratio to real clips."""
     if not xs or len(xs) < 2:
         ax.axis("off")
         return
     r = w["real"]
     ax.plot(xs, [w[k]["mean"] / r["mean"] for k in names], marker="o", label="warping error / real")
     ax.plot(xs, [w[k]["motion"] / r["motion"] for k in names], marker="s", label="motion / real")
+    if r.get("speed"):
+        ax.plot(xs, [w[k]["speed"] / r["speed"] for k in names], marker="v", label="speed / real")
     if r.get("labels"):
         ax.plot(xs, [w[k]["labels"] / r["labels"] for k in names], marker="^", label="labels shown / real")
     ax.axhline(1.5, color="k", ls=":", lw=1)
@@ -569,5 +590,5 @@ def _sheet(rows: list[tuple[str, np.ndarray]], path: Path) -> None:
         Image.fromarray(stacked).save(tmp, format="PNG")
 
 
-__all__ = ["Settings", "Report", "evaluate_generation", "write_report", "warping_error", "motion", "blob_count", "BlockStats",
+__all__ = ["Settings", "Report", "evaluate_generation", "write_report", "warping_error", "motion", "speed", "blob_count", "BlockStats",
            "collapse_rule", "collapsed", "frame_mse", "rollout"]
