@@ -179,11 +179,11 @@ class Tokenizer(nn.Module):
         `code_noise` (frozen encoder only): the decoder renders codes of which that fraction, drawn at random,
         were replaced by random codes, so it learns to render codes that are not quite right (sampled ones)."""
         self.check_video(video)
+        if code_noise and not self.encoder_frozen:
+            raise ArvidError("code noise trains a decoder alone: freeze the encoder first (--train-part decoder)")
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
             z = self.encoder(self.fold(video))
             zq, codes, aux = self.quantizer(z, update=self.training and not self.encoder_frozen)
-        if code_noise and not self.encoder_frozen:
-            raise ArvidError("code noise trains a decoder alone: freeze the encoder first (--train-part decoder)")
         if self.encoder_frozen:
             zq, aux = zq.detach(), torch.zeros((), device=zq.device)
             if code_noise:

@@ -58,9 +58,9 @@ class TokenizerTask:
         if not (math.isfinite(consistency_weight) and consistency_weight >= 0):
             raise ArvidError(f"--consistency-weight must be a finite number >= 0, got {consistency_weight}")
         if consistency_weight:
-            from arvid.video.flow import _cv2
+            from arvid.video.flow import require_opencv
 
-            _cv2()  # fail before training when OpenCV is missing
+            require_opencv()  # fail before training when OpenCV is missing
         if not 0 <= code_noise < 1:
             raise ArvidError(f"--code-noise must be a fraction in [0, 1), got {code_noise}")
         if code_noise and part != "decoder":

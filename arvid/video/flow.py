@@ -17,7 +17,7 @@ from arvid.errors import ArvidError
 FARNEBACK = (0.5, 3, 15, 3, 5, 1.2, 0)
 
 
-def _cv2():
+def require_opencv():
     try:
         import cv2
     except ImportError:
@@ -27,12 +27,12 @@ def _cv2():
 
 def backward_flow(cur: np.ndarray, prev: np.ndarray) -> np.ndarray:
     """uint8 (H, W) frames -> float32 (H, W, 2) flow (dx, dy) in pixels with cur(y, x) ~ prev(y + dy, x + dx)."""
-    return _cv2().calcOpticalFlowFarneback(cur, prev, None, *FARNEBACK)
+    return require_opencv().calcOpticalFlowFarneback(cur, prev, None, *FARNEBACK)
 
 
 def warp_back(prev: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """prev (H, W) warped along `backward_flow(cur, prev)` onto cur: bilinear, black outside the frame."""
-    cv2 = _cv2()
+    cv2 = require_opencv()
     h, w = prev.shape[:2]
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     return cv2.remap(prev, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
