@@ -103,18 +103,28 @@ def frame_ssim(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
                      for t in range(pred.shape[1])])
 
 
-def warping_error(clip: np.ndarray) -> float:
-    """Mean over consecutive pairs of |warp(frame t-1 -> t) - frame t| in [0, 1]; clip uint8 (T, H, W[, 1])."""
-    from arvid.video.flow import backward_flow, warp_back
+def _gray(clip: np.ndarray) -> np.ndarray:
+    return clip[..., 0] if clip.ndim == 4 else clip
 
-    frames = clip[..., 0] if clip.ndim == 4 else clip
+
+def _flows(clip: np.ndarray) -> np.ndarray:
+    """(T-1, H, W, 2) Farneback flows of a uint8 clip (T, H, W[, 1]), frame t back to t-1: what `warping_error` and
+    `speed` take, so a clip measured both ways is run through the flow once."""
+    from arvid.video.flow import backward_flows
+
+    return backward_flows(_gray(clip))
+
+
+def warping_error(clip: np.ndarray, flows: np.ndarray | None = None) -> float:
+    """Mean over consecutive pairs of |warp(frame t-1 -> t) - frame t| in [0, 1]; clip uint8 (T, H, W[, 1])."""
+    from arvid.video.flow import warp_back
+
+    frames = _gray(clip)
     if frames.shape[0] < 2:
         raise ArvidError("the warping error needs at least two frames")
-    errs = []
-    for t in range(1, frames.shape[0]):
-        cur, prev = frames[t], frames[t - 1]
-        warped = warp_back(prev, backward_flow(cur, prev))
-        errs.append(np.abs(warped.astype(np.float64) - cur.astype(np.float64)).mean() / 255)
+    flows = _flows(clip) if flows is None else flows
+    errs = [np.abs(warp_back(frames[t - 1], flow).astype(np.float64) - frames[t].astype(np.float64)).mean() / 255
+            for t, flow in enumerate(flows, start=1)]
     return float(np.mean(errs))
 
 
@@ -124,17 +134,13 @@ def motion(clip: np.ndarray) -> float:
     return float(np.abs(np.diff(clip.astype(np.float32), axis=0)).mean() / 255)
 
 
-def speed(clip: np.ndarray, bright: int = 64) -> float:
+def speed(clip: np.ndarray, bright: int = 64, flows: np.ndarray | None = None) -> float:
     """Mean optical-flow length in pixels per frame on the bright pixels (> `bright`, the digits) of a uint8 clip
     (T, H, W[, 1]): how far things move. Unlike `motion`, it does not fall when a clip only flickers less."""
-    from arvid.video.flow import backward_flow
-
-    frames = clip[..., 0] if clip.ndim == 4 else clip
-    lengths = []
-    for t in range(1, frames.shape[0]):
-        on = frames[t] > bright
-        if on.any():
-            lengths.append(float(np.linalg.norm(backward_flow(frames[t], frames[t - 1])[on], axis=-1).mean()))
+    frames = _gray(clip)
+    flows = _flows(clip) if flows is None else flows
+    lengths = [float(np.linalg.norm(flow[frames[t] > bright], axis=-1).mean())
+               for t, flow in enumerate(flows, start=1) if (frames[t] > bright).any()]
     return float(np.mean(lengths)) if lengths else 0.0
 
 
@@ -295,9 +301,11 @@ def consistency(model, st: Settings) -> dict:
         reader = train_reader(size=size, steps=st.reader_steps, seed=st.seed)
     figures = {}
     for name, c in clips.items():
-        w, m = [warping_error(x) for x in c], [motion(x) for x in c]
-        figures[name] = {"mean": float(np.mean(w)), "std": float(np.std(w)), "motion": float(np.mean(m)),
-                         "speed": float(np.mean([speed(x) for x in c]))}
+        flows = [_flows(x) for x in c]
+        w = [warping_error(x, f) for x, f in zip(c, flows)]
+        figures[name] = {"mean": float(np.mean(w)), "std": float(np.std(w)),
+                         "motion": float(np.mean([motion(x) for x in c])),
+                         "speed": float(np.mean([speed(x, flows=f) for x, f in zip(c, flows)]))}
         if reader is not None:
             from arvid.generator.digits import label_hits
 

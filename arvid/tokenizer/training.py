@@ -112,7 +112,7 @@ class TokenizerTask:
         return video_to_tensor(videos).to(device)
 
     def loss(self, model, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        recon, codes, aux = model(batch, code_noise=self.code_noise) if self.code_noise else model(batch)
+        recon, codes, aux = model(batch, code_noise=self.code_noise)
         recon = recon.float()
         mse = F.mse_loss(recon, batch)
         loss = self.config.l2_weight * mse + self.config.l1_weight * F.l1_loss(recon, batch) + aux

@@ -39,8 +39,13 @@ def warp_back(prev: np.ndarray, flow: np.ndarray) -> np.ndarray:
                      borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
+def backward_flows(frames: np.ndarray) -> np.ndarray:
+    """uint8 (T, H, W) -> float32 (T-1, H, W, 2): `backward_flow` from each frame t >= 1 back to frame t-1."""
+    flows = [backward_flow(frames[t], frames[t - 1]) for t in range(1, frames.shape[0])]
+    return np.stack(flows) if flows else np.zeros((0, *frames.shape[1:3], 2), np.float32)
+
+
 def clip_flows(frames: np.ndarray) -> np.ndarray:
-    """uint8 (T, H, W) -> float32 (T-1, 2, H, W): for t >= 1 the flow from frame t back to frame t-1, as (dy, dx)
-    (the order `arvid.tokenizer.warp.warp` takes)."""
-    flows = [backward_flow(frames[t], frames[t - 1])[..., ::-1] for t in range(1, frames.shape[0])]
-    return np.ascontiguousarray(np.stack(flows).transpose(0, 3, 1, 2))
+    """uint8 (T, H, W) -> float32 (T-1, 2, H, W): `backward_flows` as (dy, dx) channels (the layout
+    `arvid.tokenizer.warp.warp` takes)."""
+    return np.ascontiguousarray(backward_flows(frames)[..., ::-1].transpose(0, 3, 1, 2))
