@@ -9,7 +9,7 @@ import torch
 from arvid.cli.main import main
 from arvid.generator import Generator, GeneratorConfig
 from arvid.generator.evaluate import (BlockStats, blob_count, collapse_rule, collapsed, frame_mse, motion, rollout,
-                                     speed, warping_error)
+                                     sharpness, speed, warping_error)
 from arvid.kernels import use_backend
 from arvid.pipeline import Arvid
 from arvid.tokenizer import Tokenizer, TokenizerConfig
@@ -49,6 +49,16 @@ def test_speed_is_the_distance_moved_and_ignores_flicker():
     assert motion(flicker) > 1.2 * motion(disc_clip(dx=2))
     assert speed(flicker) == pytest.approx(speed(disc_clip(dx=2)), abs=0.3)
     assert speed(np.zeros((3, 16, 16, 1), np.uint8)) == 0.0  # nothing bright: nothing measured
+
+
+def test_sharpness_falls_with_blur_not_with_motion():
+    import cv2
+
+    clip = disc_clip(dx=2)
+    blurred = np.stack([cv2.GaussianBlur(f, (7, 7), 2)[..., None] for f in clip])
+    assert sharpness(clip) == pytest.approx(sharpness(disc_clip(dx=0)), rel=0.05)  # moving keeps the edges
+    assert sharpness(blurred) < 0.7 * sharpness(clip)
+    assert sharpness(np.zeros((3, 16, 16, 1), np.uint8)) == 0.0
 
 
 def test_blobs_count_digits_and_ignore_specks():
@@ -130,7 +140,8 @@ def test_cli_writes_the_report_and_refuses_bad_input(model_dir, tmp_path, capsys
     assert cons["sweep"]["temperatures"] == [0.0, 0.3, 0.5, 0.7, 1.0]
     assert cons["sweep"]["names"][0] == "generated, temperature 0" and cons["sweep"]["names"][-1] == "generated"
     rows = {k: v for k, v in cons.items() if "mean" in v}
-    assert all(v["motion"] >= 0 and v["speed"] >= 0 and 0 <= v["labels"] <= 1 for v in rows.values())
+    assert all(v["motion"] >= 0 and v["speed"] >= 0 and v["sharpness"] >= 0 and 0 <= v["labels"] <= 1
+               for v in rows.values())
     # no sampling.json in this model: guidance is off by default, and the sweep adds scale 5 beside it
     assert figures["settings"]["guidance"] is None and figures["settings"]["top_p"] is None
     assert cons["guidance_sweep"] == {"scales": [1.0, 5.0], "names": ["generated", "generated, guidance 5"]}

@@ -269,6 +269,34 @@ def test_consistency_loss_charges_frames_that_do_not_move_with_the_clip():
     assert recon.grad.abs().sum() > 0
 
 
+def test_gradient_difference_loss_charges_blur_not_brightness():
+    from arvid.tokenizer.training import gradient_difference_loss
+
+    x = torch.zeros(1, 1, 2, 16, 16)
+    x[..., 4:12, 4:12] = 1.0  # a sharp square
+    blurred = F.avg_pool3d(x, (1, 5, 5), stride=1, padding=(0, 2, 2), count_include_pad=False)
+    brighter = x + 0.1  # every edge where it was, as steep: only the squared and L1 terms see this
+    assert gradient_difference_loss(x, x).item() == 0
+    assert gradient_difference_loss(brighter, x).item() == pytest.approx(0, abs=1e-6)
+    assert gradient_difference_loss(blurred, x).item() > 0.02
+    assert gradient_difference_loss(blurred, x).item() > F.mse_loss(blurred, x).item() / 5  # not a rounding error
+    recon = blurred.clone().requires_grad_()
+    gradient_difference_loss(recon, x).backward()
+    assert recon.grad.abs().sum() > 0
+
+
+def test_sharpness_weight_trains_and_is_recorded(tmp_path, capsys):
+    out = tmp_path / "sw"
+    assert main(["train", "tokenizer", "--out", str(out), "--steps", "2", "--batch-size", "2",
+                 "--sharpness-weight", "0.5", *TRAIN]) == 0
+    assert Tokenizer.from_pretrained(out).config.notes["sharpness_weight"] == 0.5
+    assert "gdl=" in capsys.readouterr().err
+    assert main(["train", "tokenizer", "--out", str(tmp_path / "bad"), "--steps", "1", "--sharpness-weight",
+                 "-1", *TRAIN]) == 2
+    assert "--sharpness-weight must be a finite number >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_consistency_weight_trains_and_is_recorded(tmp_path, capsys):
     out = tmp_path / "cw"
     assert main(["train", "tokenizer", "--out", str(out), "--steps", "2", "--batch-size", "2", "--warp",

@@ -144,6 +144,17 @@ def speed(clip: np.ndarray, bright: int = 64, flows: np.ndarray | None = None) -
     return float(np.mean(lengths)) if lengths else 0.0
 
 
+def sharpness(clip: np.ndarray) -> float:
+    """Root mean square of the differences between neighbouring pixels (horizontal and vertical, in [0, 1]) of a uint8
+    clip (T, H, W[, C]): how steep the edges are. Blur spreads an edge over more pixels, which keeps the sum of the
+    differences but lowers their squares. Blur also lowers the warping error (a soft frame has less to get wrong);
+    this shows whether a clip won it that way."""
+    x = clip.astype(np.float32) / 255
+    if x.ndim == 4:
+        x = x.mean(axis=-1)
+    return float(np.sqrt((np.diff(x, axis=-1) ** 2).mean() + (np.diff(x, axis=-2) ** 2).mean()))
+
+
 def blob_count(frame: np.ndarray) -> int:
     """Digit blobs of a uint8 frame (H, W[, 1]): 8-connected components >= BLOB_THRESHOLD of >= MIN_BLOB_AREA px."""
     import cv2
@@ -305,7 +316,8 @@ def consistency(model, st: Settings) -> dict:
         w = [warping_error(x, f) for x, f in zip(c, flows)]
         figures[name] = {"mean": float(np.mean(w)), "std": float(np.std(w)),
                          "motion": float(np.mean([motion(x) for x in c])),
-                         "speed": float(np.mean([speed(x, flows=f) for x, f in zip(c, flows)]))}
+                         "speed": float(np.mean([speed(x, flows=f) for x, f in zip(c, flows)])),
+                         "sharpness": float(np.mean([sharpness(x) for x in c]))}
         if reader is not None:
             from arvid.generator.digits import label_hits
 
@@ -420,19 +432,21 @@ class Report:
                       "Motion: mean |frame t - frame t-1|; a clip that moves less has less to warp, so a low warping "
                       "error counts only with real-like motion. Motion also counts flicker, so it falls when a clip "
                       "only flickers less; speed does not: the mean optical-flow length (pixels per frame) on the "
-                      "digits' pixels (brighter than 64), how far they move. The tokenizer reconstruction is the real "
+                      "digits' pixels (brighter than 64), how far they move. Sharpness: the root mean square difference "
+                      "between neighbouring pixels; a blurred clip also has less to warp wrongly, so a low warping error counts "
+                      "only with real-like sharpness. The tokenizer reconstruction is the real "
                       "clips encoded and decoded: every generated clip is rendered by that decoder.", "",
                       "Labels shown: the fraction of frames in which a digit reader (a small CNN trained on frames of "
                       "the train split, see arvid/generator/digits.py) finds exactly the clip's two digit classes. "
                       "Its score on real frames is the ceiling of the measure (overlapping digits hide each other).",
                       "", _decoding_text(st), "",
                       "| clips | warping error (mean ± std over clips) | x real | motion | x real | speed (px/frame) "
-                      "| x real | labels shown |",
-                      "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+                      "| x real | sharpness x real | labels shown |",
+                      "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
             r = w["real"]
             lines += [f"| {k} | {v['mean']:.4f} ± {v['std']:.4f} | {v['mean'] / r['mean']:.2f} | {v['motion']:.4f} | "
                       f"{v['motion'] / r['motion']:.2f} | {v['speed']:.2f} | {v['speed'] / max(r['speed'], 1e-9):.2f} | "
-                      f"{format(v['labels'], '.2f') if 'labels' in v else ''} |"
+                      f"{v['sharpness'] / max(r['sharpness'], 1e-9):.2f} | {format(v['labels'], '.2f') if 'labels' in v else ''} |"
                       for k, v in w.items() if "mean" in v]
         lc = self.figures.get("long")
         if lc:
@@ -568,7 +582,7 @@ def write_report(rep: Report, out: Path) -> list[Path]:
 
 
 def _sweep_panel(ax, w: dict, xs: list | None, names: list | None, xlabel: str, title: str) -> None:
-    """Warping error, motion, speed and labels shown of the sweep's runs, each as a ratio to real clips."""
+    """Warping error, motion, speed, sharpness and labels shown of the sweep's runs, each as a ratio to real clips."""
     if not xs or len(xs) < 2:
         ax.axis("off")
         return
@@ -577,6 +591,8 @@ def _sweep_panel(ax, w: dict, xs: list | None, names: list | None, xlabel: str, 
     ax.plot(xs, [w[k]["motion"] / r["motion"] for k in names], marker="s", label="motion / real")
     if r.get("speed"):
         ax.plot(xs, [w[k]["speed"] / r["speed"] for k in names], marker="v", label="speed / real")
+    if r.get("sharpness"):
+        ax.plot(xs, [w[k]["sharpness"] / r["sharpness"] for k in names], marker="d", label="sharpness / real")
     if r.get("labels"):
         ax.plot(xs, [w[k]["labels"] / r["labels"] for k in names], marker="^", label="labels shown / real")
     ax.axhline(1.5, color="k", ls=":", lw=1)
@@ -598,5 +614,5 @@ def _sheet(rows: list[tuple[str, np.ndarray]], path: Path) -> None:
         Image.fromarray(stacked).save(tmp, format="PNG")
 
 
-__all__ = ["Settings", "Report", "evaluate_generation", "write_report", "warping_error", "motion", "speed", "blob_count", "BlockStats",
+__all__ = ["Settings", "Report", "evaluate_generation", "write_report", "warping_error", "motion", "speed", "sharpness", "blob_count", "BlockStats",
            "collapse_rule", "collapsed", "frame_mse", "rollout"]

@@ -7,6 +7,7 @@ DDP, checkpoints, --resume). The task supplies the model, deterministic batches 
     loss = l1_weight·|x̂ - x| + l2_weight·(x̂ - x)² + quantizer aux loss (LFQ entropy, VQ/LFQ commitment)
            + temporal_weight·|(x̂_t - x̂_t-1) - (x_t - x_t-1)|   (with --temporal-weight; 0 by default)
            + consistency_weight·|x̂_t - warp(x̂_t-1, F_t)|        (with --consistency-weight; 0 by default)
+           + sharpness_weight·||∇x̂| - |∇x||                     (with --sharpness-weight; 0 by default)
 
 with PSNR and codebook usage (the fraction of codes used in the batch) as metrics. The temporal term
 compares frame-to-frame changes: a reconstruction whose strokes flicker or morph between frames pays
@@ -46,7 +47,7 @@ class TokenizerTask:
     def __init__(self, config: TokenizerConfig, dataset_name: str, frames: int, size: int,
                  data_path: str | None = None, seed: int = 0, init: str | None = None, part: str = "all",
                  temporal_weight: float = 0.0, warp: bool = False, consistency_weight: float = 0.0,
-                 code_noise: float = 0.0):
+                 code_noise: float = 0.0, sharpness_weight: float = 0.0):
         from arvid.data import make_dataset
 
         if part not in TRAIN_PARTS:
@@ -57,6 +58,8 @@ class TokenizerTask:
             raise ArvidError(f"--temporal-weight must be a finite number >= 0, got {temporal_weight}")
         if not (math.isfinite(consistency_weight) and consistency_weight >= 0):
             raise ArvidError(f"--consistency-weight must be a finite number >= 0, got {consistency_weight}")
+        if not (math.isfinite(sharpness_weight) and sharpness_weight >= 0):
+            raise ArvidError(f"--sharpness-weight must be a finite number >= 0, got {sharpness_weight}")
         if consistency_weight:
             from arvid.video.flow import require_opencv
 
@@ -68,6 +71,7 @@ class TokenizerTask:
         self.init, self.part, self.temporal_weight = init, part, float(temporal_weight)
         self.code_noise = float(code_noise)
         self.consistency_weight = float(consistency_weight)
+        self.sharpness_weight = float(sharpness_weight)
         self._init_model = Tokenizer.from_pretrained(init) if init is not None else None  # fails before training
         if init is not None:
             config = self._init_model.config
@@ -89,6 +93,8 @@ class TokenizerTask:
             notes["consistency_weight"] = float(consistency_weight)
         if code_noise:
             notes["code_noise"] = float(code_noise)
+        if sharpness_weight:
+            notes["sharpness_weight"] = float(sharpness_weight)
         self.config = config.replace(notes=notes)
         self.dataset_name, self.frames, self.size = dataset_name, frames, size
 
@@ -128,6 +134,10 @@ class TokenizerTask:
             inconsistency = consistency_loss(recon, batch)
             loss = loss + self.consistency_weight * inconsistency
             metrics["inconsistency"] = inconsistency.item()
+        if self.sharpness_weight:
+            blur = gradient_difference_loss(recon, batch)
+            loss = loss + self.sharpness_weight * blur
+            metrics["gdl"] = blur.item()
         return loss, metrics
 
     def throughput(self, batch: torch.Tensor) -> dict[str, float]:
@@ -163,6 +173,16 @@ def consistency_loss(recon: torch.Tensor, target: torch.Tensor, tolerance: float
     return ((warp(rprev, flows) - rcur).abs() * explained).mean()
 
 
+def gradient_difference_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean ||∇x̂| - |∇x|| over the horizontal and vertical pixel differences of (B, C, T, H, W) clips: the gradient
+    difference loss of Mathieu, Couprie and LeCun (2016, α = 1), against blur. Squared and flow losses both
+    reward a softer frame where the codes leave an edge uncertain; this one charges the edges that go missing."""
+    loss = recon.new_zeros(())
+    for dim in (-1, -2):
+        loss = loss + F.l1_loss(recon.float().diff(dim=dim).abs(), target.float().diff(dim=dim).abs())
+    return loss
+
+
 def psnr_from_mse(mse: float, peak_to_peak: float = 2.0) -> float:
     """PSNR in dB of an MSE measured on values spanning `peak_to_peak` ([-1, 1]: 2; uint8: 255)."""
     return 10 * math.log10(peak_to_peak**2 / max(mse, 1e-12))
@@ -196,6 +216,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--consistency-weight", type=float, default=0.0,
                    help="weight of the loss on |x̂_t - warp(x̂_t-1)| along the real clip's optical flow (Farneback, "
                         "needs OpenCV): the reconstruction must move as the clip moves, without flicker (default 0: off)")
+    g.add_argument("--sharpness-weight", type=float, default=0.0,
+                   help="weight of the gradient difference loss ||∇x̂| - |∇x|| (Mathieu et al. 2016), which charges "
+                        "blurred edges; use it beside --consistency-weight, which alone rewards blur (default 0: off)")
     g.add_argument("--code-noise", type=float, default=0.0,
                    help="with --train-part decoder: the fraction of codes replaced by random ones before decoding, so "
                         "the decoder learns to render imperfect (generated) codes steadily (default 0: off)")
@@ -236,7 +259,8 @@ def task_from_args(args: argparse.Namespace) -> TokenizerTask:
                          temporal_weight=getattr(args, "temporal_weight", 0.0) or 0.0,
                          warp=bool(getattr(args, "warp", False)),
                          consistency_weight=getattr(args, "consistency_weight", 0.0) or 0.0,
-                         code_noise=getattr(args, "code_noise", 0.0) or 0.0)
+                         code_noise=getattr(args, "code_noise", 0.0) or 0.0,
+                         sharpness_weight=getattr(args, "sharpness_weight", 0.0) or 0.0)
 
 
 def codebook_stats(codes: torch.Tensor | np.ndarray, codebook_size: int) -> tuple[float, float]:
