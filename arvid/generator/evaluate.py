@@ -432,9 +432,9 @@ class Report:
                       "Motion: mean |frame t - frame t-1|; a clip that moves less has less to warp, so a low warping "
                       "error counts only with real-like motion. Motion also counts flicker, so it falls when a clip "
                       "only flickers less; speed does not: the mean optical-flow length (pixels per frame) on the "
-                      "digits' pixels (brighter than 64), how far they move. Sharpness: the root mean square difference "
-                      "between neighbouring pixels; a blurred clip also has less to warp wrongly, so a low warping error counts "
-                      "only with real-like sharpness. The tokenizer reconstruction is the real "
+                      "digits' pixels (brighter than 64), how far they move. Sharpness: the root mean square "
+                      "difference between neighbouring pixels; a blurred clip also has less to warp wrongly, so a low "
+                      "warping error counts only with real-like sharpness. The tokenizer reconstruction is the real "
                       "clips encoded and decoded: every generated clip is rendered by that decoder.", "",
                       "Labels shown: the fraction of frames in which a digit reader (a small CNN trained on frames of "
                       "the train split, see arvid/generator/digits.py) finds exactly the clip's two digit classes. "
@@ -446,7 +446,8 @@ class Report:
             r = w["real"]
             lines += [f"| {k} | {v['mean']:.4f} ± {v['std']:.4f} | {v['mean'] / r['mean']:.2f} | {v['motion']:.4f} | "
                       f"{v['motion'] / r['motion']:.2f} | {v['speed']:.2f} | {v['speed'] / max(r['speed'], 1e-9):.2f} | "
-                      f"{v['sharpness'] / max(r['sharpness'], 1e-9):.2f} | {format(v['labels'], '.2f') if 'labels' in v else ''} |"
+                      f"{v['sharpness'] / max(r['sharpness'], 1e-9):.2f} | "
+                      f"{format(v['labels'], '.2f') if 'labels' in v else ''} |"
                       for k, v in w.items() if "mean" in v]
         lc = self.figures.get("long")
         if lc:
