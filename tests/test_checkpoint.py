@@ -162,7 +162,7 @@ def test_weights_a_config_describes_are_bounded(tmp_path):
 
 
 @pytest.mark.parametrize("quantizer", [dict(quantizer="fsq"), dict(quantizer="lfq", num_codes=64),
-                                       dict(quantizer="vq", num_codes=32)])
+                                       dict(quantizer="vq", num_codes=32), dict(quantizer="fsq", context=True, warp=True)])
 def test_tokenizer_layout_is_the_tokenizer_state_dict_without_its_weights(quantizer):
     from arvid.tokenizer import Tokenizer, TokenizerConfig
     from arvid.tokenizer.checkpoint import tokenizer_layout

@@ -17,6 +17,9 @@ def tiny(**overrides) -> Tokenizer:
     tok = Tokenizer(TokenizerConfig.preset("tiny", **overrides)).eval()
     if tok.decoder.motion_out is not None:  # it starts at zero (no motion, an even blend): give it some
         torch.nn.init.normal_(tok.decoder.motion_out.conv.weight, std=1.0)
+    if tok.context is not None:  # its projections start at zero (the plain tokenizer): make the frame count
+        for out in [*tok.context.enc_out, *tok.context.dec_out]:
+            torch.nn.init.normal_(out.conv.weight, std=0.3)
     return tok
 
 
@@ -28,6 +31,8 @@ def clip(tok: Tokenizer, k: int = 3, size: int = 16, batch: int = 2, seed: int =
 
 def latents(tok: Tokenizer, video: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
+        if tok.config.context:  # the encoder reads the decoder's output: latent frame by latent frame
+            return tok.closed_loop(tok.fold(video), StreamState(), StreamState())[0]
         return tok.encoder(tok.fold(video))  # (B, D, t, h, w)
 
 
@@ -57,10 +62,11 @@ def test_images_are_one_frame_videos():
     assert torch.equal(tok.encode(video)[:, :1], tok.encode(image))
 
 
+@pytest.mark.parametrize("context", [False, True])
 @pytest.mark.parametrize("tau", [1, 2, 4])
-def test_encoder_is_causal(tau):
+def test_encoder_is_causal(tau, context):
     """Changing frame f never changes the latent frames before the one that holds f."""
-    tok = tiny(temporal_factor=tau)
+    tok = tiny(temporal_factor=tau, context=context)
     video = clip(tok, k=3, batch=1)
     base_z, base_codes = latents(tok, video), tok.encode(video)
     for f in sorted({0, 1, tau, tau + 1, video.shape[2] - 1}):  # first frame, group edges, last frame
@@ -73,9 +79,10 @@ def test_encoder_is_causal(tau):
         assert (z[:, :, first] - base_z[:, :, first]).abs().max() > 1e-3  # the change does reach its own frame
 
 
+@pytest.mark.parametrize("context", [False, True])
 @pytest.mark.parametrize("warp", [False, True])
-def test_decoder_is_causal(warp):
-    tok = tiny(temporal_factor=2, warp=warp)
+def test_decoder_is_causal(warp, context):
+    tok = tiny(temporal_factor=2, warp=warp, context=context)
     codes = tok.encode(clip(tok, k=3, batch=1))
     base = tok.decode(codes)
     changed = codes.clone()
@@ -85,10 +92,11 @@ def test_decoder_is_causal(warp):
     assert (out[:, :, 3:5] - base[:, :, 3:5]).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("context", [False, True])
 @pytest.mark.parametrize("warp", [False, True])
 @pytest.mark.parametrize("tau", [1, 2, 4])
-def test_streaming_equals_whole_clip(tau, warp):
-    tok = tiny(temporal_factor=tau, warp=warp)
+def test_streaming_equals_whole_clip(tau, warp, context):
+    tok = tiny(temporal_factor=tau, warp=warp, context=context)
     video = clip(tok, k=4)
     frames = video.shape[2]
     whole_z, whole_codes = latents(tok, video), tok.encode(video)
@@ -214,6 +222,11 @@ def test_config_presets_and_validation():
     assert mnist.fingerprint() != mnist.replace(levels=[8, 5, 5, 5]).fingerprint()
     assert mnist.fingerprint() == mnist.replace(notes={"dataset": "x"}).fingerprint()
     assert mnist.fingerprint() == mnist.replace(warp=True).fingerprint()  # decoder-only: codes mean the same
+    # `context` came later: off, it leaves the fingerprint of every earlier tokenizer (the shipped one's) as it was
+    assert mnist.fingerprint() == "5da894abafbf697d"
+    coded = mnist.replace(context=True)
+    assert coded.fingerprint() != mnist.fingerprint()
+    assert coded.fingerprint() != coded.replace(warp=True).fingerprint()  # with context, the decoder decides the codes
     assert TokenizerConfig.from_dict(mnist.replace(warp=True).to_dict()).warp is True
     with pytest.raises(ArvidError, match="unknown tokenizer preset"):
         TokenizerConfig.preset("huge")
@@ -346,3 +359,36 @@ def test_code_noise_perturbs_what_a_frozen_encoder_hands_the_decoder():
     assert torch.equal(noisy_codes, codes)  # the codes returned are the encoder's own
     assert (noisy - clean).abs().amax(dim=(0, 1, 3, 4)).min() > 0  # every frame is rendered from changed codes
     assert torch.equal(tok(video, code_noise=0.0)[0], clean)
+
+
+@pytest.mark.parametrize("tau", [1, 4])
+def test_context_encoder_codes_against_what_the_decoder_shows(tau):
+    """A context tokenizer's encoder runs the decoder as it goes: the frames it codes against are exactly the frames
+    `decode` gives from its codes, and so its codes (after the first latent frame) depend on the decoder's weights."""
+    tok = tiny(temporal_factor=tau, context=True)
+    video = clip(tok, k=3)
+    with torch.no_grad():
+        _, codes, _, shown, _ = tok.closed_loop(tok.fold(video), StreamState(), StreamState())
+    assert torch.equal(codes, tok.encode(video))
+    assert (shown.clamp(-1, 1) - tok.decode(codes)).abs().max() <= 1e-5
+
+    from arvid.tokenizer.codes import weights_fingerprint
+
+    before = weights_fingerprint(tok)
+    with torch.no_grad():
+        tok.decoder.conv_out.conv.weight.mul_(-1.0)  # another decoder shows other frames
+    changed = tok.encode(video)
+    assert torch.equal(changed[:, :1], codes[:, :1])  # the first latent frame has no frame before it
+    assert not torch.equal(changed[:, 1:], codes[:, 1:])
+    assert weights_fingerprint(tok) != before  # code files know the decoder that encoded them
+
+
+def test_context_tokenizer_trains_through_time_and_refuses_decoder_only_training():
+    tok = tiny(temporal_factor=2, context=True).train()
+    video = clip(tok, k=3).requires_grad_(True)
+    recon, _, _ = tok(video)
+    recon[:, :, -1].sum().backward()  # the last frame's error reaches the first frame: through time, not cut per step
+    assert video.grad[:, :, 0].abs().max() > 0
+    assert all(p.grad is not None and p.grad.abs().max() > 0 for p in tok.context.parameters())
+    with pytest.raises(ArvidError, match="train it whole"):
+        tok.freeze_encoder()

@@ -308,3 +308,25 @@ def test_consistency_weight_trains_and_is_recorded(tmp_path, capsys):
                  "nan", *TRAIN]) == 2
     assert "--consistency-weight must be a finite number >= 0" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_context_tokenizer_trains_and_round_trips_code_files(tmp_path, capsys):
+    """--context (conditional coding) and --temporal-kernel go into the config; its code files decode to what the
+    model decodes; decoder-only training, which would change its codes, is refused before anything is written."""
+    out = tmp_path / "ctx"
+    assert main(["train", "tokenizer", "--out", str(out), "--steps", "2", "--batch-size", "2", "--context",
+                 "--temporal-kernel", "1", *TRAIN]) == 0
+    tok = Tokenizer.from_pretrained(out)
+    assert tok.config.context and tok.config.temporal_kernel == 1
+    video = np.random.default_rng(0).integers(0, 256, size=(9, 16, 16, 3), dtype=np.uint8)  # shapes is RGB
+    np.save(tmp_path / "clip.npy", video)
+    assert main(["tokenize", str(tmp_path / "clip.npy"), "--model", str(out), "--out", str(tmp_path / "c.npz")]) == 0
+    f = load_codes(tmp_path / "c.npz")
+    assert np.array_equal(f.codes, tok.encode_video(video))  # streamed in chunks == whole clip
+    assert main(["detokenize", str(tmp_path / "c.npz"), "--model", str(out), "--out", str(tmp_path / "out.npy")]) == 0
+    assert np.array_equal(np.load(tmp_path / "out.npy"), tok.decode_to_video(f.codes))
+    capsys.readouterr()
+    assert main(["train", "tokenizer", "--out", str(tmp_path / "ft"), "--steps", "1", "--init", str(out),
+                 "--train-part", "decoder", *[a for a in TRAIN if a not in ("--preset", "tiny")]]) == 2
+    assert "train it whole" in capsys.readouterr().err
+    assert not (tmp_path / "ft").exists()

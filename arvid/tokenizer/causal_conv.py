@@ -18,10 +18,14 @@ from torch import nn
 
 
 class StreamState:
-    """The past input frames of each causal convolution of one stream, keyed by the module."""
+    """The past input frames of each causal convolution of one stream, keyed by the module.
 
-    def __init__(self):
+    `keep_graph`: keep the past frames in the autograd graph (training a model that runs latent frame by
+    latent frame backpropagates through time); otherwise they are detached, as inference wants."""
+
+    def __init__(self, keep_graph: bool = False):
         self._past: dict[int, torch.Tensor] = {}
+        self.keep_graph = keep_graph
 
     def get(self, module: nn.Module) -> torch.Tensor | None:
         return self._past.get(id(module))
@@ -52,7 +56,7 @@ class CausalConv3d(nn.Module):
             past = x.new_zeros(x.shape[0], x.shape[1], k, *x.shape[3:])
         x = torch.cat([past, x], dim=2)  # (B, C, k + T, H, W)
         if state is not None:
-            state.set(self, x[:, :, -k:].detach())
+            state.set(self, x[:, :, -k:] if state.keep_graph else x[:, :, -k:].detach())
         return self.conv(x)
 
 

@@ -44,12 +44,14 @@ def tokenizer_layout(config: TokenizerConfig) -> dict[str, torch.Tensor]:
     is FSQ: vector-quantize-pytorch reads FSQ's buffers (`.item()`) while building it, which a meta
     tensor cannot do; its only tensors are the implicit codebook, bounded by the config (2^20 codes).
     """
-    from arvid.tokenizer.model import Decoder, Encoder
+    from arvid.tokenizer.model import ContextNet, Decoder, Encoder
     from arvid.tokenizer.quantize import Quantizer
 
     with torch.device("meta"):
         parts = {"encoder": Encoder(config), "decoder": Decoder(config)}
+        if config.context:
+            parts["context"] = ContextNet(config)
     with torch.device("cpu" if config.quantizer == "fsq" else "meta"):
         parts["quantizer"] = Quantizer(config)
-    return {f"{name}.{key}": t for name in ("encoder", "quantizer", "decoder")
+    return {f"{name}.{key}": t for name in ("encoder", "quantizer", "decoder", "context") if name in parts
             for key, t in parts[name].state_dict().items()}

@@ -41,10 +41,11 @@ _MAX_BYTES = 1 << 30  # per array: a clip's codes are far smaller
 def weights_fingerprint(tok) -> str:
     """A short hash of the weights that decide what the codes are: the encoder's and the quantizer's
     (names, shapes and bytes). The decoder only renders codes, so a decoder trained further
-    (`arvid train tokenizer --init DIR --train-part decoder`) still reads the code files of DIR."""
+    (`arvid train tokenizer --init DIR --train-part decoder`) still reads the code files of DIR. A tokenizer
+    that codes with context encodes against its decoder's output, so there every weight counts."""
     h = hashlib.sha256()
     for name, t in sorted(tok.state_dict().items()):
-        if not name.startswith(("encoder.", "quantizer.")):
+        if not tok.config.context and not name.startswith(("encoder.", "quantizer.")):
             continue
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())

@@ -36,6 +36,7 @@ class TokenizerConfig:
     latent_depth: int = 2  # residual blocks at the latent resolution
     temporal_kernel: int = 3  # causal kernel length in time of the residual blocks (1: frame by frame)
     warp: bool = False  # decoder: each frame blends its own prediction with the previous frame, moved by a predicted flow
+    context: bool = False  # conditional coding: encoder and decoder both see the decoder's previous output frame
     quantizer: str = "fsq"  # fsq | lfq | vq
     levels: tuple[int, ...] = (8, 5, 5, 5)  # FSQ: levels of each latent channel (codebook = product)
     num_codes: int = 1024  # LFQ (a power of two) and VQ codebook size
@@ -76,10 +77,14 @@ class TokenizerConfig:
 
     def fingerprint(self) -> str:
         """A short hash of every setting that changes what codes mean: not the notes, and not `warp`, which
-        only changes how the decoder renders codes (a decoder trained further with it reads the same codes)."""
+        only changes how the decoder renders codes (a decoder trained further with it reads the same codes).
+        With `context` on, the encoder reads the decoder's output, so the decoder (warp included) decides the
+        codes too; off, `context` is left out, so fingerprints made before it existed stay the same."""
         d = self.to_dict()
         d.pop("notes")
-        d.pop("warp")
+        if not self.context:
+            d.pop("context")
+            d.pop("warp")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     # ---- presets and (de)serialisation -----------------------------------------------------

@@ -7,6 +7,12 @@ Space: `patch` x `patch` pixels fold into channels, then strided convolutions ha
 the spatial factor. Everything in between is causal in time (see causal_conv.py), so encoding and
 decoding can run one latent frame at a time (streaming.py) with the same result.
 
+With `context` on (conditional coding, as in neural video codecs such as DCVC), the encoder and the
+decoder of every latent frame also see the decoder's own previous output frame, through a small
+pyramid of features at each resolution (ContextNet). Detail drawn once stays available, and since
+the encoder sees exactly what the decoder already has, its codes need only carry what is new.
+Encoding then runs the decoder too, one latent frame after another (a closed loop).
+
     tok = Tokenizer(TokenizerConfig.preset("mnist"))
     codes = tok.encode(video)      # (B, C, T, H, W) in [-1, 1] -> (B, t, h, w) int64
     video = tok.decode(codes)      # -> (B, C, T, H, W) in [-1, 1], T = 1 + (t - 1)·τ
@@ -30,8 +36,45 @@ from arvid.tokenizer.quantize import Quantizer
 from arvid.tokenizer.warp import MOTION_CHANNELS, render
 
 
+class ContextNet(nn.Module):
+    """The previous decoded frame (B, C, H, W), or None at the start of a clip, -> feature maps at every resolution
+    level, [(B, widths[i], 1, H/p/2^i, W/p/2^i) for i in 0..num_down], one list for the encoder and one for the
+    decoder (both see the same frame, so they share the trunk and differ in their output projections).
+
+    A flag channel tells the start of a clip (no frame yet) from a black frame. The output projections start at
+    zero, so a new context tokenizer begins as the plain one and learns what to take from the frame."""
+
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        widths, self.patch, self.channels = cfg.level_widths, cfg.patch, cfg.channels
+        self.conv_in = CausalConv3d(cfg.channels * cfg.patch**2 + 1, widths[0], 1)
+        self.downs = nn.ModuleList([nn.Sequential(Downsample(widths[i], widths[i + 1]), ResBlock(widths[i + 1], widths[i + 1], 1))
+                                    for i in range(cfg.num_down)])
+        self.enc_out = nn.ModuleList([CausalConv3d(w, w, 1, 1) for w in widths])
+        self.dec_out = nn.ModuleList([CausalConv3d(w, w, 1, 1) for w in widths])
+        for out in [*self.enc_out, *self.dec_out]:
+            nn.init.zeros_(out.conv.weight)
+            nn.init.zeros_(out.conv.bias)
+
+    def forward(self, prev: torch.Tensor | None, like: torch.Tensor, up: int = 1,
+                encoder: bool = True) -> tuple[list[torch.Tensor] | None, list[torch.Tensor]]:
+        """-> (the encoder's features, or None when not `encoder`; the decoder's features). `like` (B, ·, ·, h, w):
+        a tensor of this clip with h·up = H/p, for the batch, size, dtype and device."""
+        b, h, w = like.shape[0], like.shape[-2] * up, like.shape[-1] * up
+        if prev is None:
+            x = like.new_zeros(b, self.channels * self.patch**2 + 1, 1, h, w)
+        else:
+            x = rearrange(prev.to(like.dtype), "b c (h p) (w q) -> b (c p q) 1 h w", p=self.patch, q=self.patch)
+            x = torch.cat([x, x.new_ones(b, 1, 1, h, w)], dim=1)
+        levels = [F.silu(self.conv_in(x))]
+        for down in self.downs:
+            levels.append(down(levels[-1]))
+        enc = [out(x) for out, x in zip(self.enc_out, levels)] if encoder else None
+        return enc, [out(x) for out, x in zip(self.dec_out, levels)]
+
+
 class Encoder(nn.Module):
-    """(B, C·τ·p², t, H/p, W/p) folded frames -> (B, D, t, h, w) latents."""
+    """(B, C·τ·p², t, H/p, W/p) folded frames -> (B, D, t, h, w) latents; `ctx` (ContextNet) is added at each level."""
 
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
@@ -45,18 +88,22 @@ class Encoder(nn.Module):
         self.norm_out = FrameNorm(widths[-1])
         self.conv_out = CausalConv3d(widths[-1], cfg.latent_dim, 1, 1)
 
-    def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state: StreamState | None = None, ctx: list[torch.Tensor] | None = None) -> torch.Tensor:
         x = self.conv_in(x, state)
-        for level in self.levels:
+        if ctx is not None:
+            x = x + ctx[0]
+        for i, level in enumerate(self.levels):
             for block in level:
                 x = block(x, state)
+            if ctx is not None:  # the level ends with its downsampling: x is at level i + 1
+                x = x + ctx[i + 1]
         for block in self.mid:
             x = block(x, state)
         return self.conv_out(F.silu(self.norm_out(x)))
 
 
 class Decoder(nn.Module):
-    """(B, D, t, h, w) quantized latents -> (B, C·τ·p², t, H/p, W/p) folded frames."""
+    """(B, D, t, h, w) quantized latents -> (B, C·τ·p², t, H/p, W/p) folded frames; `ctx` is added at each level."""
 
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
@@ -75,14 +122,19 @@ class Decoder(nn.Module):
             nn.init.zeros_(self.motion_out.conv.weight)
             nn.init.zeros_(self.motion_out.conv.bias)
 
-    def forward(self, z: torch.Tensor, state: StreamState | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, z: torch.Tensor, state: StreamState | None = None,
+                ctx: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """-> folded frames, and with `warp` the folded motion (B, 3·τ·p², t, H/p, W/p) (else None)."""
         x = self.conv_in(z, state)
+        if ctx is not None:
+            x = x + ctx[-1]
         for block in self.mid:
             x = block(x, state)
-        for level in self.levels:
+        for i, level in enumerate(self.levels):
             for block in level:
                 x = block(x, state)
+                if ctx is not None and isinstance(block, Upsample):  # now at level num_down - 1 - i
+                    x = x + ctx[len(ctx) - 2 - i]
         x = F.silu(self.norm_out(x))
         return self.conv_out(x), (self.motion_out(x) if self.motion_out is not None else None)
 
@@ -96,11 +148,15 @@ class Tokenizer(nn.Module):
         self.encoder = Encoder(config)
         self.quantizer = Quantizer(config)
         self.decoder = Decoder(config)
+        self.context = ContextNet(config) if config.context else None
         self.encoder_frozen = False
 
     def freeze_encoder(self) -> "Tokenizer":
         """Train the decoder alone: the encoder and quantizer keep their weights (and VQ its codebook),
         so the codes of every video stay exactly what they were and a generator trained on them still fits."""
+        if self.config.context:
+            raise ArvidError("this tokenizer codes with context (its encoder reads the decoder's output), so training "
+                             "its decoder alone would change its codes: train it whole (--train-part all)")
         self.encoder_frozen = True
         for p in [*self.encoder.parameters(), *self.quantizer.parameters()]:
             p.requires_grad_(False)
@@ -181,6 +237,11 @@ class Tokenizer(nn.Module):
         self.check_video(video)
         if code_noise and not self.encoder_frozen:
             raise ArvidError("code noise trains a decoder alone: freeze the encoder first (--train-part decoder)")
+        if self.config.context:  # closed loop, latent frame by latent frame, backpropagating through time
+            keep = torch.is_grad_enabled()
+            _, codes, aux, recon, _ = self.closed_loop(self.fold(video), StreamState(keep), StreamState(keep),
+                                                       update=self.training)
+            return recon, codes, aux
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
             z = self.encoder(self.fold(video))
             zq, codes, aux = self.quantizer(z, update=self.training and not self.encoder_frozen)
@@ -196,8 +257,10 @@ class Tokenizer(nn.Module):
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """video float (B, C, T, H, W) in [-1, 1] -> codes int64 (B, t, h, w)."""
         self.check_video(video)
-        z = self.encoder(self.fold(video.to(self.device)))
-        return self.quantizer(z, update=False)[1]
+        x = self.fold(video.to(self.device))
+        if self.config.context:
+            return self.closed_loop(x, StreamState(), StreamState(), update=False)[1]
+        return self.quantizer(self.encoder(x), update=False)[1]
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -206,14 +269,42 @@ class Tokenizer(nn.Module):
         return self.render(self.quantizer.codes_to_latent(codes.to(self.device)))[0].float().clamp(-1, 1)
 
     def render(self, zq: torch.Tensor, state: StreamState | None = None, prev: torch.Tensor | None = None,
-               first: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Quantized latents (B, D, t, h, w) -> (frames (B, C, T, H, W), the last frame for the next call).
+               first: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Quantized latents (B, D, t, h, w) -> (frames (B, C, T, H, W), the last frame (B, C, H, W) for the next call).
         `first`: these latents start the clip (drop the τ-1 padding frames); `prev`: the frame before them."""
-        x, motion = self.decoder(zq, state)
+        if not self.config.context:
+            return self._render(zq, state, prev, first)
+        state = state if state is not None else StreamState()  # one latent frame at a time: the state carries time
+        out = []
+        for j in range(zq.shape[2]):
+            frames, prev = self._render(zq[:, :, j : j + 1], state, prev, first and j == 0)
+            out.append(frames)
+        return torch.cat(out, dim=2), prev
+
+    def _render(self, zq: torch.Tensor, state: StreamState | None, prev: torch.Tensor | None,
+                first: bool, ctx: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.context is not None and ctx is None:
+            ctx = self.context(None if first else prev, zq, self.spatial_factor // self.config.patch, encoder=False)[1]
+        x, motion = self.decoder(zq, state, ctx)
         frames = self.unfold(x, drop_first=first)
         if motion is None:
-            return frames, None
+            return frames, frames[:, :, -1]
         return render(frames, self.unfold(motion, drop_first=first), None if first else prev)
+
+    def closed_loop(self, x: torch.Tensor, enc_state: StreamState, dec_state: StreamState, prev: torch.Tensor | None = None,
+                    first: bool = True, update: bool = False):
+        """Encode folded frames (B, C·τ·p², t, H/p, W/p) with context, one latent frame at a time, decoding each as
+        the decoder will, so the next one is coded against what the decoder actually shows.
+        -> (latents (B, D, t, h, w), codes (B, t, h, w), mean aux loss, frames (B, C, T, H, W), the last frame)."""
+        zs, codes, frames, aux = [], [], [], []
+        for j in range(x.shape[2]):
+            start = first and j == 0
+            enc_ctx, dec_ctx = self.context(None if start else prev, x)
+            z = self.encoder(x[:, :, j : j + 1], enc_state, enc_ctx)
+            zq, c, a = self.quantizer(z, update=update)
+            f, prev = self._render(zq, dec_state, prev, start, dec_ctx)
+            zs.append(z), codes.append(c), frames.append(f), aux.append(a)
+        return torch.cat(zs, 2), torch.cat(codes, 1), torch.stack(aux).mean(), torch.cat(frames, 2), prev
 
     # ---- streaming -----------------------------------------------------------------------------
     def encoder_stream(self, batch_size: int = 1):

@@ -9,6 +9,8 @@ The encoder completes its first latent frame with the first frame, then one more
 frames; frames that do not complete a latent frame wait for the next push. The decoder gives one
 frame for the first latent frame and τ for each after it. Both carry the causal convolutions' past
 frames in a `StreamState` (and a warping decoder its last frame), so the results equal the whole-clip pass (`Tokenizer.encode/decode`).
+An encoder that codes with context also runs the decoder, with a state of its own, to know the frame the
+decoder will show before each latent frame.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ class EncoderStream:
     def __init__(self, tokenizer, batch_size: int = 1):
         self.tok, self.batch_size = tokenizer, int(batch_size)
         self.state = StreamState()
+        self.dec_state = StreamState()  # with context: the encoder's own copy of the decoder
+        self.prev: torch.Tensor | None = None  # with context: the last frame the decoder shows
         self.pending: torch.Tensor | None = None  # (B, C, n < τ, H, W) frames not yet in a latent frame
         self.frames_in = 0
         self.latent_out = 0
@@ -51,8 +55,13 @@ class EncoderStream:
         if t_new == 0:
             _, h, w = tok.latent_shape(1, *frames.shape[3:])
             return frames.new_zeros(self.batch_size, tok.config.latent_dim, 0, h, w)
+        x = tok.fold(buf[:, :, :ready], pad_first=False)
+        first = self.latent_out == 0
         self.latent_out += t_new
-        return tok.encoder(tok.fold(buf[:, :, :ready], pad_first=False), self.state)
+        if tok.config.context:
+            z, _, _, _, self.prev = tok.closed_loop(x, self.state, self.dec_state, self.prev, first=first)
+            return z
+        return tok.encoder(x, self.state)
 
     def _check(self, frames: torch.Tensor) -> None:
         if not torch.is_tensor(frames) or frames.ndim != 5 or frames.shape[0] != self.batch_size:

@@ -15,6 +15,9 @@ for it even where its per-frame error is small (the warping error of `arvid eval
 the same flicker). The consistency term warps each reconstructed frame onto the next along the real clip's
 optical flow F_t and charges what differs, where that flow explains the real frames.
 
+`--context` trains a tokenizer that codes each latent frame against the decoder's previous output
+(model.py): the clip runs latent frame by latent frame, backpropagating through time.
+
 `--init DIR` starts from a trained tokenizer's weights (with a fresh optimizer and schedule) and takes
 its architecture from DIR. With `--train-part decoder` only the decoder learns: the encoder and the
 quantizer are frozen, so every code stays what it was, code files and generators made with DIR keep
@@ -73,6 +76,9 @@ class TokenizerTask:
         self.consistency_weight = float(consistency_weight)
         self.sharpness_weight = float(sharpness_weight)
         self._init_model = Tokenizer.from_pretrained(init) if init is not None else None  # fails before training
+        if part == "decoder" and self._init_model.config.context:
+            raise ArvidError(f"--init {init} codes with context (its encoder reads the decoder's output), so training "
+                             f"its decoder alone would change its codes: train it whole (--train-part all)")
         if init is not None:
             config = self._init_model.config
             config = config.replace(notes={**config.notes, "init": str(init), "trained_part": part},
@@ -203,6 +209,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--patch", type=int, default=None, help="pixels folded into channels at the input: 1, 2 or 4")
     g.add_argument("--depth", type=int, default=None, help="residual blocks per resolution level")
     g.add_argument("--latent-depth", type=int, default=None, help="residual blocks at the latent resolution")
+    g.add_argument("--temporal-kernel", type=int, default=None,
+                   help="causal kernel length in time of the residual blocks, 1 to 7 (1: frame by frame; default: the preset's)")
     g.add_argument("--init", metavar="DIR", default=None,
                    help="start from this trained tokenizer (its weights and architecture; fresh optimizer and schedule)")
     g.add_argument("--train-part", choices=TRAIN_PARTS, default="all",
@@ -210,6 +218,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--warp", action="store_true",
                    help="decoder renders each frame as a blend of its own prediction and the previous frame moved by "
                         "a predicted flow (motion compensation; with --init it adds this to that tokenizer's decoder)")
+    g.add_argument("--context", action="store_true",
+                   help="conditional coding: the encoder and decoder of each latent frame also see the decoder's previous "
+                        "output frame, so codes carry only what is new (a closed loop, trained latent frame by latent frame)")
     g.add_argument("--consistency-weight", type=float, default=0.0,
                    help="weight of the loss on |x̂_t - warp(x̂_t-1)| along the real clip's optical flow (Farneback, "
                         "needs OpenCV): the reconstruction must move as the clip moves, without flicker (default 0: off)")
@@ -229,6 +240,8 @@ def config_from_args(args: argparse.Namespace) -> TokenizerConfig:
         "temporal_factor": args.tau, "spatial_factor": args.spatial_factor, "quantizer": args.quantizer,
         "num_codes": args.num_codes, "width": args.width, "max_width": args.max_width,
         "patch": args.patch, "depth": args.depth, "latent_depth": args.latent_depth,
+        "temporal_kernel": getattr(args, "temporal_kernel", None),
+        "context": True if getattr(args, "context", False) else None,
     }
     if args.levels is not None:
         try:
@@ -241,13 +254,13 @@ def config_from_args(args: argparse.Namespace) -> TokenizerConfig:
 
 
 ARCHITECTURE_FLAGS = ("tau", "spatial_factor", "quantizer", "levels", "num_codes", "width", "max_width", "patch",
-                      "depth", "latent_depth")
+                      "depth", "latent_depth", "temporal_kernel", "context")
 
 
 def task_from_args(args: argparse.Namespace) -> TokenizerTask:
     init = getattr(args, "init", None)
     if init is not None:
-        given = [f"--{f.replace('_', '-')}" for f in ARCHITECTURE_FLAGS if getattr(args, f, None) is not None]
+        given = [f"--{f.replace('_', '-')}" for f in ARCHITECTURE_FLAGS if getattr(args, f, None) not in (None, False)]
         if given:
             raise ArvidError(f"--init {init} takes the architecture from that tokenizer: drop {', '.join(given)}")
     return TokenizerTask(config_from_args(args), args.dataset, args.frames, args.size,
