@@ -29,6 +29,10 @@ def clip(tok: Tokenizer, k: int = 3, size: int = 16, batch: int = 2, seed: int =
     return torch.rand(batch, tok.config.channels, frames, size, size, generator=g) * 2 - 1  # (B, C, T, H, W)
 
 
+CONTEXTS = pytest.mark.parametrize("context", [{}, {"context": True}, {"context": True, "motion_search": 2}],
+                                   ids=["plain", "context", "context+motion"])
+
+
 def latents(tok: Tokenizer, video: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         if tok.config.context:  # the encoder reads the decoder's output: latent frame by latent frame
@@ -62,11 +66,11 @@ def test_images_are_one_frame_videos():
     assert torch.equal(tok.encode(video)[:, :1], tok.encode(image))
 
 
-@pytest.mark.parametrize("context", [False, True])
+@CONTEXTS
 @pytest.mark.parametrize("tau", [1, 2, 4])
 def test_encoder_is_causal(tau, context):
     """Changing frame f never changes the latent frames before the one that holds f."""
-    tok = tiny(temporal_factor=tau, context=context)
+    tok = tiny(temporal_factor=tau, **context)
     video = clip(tok, k=3, batch=1)
     base_z, base_codes = latents(tok, video), tok.encode(video)
     for f in sorted({0, 1, tau, tau + 1, video.shape[2] - 1}):  # first frame, group edges, last frame
@@ -79,10 +83,10 @@ def test_encoder_is_causal(tau, context):
         assert (z[:, :, first] - base_z[:, :, first]).abs().max() > 1e-3  # the change does reach its own frame
 
 
-@pytest.mark.parametrize("context", [False, True])
+@CONTEXTS
 @pytest.mark.parametrize("warp", [False, True])
 def test_decoder_is_causal(warp, context):
-    tok = tiny(temporal_factor=2, warp=warp, context=context)
+    tok = tiny(temporal_factor=2, warp=warp, **context)
     codes = tok.encode(clip(tok, k=3, batch=1))
     base = tok.decode(codes)
     changed = codes.clone()
@@ -92,11 +96,11 @@ def test_decoder_is_causal(warp, context):
     assert (out[:, :, 3:5] - base[:, :, 3:5]).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("context", [False, True])
+@CONTEXTS
 @pytest.mark.parametrize("warp", [False, True])
 @pytest.mark.parametrize("tau", [1, 2, 4])
 def test_streaming_equals_whole_clip(tau, warp, context):
-    tok = tiny(temporal_factor=tau, warp=warp, context=context)
+    tok = tiny(temporal_factor=tau, warp=warp, **context)
     video = clip(tok, k=4)
     frames = video.shape[2]
     whole_z, whole_codes = latents(tok, video), tok.encode(video)
@@ -118,16 +122,20 @@ def test_streaming_equals_whole_clip(tau, warp, context):
     assert (torch.cat(pieces, dim=2) - tok.decode(whole_codes)).abs().max() <= 1e-5
 
 
-def test_stream_state_is_bounded():
-    """Streaming keeps only the causal convolutions' last k-1 frames: memory does not grow with length."""
-    tok = tiny(temporal_factor=2)
-    dec = tok.decoder_stream(1)
-    codes = tok.encode(clip(tok, k=8, batch=1))
+@CONTEXTS
+def test_stream_state_is_bounded(context):
+    """Streaming keeps only the causal convolutions' last k-1 frames (and, with context, the last frame shown):
+    memory does not grow with length, for the decoder and for the encoder with its own copy of the decoder."""
+    tok = tiny(temporal_factor=2, **context)
+    video = clip(tok, k=8, batch=1)
+    enc, dec = tok.encoder_stream(1), tok.decoder_stream(1)
     sizes = []
-    for i in range(codes.shape[1]):
-        dec.push(codes[:, i:i + 1])
-        sizes.append(dec.state.nbytes())
-    assert sizes[1] == sizes[-1] > 0
+    for i in range(video.shape[2]):
+        codes = enc.push(video[:, :, i:i + 1])
+        dec.push(codes)
+        sizes.append((dec.state.nbytes(), enc.state.nbytes() + enc.dec_state.nbytes()))
+    assert sizes[1] == sizes[-1] and sizes[-1][0] > 0 and sizes[-1][1] > 0
+    assert (enc.prev is not None) is bool(context)
 
 
 def test_stream_rejects_wrong_input():
@@ -225,7 +233,7 @@ def test_config_presets_and_validation():
     # `context` came later: off, it leaves the fingerprint of every earlier tokenizer (the shipped one's) as it was
     assert mnist.fingerprint() == "5da894abafbf697d"
     coded = mnist.replace(context=True)
-    assert coded.fingerprint() != mnist.fingerprint()
+    assert coded.fingerprint() != mnist.fingerprint() != coded.replace(motion_search=3).fingerprint()
     assert coded.fingerprint() != coded.replace(warp=True).fingerprint()  # with context, the decoder decides the codes
     assert TokenizerConfig.from_dict(mnist.replace(warp=True).to_dict()).warp is True
     with pytest.raises(ArvidError, match="unknown tokenizer preset"):
@@ -234,7 +242,8 @@ def test_config_presets_and_validation():
            ({"width": True}, "must be an integer"), ({"levels": [8, 5.5]}, "list of integers"),
            ({"temporal_factor": 3}, "temporal_factor must be one of"), ({"spatial_factor": 32}, "spatial_factor"),
            ({"levels": [2, 8]}, "FSQ levels"), ({"quantizer": "lfq", "num_codes": 1000}, "power of two"),
-           ({"patch": 8, "spatial_factor": 4}, "patch"), ({"warp": 1}, "must be true or false")]
+           ({"patch": 8, "spatial_factor": 4}, "patch"), ({"warp": 1}, "must be true or false"),
+           ({"motion_search": 2}, "it needs context=true"), ({"context": True, "motion_search": 9}, "between 0 \\(off\\) and 8")]
     for change, message in bad:
         with pytest.raises(ArvidError, match=message):
             TokenizerConfig.from_dict({**TokenizerConfig.preset("tiny").to_dict(), **change}, source="x.json")
@@ -361,11 +370,12 @@ def test_code_noise_perturbs_what_a_frozen_encoder_hands_the_decoder():
     assert torch.equal(tok(video, code_noise=0.0)[0], clean)
 
 
+@pytest.mark.parametrize("motion", [0, 2])
 @pytest.mark.parametrize("tau", [1, 4])
-def test_context_encoder_codes_against_what_the_decoder_shows(tau):
+def test_context_encoder_codes_against_what_the_decoder_shows(tau, motion):
     """A context tokenizer's encoder runs the decoder as it goes: the frames it codes against are exactly the frames
     `decode` gives from its codes, and so its codes (after the first latent frame) depend on the decoder's weights."""
-    tok = tiny(temporal_factor=tau, context=True)
+    tok = tiny(temporal_factor=tau, context=True, motion_search=motion)
     video = clip(tok, k=3)
     with torch.no_grad():
         _, codes, _, shown, _ = tok.closed_loop(tok.fold(video), StreamState(), StreamState())
@@ -384,7 +394,7 @@ def test_context_encoder_codes_against_what_the_decoder_shows(tau):
 
 
 def test_context_tokenizer_trains_through_time_and_refuses_decoder_only_training():
-    tok = tiny(temporal_factor=2, context=True).train()
+    tok = tiny(temporal_factor=2, context=True, motion_search=2).train()
     video = clip(tok, k=3).requires_grad_(True)
     recon, _, _ = tok(video)
     recon[:, :, -1].sum().backward()  # the last frame's error reaches the first frame: through time, not cut per step

@@ -11,7 +11,9 @@ With `context` on (conditional coding, as in neural video codecs such as DCVC), 
 decoder of every latent frame also see the decoder's own previous output frame, through a small
 pyramid of features at each resolution (ContextNet). Detail drawn once stays available, and since
 the encoder sees exactly what the decoder already has, its codes need only carry what is new.
-Encoding then runs the decoder too, one latent frame after another (a closed loop).
+Encoding then runs the decoder too, one latent frame after another (a closed loop). With
+`motion_search`, the context also holds the τ frames to come as extrapolated from the last two
+decoded frames' motion (motion.py), so detail is offered where the content will be, not where it was.
 
     tok = Tokenizer(TokenizerConfig.preset("mnist"))
     codes = tok.encode(video)      # (B, C, T, H, W) in [-1, 1] -> (B, t, h, w) int64
@@ -32,22 +34,27 @@ from arvid.errors import ArvidError
 from arvid.tokenizer.causal_conv import CausalConv3d, Downsample, FrameNorm, ResBlock, StreamState, Upsample
 from arvid.tokenizer.config import TokenizerConfig
 from arvid.tokenizer.frames import check_frames
+from arvid.tokenizer.motion import extrapolate
 from arvid.tokenizer.quantize import Quantizer
 from arvid.tokenizer.warp import MOTION_CHANNELS, render
 
 
 class ContextNet(nn.Module):
-    """The previous decoded frame (B, C, H, W), or None at the start of a clip, -> feature maps at every resolution
-    level, [(B, widths[i], 1, H/p/2^i, W/p/2^i) for i in 0..num_down], one list for the encoder and one for the
-    decoder (both see the same frame, so they share the trunk and differ in their output projections).
+    """What the decoder showed last, (B, C, 2, H, W) (its last two frames; None at the start of a clip), -> feature
+    maps at every resolution level, [(B, widths[i], 1, H/p/2^i, W/p/2^i) for i in 0..num_down], one list for the
+    encoder and one for the decoder (both see the same frames, so they share the trunk, not the output projections).
 
-    A flag channel tells the start of a clip (no frame yet) from a black frame. The output projections start at
-    zero, so a new context tokenizer begins as the plain one and learns what to take from the frame."""
+    The input is the last frame and, with `motion_search`, the τ frames to come extrapolated from the last two
+    (motion.py) with their uncovered-background flags, all folded like the encoder's input, plus a flag channel that
+    tells the start of a clip (no frame yet) from a black frame. The output projections start at zero, so a new
+    context tokenizer begins as the plain one and learns what to take from the frames."""
 
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
         widths, self.patch, self.channels = cfg.level_widths, cfg.patch, cfg.channels
-        self.conv_in = CausalConv3d(cfg.channels * cfg.patch**2 + 1, widths[0], 1)
+        self.motion, self.tau = cfg.motion_search, cfg.temporal_factor
+        self.in_channels = cfg.patch**2 * (cfg.channels + (self.tau * (cfg.channels + 1) if self.motion else 0)) + 1
+        self.conv_in = CausalConv3d(self.in_channels, widths[0], 1)
         self.downs = nn.ModuleList([nn.Sequential(Downsample(widths[i], widths[i + 1]), ResBlock(widths[i + 1], widths[i + 1], 1))
                                     for i in range(cfg.num_down)])
         self.enc_out = nn.ModuleList([CausalConv3d(w, w, 1, 1) for w in widths])
@@ -56,15 +63,20 @@ class ContextNet(nn.Module):
             nn.init.zeros_(out.conv.weight)
             nn.init.zeros_(out.conv.bias)
 
-    def forward(self, prev: torch.Tensor | None, like: torch.Tensor, up: int = 1,
+    def forward(self, shown: torch.Tensor | None, like: torch.Tensor, up: int = 1,
                 encoder: bool = True) -> tuple[list[torch.Tensor] | None, list[torch.Tensor]]:
         """-> (the encoder's features, or None when not `encoder`; the decoder's features). `like` (B, ·, ·, h, w):
         a tensor of this clip with h·up = H/p, for the batch, size, dtype and device."""
         b, h, w = like.shape[0], like.shape[-2] * up, like.shape[-1] * up
-        if prev is None:
-            x = like.new_zeros(b, self.channels * self.patch**2 + 1, 1, h, w)
+        if shown is None:
+            x = like.new_zeros(b, self.in_channels, 1, h, w)
         else:
-            x = rearrange(prev.to(like.dtype), "b c (h p) (w q) -> b (c p q) 1 h w", p=self.patch, q=self.patch)
+            shown = shown.to(like.dtype)
+            parts = [shown[:, :, -1:]]  # (B, C, 1, H, W)
+            if self.motion:
+                parts += list(extrapolate(shown, self.tau, self.motion))  # (B, C, τ, H, W) and (B, 1, τ, H, W)
+            x = torch.cat([rearrange(f, "b c k (h p) (w q) -> b (c k p q) 1 h w", p=self.patch, q=self.patch)
+                           for f in parts], dim=1)
             x = torch.cat([x, x.new_ones(b, 1, 1, h, w)], dim=1)
         levels = [F.silu(self.conv_in(x))]
         for down in self.downs:
@@ -270,8 +282,9 @@ class Tokenizer(nn.Module):
 
     def render(self, zq: torch.Tensor, state: StreamState | None = None, prev: torch.Tensor | None = None,
                first: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Quantized latents (B, D, t, h, w) -> (frames (B, C, T, H, W), the last frame (B, C, H, W) for the next call).
-        `first`: these latents start the clip (drop the τ-1 padding frames); `prev`: the frame before them."""
+        """Quantized latents (B, D, t, h, w) -> (frames (B, C, T, H, W), what the next call needs: the last frame
+        (B, C, H, W), or with context the last two (B, C, 2, H, W)). `first`: these latents start the clip (drop the
+        τ-1 padding frames); `prev`: what the previous call returned."""
         if not self.config.context:
             return self._render(zq, state, prev, first)
         state = state if state is not None else StreamState()  # one latent frame at a time: the state carries time
@@ -283,13 +296,20 @@ class Tokenizer(nn.Module):
 
     def _render(self, zq: torch.Tensor, state: StreamState | None, prev: torch.Tensor | None,
                 first: bool, ctx: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.context is not None and ctx is None:
+        context = self.config.context
+        if context and ctx is None:
             ctx = self.context(None if first else prev, zq, self.spatial_factor // self.config.patch, encoder=False)[1]
         x, motion = self.decoder(zq, state, ctx)
         frames = self.unfold(x, drop_first=first)
-        if motion is None:
+        if motion is not None:
+            last = None if first else (prev[:, :, -1] if context else prev)
+            frames, _ = render(frames, self.unfold(motion, drop_first=first), last)
+        if not context:
             return frames, frames[:, :, -1]
-        return render(frames, self.unfold(motion, drop_first=first), None if first else prev)
+        shown = frames if first else torch.cat([prev, frames], dim=2)
+        if shown.shape[2] == 1:  # one frame so far: it counts as still
+            shown = torch.cat([shown, shown], dim=2)
+        return frames, shown[:, :, -2:]
 
     def closed_loop(self, x: torch.Tensor, enc_state: StreamState, dec_state: StreamState, prev: torch.Tensor | None = None,
                     first: bool = True, update: bool = False):

@@ -26,7 +26,7 @@ class EncoderStream:
         self.tok, self.batch_size = tokenizer, int(batch_size)
         self.state = StreamState()
         self.dec_state = StreamState()  # with context: the encoder's own copy of the decoder
-        self.prev: torch.Tensor | None = None  # with context: the last frame the decoder shows
+        self.prev: torch.Tensor | None = None  # with context: the last two frames the decoder shows (B, C, 2, H, W)
         self.pending: torch.Tensor | None = None  # (B, C, n < τ, H, W) frames not yet in a latent frame
         self.frames_in = 0
         self.latent_out = 0
@@ -83,7 +83,8 @@ class DecoderStream:
     def __init__(self, tokenizer, batch_size: int = 1):
         self.tok, self.batch_size = tokenizer, int(batch_size)
         self.state = StreamState()
-        self.prev: torch.Tensor | None = None  # the last frame given out (B, C, H, W), which a warping decoder reuses
+        self.prev: torch.Tensor | None = None  # the last frame given out (B, C, H, W), which a warping decoder reuses;
+        # with context, the last two (B, C, 2, H, W), which the context reads
         self.latent_in = 0
 
     @torch.no_grad()

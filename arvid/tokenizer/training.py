@@ -221,6 +221,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--context", action="store_true",
                    help="conditional coding: the encoder and decoder of each latent frame also see the decoder's previous "
                         "output frame, so codes carry only what is new (a closed loop, trained latent frame by latent frame)")
+    g.add_argument("--motion-search", type=int, default=None, metavar="PX",
+                   help="with --context: also show the context the next τ frames extrapolated from the last two decoded "
+                        "frames' motion, searched up to PX pixels per frame (motion.py; default 0: off)")
     g.add_argument("--consistency-weight", type=float, default=0.0,
                    help="weight of the loss on |x̂_t - warp(x̂_t-1)| along the real clip's optical flow (Farneback, "
                         "needs OpenCV): the reconstruction must move as the clip moves, without flicker (default 0: off)")
@@ -242,6 +245,7 @@ def config_from_args(args: argparse.Namespace) -> TokenizerConfig:
         "patch": args.patch, "depth": args.depth, "latent_depth": args.latent_depth,
         "temporal_kernel": getattr(args, "temporal_kernel", None),
         "context": True if getattr(args, "context", False) else None,
+        "motion_search": getattr(args, "motion_search", None),
     }
     if args.levels is not None:
         try:
@@ -254,7 +258,7 @@ def config_from_args(args: argparse.Namespace) -> TokenizerConfig:
 
 
 ARCHITECTURE_FLAGS = ("tau", "spatial_factor", "quantizer", "levels", "num_codes", "width", "max_width", "patch",
-                      "depth", "latent_depth", "temporal_kernel", "context")
+                      "depth", "latent_depth", "temporal_kernel", "context", "motion_search")
 
 
 def task_from_args(args: argparse.Namespace) -> TokenizerTask:
