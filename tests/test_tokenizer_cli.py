@@ -315,9 +315,10 @@ def test_context_tokenizer_trains_and_round_trips_code_files(tmp_path, capsys):
     model decodes; decoder-only training, which would change its codes, is refused before anything is written."""
     out = tmp_path / "ctx"
     assert main(["train", "tokenizer", "--out", str(out), "--steps", "2", "--batch-size", "2", "--context",
-                 "--temporal-kernel", "1", *TRAIN]) == 0
+                 "--temporal-kernel", "1", "--motion-search", "2", "--l1-weight", "0", *TRAIN]) == 0
     tok = Tokenizer.from_pretrained(out)
-    assert tok.config.context and tok.config.temporal_kernel == 1
+    assert tok.config.context and tok.config.temporal_kernel == 1 and tok.config.motion_search == 2
+    assert tok.config.l1_weight == 0
     video = np.random.default_rng(0).integers(0, 256, size=(9, 16, 16, 3), dtype=np.uint8)  # shapes is RGB
     np.save(tmp_path / "clip.npy", video)
     assert main(["tokenize", str(tmp_path / "clip.npy"), "--model", str(out), "--out", str(tmp_path / "c.npz")]) == 0
@@ -330,3 +331,6 @@ def test_context_tokenizer_trains_and_round_trips_code_files(tmp_path, capsys):
                  "--train-part", "decoder", *[a for a in TRAIN if a not in ("--preset", "tiny")]]) == 2
     assert "train it whole" in capsys.readouterr().err
     assert not (tmp_path / "ft").exists()
+    assert main(["train", "tokenizer", "--out", str(tmp_path / "bad"), "--steps", "1", "--motion-search", "2", *TRAIN]) == 2
+    assert "it needs context=true" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

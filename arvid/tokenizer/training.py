@@ -221,6 +221,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--context", action="store_true",
                    help="conditional coding: the encoder and decoder of each latent frame also see the decoder's previous "
                         "output frame, so codes carry only what is new (a closed loop, trained latent frame by latent frame)")
+    g.add_argument("--l1-weight", type=float, default=None,
+                   help="weight of |x - x̂| in the reconstruction loss (default: the preset's, 0.2; 0 trains for MSE, i.e. PSNR)")
+    g.add_argument("--l2-weight", type=float, default=None,
+                   help="weight of (x - x̂)² in the reconstruction loss (default: the preset's, 1.0)")
     g.add_argument("--motion-search", type=int, default=None, metavar="PX",
                    help="with --context: also show the context the next τ frames extrapolated from the last two decoded "
                         "frames' motion, searched up to PX pixels per frame (motion.py; default 0: off)")
@@ -246,6 +250,7 @@ def config_from_args(args: argparse.Namespace) -> TokenizerConfig:
         "temporal_kernel": getattr(args, "temporal_kernel", None),
         "context": True if getattr(args, "context", False) else None,
         "motion_search": getattr(args, "motion_search", None),
+        "l1_weight": getattr(args, "l1_weight", None), "l2_weight": getattr(args, "l2_weight", None),
     }
     if args.levels is not None:
         try:
@@ -258,7 +263,7 @@ def config_from_args(args: argparse.Namespace) -> TokenizerConfig:
 
 
 ARCHITECTURE_FLAGS = ("tau", "spatial_factor", "quantizer", "levels", "num_codes", "width", "max_width", "patch",
-                      "depth", "latent_depth", "temporal_kernel", "context", "motion_search")
+                      "depth", "latent_depth", "temporal_kernel", "context", "motion_search", "l1_weight", "l2_weight")
 
 
 def task_from_args(args: argparse.Namespace) -> TokenizerTask:
