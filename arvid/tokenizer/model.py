@@ -143,10 +143,12 @@ class Decoder(nn.Module):
         for block in self.mid:
             x = block(x, state)
         for i, level in enumerate(self.levels):
-            for block in level:
+            upsample, *blocks = level
+            x = upsample(x, state)
+            if ctx is not None:  # x is now at level num_down - 1 - i
+                x = x + ctx[len(ctx) - 2 - i]
+            for block in blocks:
                 x = block(x, state)
-                if ctx is not None and isinstance(block, Upsample):  # now at level num_down - 1 - i
-                    x = x + ctx[len(ctx) - 2 - i]
         x = F.silu(self.norm_out(x))
         return self.conv_out(x), (self.motion_out(x) if self.motion_out is not None else None)
 
@@ -315,7 +317,9 @@ class Tokenizer(nn.Module):
                     first: bool = True, update: bool = False):
         """Encode folded frames (B, C·τ·p², t, H/p, W/p) with context, one latent frame at a time, decoding each as
         the decoder will, so the next one is coded against what the decoder actually shows.
-        -> (latents (B, D, t, h, w), codes (B, t, h, w), mean aux loss, frames (B, C, T, H, W), the last frame)."""
+        `prev`, `first`: as for `render`; the states carry the encoder's and the decoder's causal convolutions.
+        -> (latents (B, D, t, h, w), codes (B, t, h, w), mean aux loss, frames (B, C, T, H, W), the last two frames
+        shown (B, C, 2, H, W), for the next call)."""
         zs, codes, frames, aux = [], [], [], []
         for j in range(x.shape[2]):
             start = first and j == 0
