@@ -204,6 +204,8 @@ def test_init_and_train_part_refuse_what_they_cannot_do(tmp_path, tok_dir, capsy
     assert "use it with --init DIR --train-part decoder" in capsys.readouterr().err
     assert main([*args, "--init", str(tok_dir), "--tau", "2"]) == 2
     assert "takes the architecture from that tokenizer: drop --tau" in capsys.readouterr().err
+    assert main([*args, "--init", str(tok_dir), "--l1-weight", "0", "--context"]) == 2  # 0 is given, not unset
+    assert "drop --context, --l1-weight" in capsys.readouterr().err
     assert main([*args, "--train-part", "decoder"]) == 2
     assert "give it with --init DIR" in capsys.readouterr().err
     assert main([*args, "--init", str(tmp_path / "missing")]) == 2

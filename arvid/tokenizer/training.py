@@ -269,7 +269,8 @@ ARCHITECTURE_FLAGS = ("tau", "spatial_factor", "quantizer", "levels", "num_codes
 def task_from_args(args: argparse.Namespace) -> TokenizerTask:
     init = getattr(args, "init", None)
     if init is not None:
-        given = [f"--{f.replace('_', '-')}" for f in ARCHITECTURE_FLAGS if getattr(args, f, None) not in (None, False)]
+        given = [f"--{f.replace('_', '-')}" for f in ARCHITECTURE_FLAGS
+                 if getattr(args, f, None) is not None and getattr(args, f) is not False]  # 0 is a value, False is unset
         if given:
             raise ArvidError(f"--init {init} takes the architecture from that tokenizer: drop {', '.join(given)}")
     return TokenizerTask(config_from_args(args), args.dataset, args.frames, args.size,
