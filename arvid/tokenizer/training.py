@@ -117,6 +117,14 @@ class TokenizerTask:
     def model_config(self) -> dict:
         return self.config.to_dict()
 
+    def normalize_config(self, saved: dict) -> dict:
+        """A checkpoint's config as this version writes it: settings added since then take their defaults (which
+        keep the codes' meaning), so a run started before them resumes. A config that does not parse is left as it is."""
+        try:
+            return TokenizerConfig.from_dict(saved).to_dict()
+        except ArvidError:
+            return saved
+
     def batch(self, step: int, rank: int, world_size: int, batch_size: int, device) -> torch.Tensor:
         """Clips (step·world_size + rank)·batch_size + [0, batch_size) of the training split, (B, C, T, H, W)."""
         first = (step * world_size + rank) * batch_size

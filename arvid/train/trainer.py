@@ -165,9 +165,10 @@ class _Run:
 
     def _restore(self, folder: Path) -> int:
         c = ckpt.load_checkpoint(folder, self.task.kind)
-        if c.model.config != self.model_config:
-            diff = sorted(k for k in set(c.model.config) | set(self.model_config)
-                          if c.model.config.get(k) != self.model_config.get(k))
+        # a task may fill in what its config has gained since the checkpoint was written (new fields at their defaults)
+        saved = getattr(self.task, "normalize_config", lambda d: d)(c.model.config)
+        if saved != self.model_config:
+            diff = sorted(k for k in set(saved) | set(self.model_config) if saved.get(k) != self.model_config.get(k))
             raise ArvidError(f"{folder} was trained with another model config (differs in {', '.join(diff)}): "
                              "resume with the same model flags, or give another --out")
         ckpt.load_state(self.model, c.model)
