@@ -34,14 +34,17 @@ class EncoderStream:
     @torch.no_grad()
     def push(self, frames: torch.Tensor) -> torch.Tensor:
         """frames (B, C, n, H, W) in [-1, 1] -> codes (B, t_new, h, w) of the latent frames they complete."""
-        z = self.push_latents(frames)  # (B, D, t_new, h, w)
+        z, codes = self._push(frames)  # (B, D, t_new, h, w), and the codes if the closed loop made them already
         if z.shape[2] == 0:
             return torch.zeros(z.shape[0], 0, *z.shape[3:], dtype=torch.long, device=z.device)
-        return self.tok.quantizer(z, update=False)[1]
+        return codes if codes is not None else self.tok.quantizer(z, update=False)[1]
 
     @torch.no_grad()
     def push_latents(self, frames: torch.Tensor) -> torch.Tensor:
         """Like `push`, but return the latents before quantization, (B, D, t_new, h, w)."""
+        return self._push(frames)[0]
+
+    def _push(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         tok, tau = self.tok, self.tok.temporal_factor
         self._check(frames)
         frames = frames.to(tok.device)
@@ -54,14 +57,14 @@ class EncoderStream:
         t_new = ready // tau
         if t_new == 0:
             _, h, w = tok.latent_shape(1, *frames.shape[3:])
-            return frames.new_zeros(self.batch_size, tok.config.latent_dim, 0, h, w)
+            return frames.new_zeros(self.batch_size, tok.config.latent_dim, 0, h, w), None
         x = tok.fold(buf[:, :, :ready], pad_first=False)
         first = self.latent_out == 0
         self.latent_out += t_new
         if tok.config.context:
-            z, _, _, _, self.prev = tok.closed_loop(x, self.state, self.dec_state, self.prev, first=first)
-            return z
-        return tok.encoder(x, self.state)
+            z, codes, _, _, self.prev = tok.closed_loop(x, self.state, self.dec_state, self.prev, first=first)
+            return z, codes
+        return tok.encoder(x, self.state), None
 
     def _check(self, frames: torch.Tensor) -> None:
         if not torch.is_tensor(frames) or frames.ndim != 5 or frames.shape[0] != self.batch_size:

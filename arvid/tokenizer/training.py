@@ -76,9 +76,11 @@ class TokenizerTask:
         self.consistency_weight = float(consistency_weight)
         self.sharpness_weight = float(sharpness_weight)
         self._init_model = Tokenizer.from_pretrained(init) if init is not None else None  # fails before training
-        if part == "decoder" and self._init_model.config.context:
-            raise ArvidError(f"--init {init} codes with context (its encoder reads the decoder's output), so training "
-                             f"its decoder alone would change its codes: train it whole (--train-part all)")
+        if part == "decoder":  # refuses, before anything is written, a tokenizer that cannot be frozen
+            try:
+                self._init_model.freeze_encoder()
+            except ArvidError as e:
+                raise ArvidError(f"--init {init}: {e}") from None
         if init is not None:
             config = self._init_model.config
             config = config.replace(notes={**config.notes, "init": str(init), "trained_part": part},
