@@ -402,3 +402,40 @@ def test_context_tokenizer_trains_through_time_and_refuses_decoder_only_training
     assert all(p.grad is not None and p.grad.abs().max() > 0 for p in tok.context.parameters())
     with pytest.raises(ArvidError, match="train it whole"):
         tok.freeze_encoder()
+
+
+@pytest.mark.parametrize("tau", [1, 4])
+def test_refined_codes_render_closer_with_the_same_bits_streamed_and_causal(tau):
+    """Encoder-side search (`encode(refine=N)`): the decoder stays fixed, the codes move. The first latent frame is
+    never rendered worse (the search keeps the best codes it tried, the encoder's own among them); on this clip every
+    later frame comes closer too. Streaming and causality hold as without it, and no weight gets a gradient."""
+    tok = tiny(temporal_factor=tau, context=True)  # the tiny preset's temporal kernel 3: the decoder state is copied
+    video = clip(tok, k=3)
+    plain, refined = tok.encode(video), tok.encode(video, refine=6)
+    assert refined.shape == plain.shape and refined.dtype == plain.dtype and not torch.equal(refined, plain)
+
+    def mse(codes, frames=slice(None)):  # per clip
+        return (tok.decode(codes) - video)[:, :, frames].pow(2).flatten(1).mean(1)
+
+    assert (mse(refined, slice(0, 1)) <= mse(plain, slice(0, 1)) + 1e-7).all()
+    assert (mse(refined) < mse(plain)).all()
+    assert all(p.grad is None for p in tok.parameters())
+
+    enc = tok.encoder_stream(batch_size=2, refine=6)
+    streamed = torch.cat([enc.push(video[:, :, i:i + 1]) for i in range(video.shape[2])], dim=1)
+    assert torch.equal(streamed, refined)
+
+    later = video.clone()
+    later[:, :, -1] = -later[:, :, -1]  # change the last frame only
+    assert torch.equal(tok.encode(later, refine=6)[:, :-1], refined[:, :-1])
+
+
+def test_refine_is_refused_where_it_cannot_work():
+    video = clip(tiny(), k=1)
+    with pytest.raises(ArvidError, match="needs a tokenizer that codes with context"):
+        tiny().encode(video, refine=2)  # a plain tokenizer's codes are its encoder's alone
+    with pytest.raises(ArvidError, match="needs a tokenizer that codes with context"):
+        tiny().encoder_stream(2, refine=2)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ArvidError, match="integer >= 0"):
+            tiny(context=True).encode(video, refine=bad)

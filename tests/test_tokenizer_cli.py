@@ -102,6 +102,9 @@ def test_eval_tokenizer_prints_the_table(tmp_path, tok_dir, capsys):
     tok_row, h264_row = report["tokenizer"], report["h264"]
     assert tok_row["bpp"] == pytest.approx(3 * 8 * 8 * np.log2(25) / (5 * 32 * 32))
     assert h264_row["bpp"] >= tok_row["bpp"]  # H.264 never gets fewer bits
+    # a clip is at H.264's floor when even CRF 51 spends more bits; the table says how many are
+    assert 0 <= report["h264_floor"] <= 2 and (report["h264_floor"] < 2 or report["h264_crf"] == 51)
+    assert f"{report['h264_floor']}/2 clips at CRF 51, its lowest rate" in out
     assert 0 < tok_row["usage"] <= 1 and 1 <= tok_row["perplexity"] <= 25
     # per-frame PSNR pools the clips' error at each frame; the whole-clip PSNR pools it over frames too
     assert len(report["frame_psnr"]) == len(report["h264_frame_psnr"]) == 5
@@ -352,3 +355,31 @@ def test_context_tokenizer_trains_and_round_trips_code_files(tmp_path, capsys):
     assert main(["train", "tokenizer", "--out", str(tmp_path / "bad"), "--steps", "1", "--motion-search", "2", *TRAIN]) == 2
     assert "it needs context=true" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_tokenize_and_eval_refine(tmp_path, tok_dir, capsys):
+    torch.manual_seed(0)
+    ctx = Tokenizer(TokenizerConfig.preset("tiny", context=True)).eval()
+    for out in [*ctx.context.enc_out, *ctx.context.dec_out]:  # they start at zero: make the frame shown count
+        torch.nn.init.normal_(out.conv.weight, std=0.3)
+    ctx.save_pretrained(tmp_path / "ctx")
+    video = frames(7)
+    np.save(tmp_path / "clip.npy", video)
+    args = ["tokenize", str(tmp_path / "clip.npy"), "--out", str(tmp_path / "c.npz")]
+    assert main([*args, "--model", str(tmp_path / "ctx"), "--refine", "4"]) == 0
+    codes = load_codes(tmp_path / "c.npz").codes  # streamed in chunks == the whole-clip search
+    from arvid.tokenizer import video_to_tensor
+
+    assert np.array_equal(codes, ctx.encode(video_to_tensor(video[None]), refine=4)[0].numpy())
+    assert not np.array_equal(codes, ctx.encode_video(video))
+    capsys.readouterr()
+    assert main([*args, "--model", str(tok_dir), "--refine", "4", "--out", str(tmp_path / "p.npz")]) == 2
+    assert "codes with context" in capsys.readouterr().err and not (tmp_path / "p.npz").exists()
+
+    ev = ["eval", "tokenizer", "--dataset", "moving-mnist", "--size", "32", "--frames", "5", "--clips", "2",
+          "--device", "cpu", "--no-h264"]
+    assert main([*ev, str(tmp_path / "ctx"), "--refine", "3", "--json", str(tmp_path / "r.json")]) == 0
+    assert "3 refinement steps per latent frame" in capsys.readouterr().out
+    assert json.loads((tmp_path / "r.json").read_text())["refine"] == 3
+    assert main([*ev, str(tok_dir), "--refine", "3"]) == 2
+    assert "--refine: refining codes needs" in capsys.readouterr().err

@@ -45,6 +45,9 @@ def register_tokenizer(kinds) -> None:
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="clips per tokenizer batch (default 8)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                   help="context tokenizers: encode with STEPS steps of encoder-side search per latent frame "
+                        "(as `arvid tokenize --refine`; the bits and the decoder stay the same). Default 0")
     p.add_argument("--no-h264", action="store_true", help="skip the H.264 comparison")
     p.add_argument("--h264-preset", default="veryslow", help="libx264 preset (default veryslow)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
@@ -78,23 +81,29 @@ def run_tokenizer(args: argparse.Namespace) -> int:
         check_target(args.json)
     tok = Tokenizer.from_pretrained(args.model, device=args.device)
     check_frames(args.frames, tok.temporal_factor, what="--frames")
+    try:
+        tok.check_refine(args.refine)
+    except ArvidError as e:
+        raise ArvidError(f"--refine: {e}") from None
     notes = tok.config.notes
     dataset = args.dataset or notes.get("dataset") or "moving-mnist"
     size = args.size or notes.get("size") or 64
     ds = make_dataset(dataset, frames=args.frames, size=size, split=args.split, seed=args.seed, path=args.path)
     report = evaluate_tokenizer(tok, ds, clips=args.clips, batch_size=args.batch_size, h264=not args.no_h264,
-                                preset=args.h264_preset, progress=True)
+                                preset=args.h264_preset, progress=True, refine=args.refine)
+    refined = f", encoded with {args.refine} refinement steps per latent frame" if args.refine else ""
     print(f"{dataset} ({args.split} split), tokenizer {args.model}: τ={tok.temporal_factor}, "
-          f"spatial {tok.spatial_factor}, {tok.config.quantizer} with {tok.codebook_size} codes")
+          f"spatial {tok.spatial_factor}, {tok.config.quantizer} with {tok.codebook_size} codes{refined}")
     print(report.table())
     curve = h264_curve(ds, args.clips, crfs, preset=args.h264_preset, progress=True) if crfs else []
     if crfs:
         print("H.264 curve: " + "; ".join(f"crf {r['crf']}: {r['bpp']:.4f} bpp, {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}"
                                          for r in curve))
-        rd_plot(args.rd_plot, curve, report, f"arvid tokenizer ({args.model})")
+        rd_plot(args.rd_plot, curve, report, f"arvid tokenizer ({args.model}{f', --refine {args.refine}' if args.refine else ''})")
         print(f"wrote {args.rd_plot}")
     if args.json is not None:
         atomic_write_text(args.json, json.dumps({"model": str(args.model), "dataset": dataset, "split": args.split,
+                                                 "refine": args.refine,
                                                  **report.to_dict(), "h264_curve": curve}, indent=2) + "\n")
     return 0
 

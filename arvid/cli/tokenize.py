@@ -29,6 +29,9 @@ def register(sub) -> None:
                    help="make the frame count 1 + k·τ: trim frames from the end, or pad by repeating the last")
     p.add_argument("--size", default=None, metavar="HxW",
                    help="resize (and centre-crop) frames to HxW first, e.g. 64x64 or 64")
+    p.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                   help="context tokenizers: search STEPS gradient steps per latent frame for codes that decode "
+                        "closer to the video (same bits, same decoder; slower encoding). Default 0")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     p.set_defaults(func=run_tokenize)
 
@@ -79,6 +82,7 @@ def run_tokenize(args: argparse.Namespace) -> int:
     from arvid.video import fit_video, read_video
 
     tok = Tokenizer.from_pretrained(args.model, device=args.device)
+    tok.check_refine(args.refine)  # before reading the video
     video = read_video(args.video, channels=tok.config.channels)
     frames = video.frames
     if args.size is not None:
@@ -87,7 +91,7 @@ def run_tokenize(args: argparse.Namespace) -> int:
         frames = fit_frames(frames, tok.temporal_factor, mode=args.fit)
     check_frames(len(frames), tok.temporal_factor, what=str(args.video))
     _check_size(args, tok, frames.shape[1], frames.shape[2])
-    stream = tok.encoder_stream(1)
+    stream = tok.encoder_stream(1, refine=args.refine)
     step = CHUNK_LATENT * tok.temporal_factor
     codes = [stream.push(video_to_tensor(frames[i:i + step])) for i in range(0, len(frames), step)]
     codes = np.concatenate([c[0].cpu().numpy() for c in codes])  # (t, h, w)

@@ -33,6 +33,13 @@ class StreamState:
     def set(self, module: nn.Module, frames: torch.Tensor) -> None:
         self._past[id(module)] = frames
 
+    def copy(self) -> "StreamState":
+        """A state that starts where this one is and can move on without changing it (the tensors are shared:
+        a convolution replaces its entry, it never writes into one)."""
+        other = StreamState(self.keep_graph)
+        other._past = dict(self._past)
+        return other
+
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._past.values())
 

@@ -268,13 +268,24 @@ class Tokenizer(nn.Module):
         return self.render(zq)[0], codes, aux
 
     @torch.no_grad()
-    def encode(self, video: torch.Tensor) -> torch.Tensor:
-        """video float (B, C, T, H, W) in [-1, 1] -> codes int64 (B, t, h, w)."""
+    def encode(self, video: torch.Tensor, refine: int = 0) -> torch.Tensor:
+        """video float (B, C, T, H, W) in [-1, 1] -> codes int64 (B, t, h, w).
+
+        `refine` (context tokenizers): search that many gradient steps per latent frame for codes the decoder
+        renders closer to the video (see `closed_loop`); the codes cost the same bits and decode the same way."""
         self.check_video(video)
+        self.check_refine(refine)
         x = self.fold(video.to(self.device))
         if self.config.context:
-            return self.closed_loop(x, StreamState(), StreamState(), update=False)[1]
+            return self.closed_loop(x, StreamState(), StreamState(), update=False, refine=refine)[1]
         return self.quantizer(self.encoder(x), update=False)[1]
+
+    def check_refine(self, refine: int) -> None:
+        if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+            raise ArvidError(f"refine is a number of search steps per latent frame, an integer >= 0, got {refine!r}")
+        if refine and not self.config.context:
+            raise ArvidError("refining codes needs a tokenizer that codes with context (trained with --context): "
+                             "only its encoder knows the frame the decoder shows before each latent frame")
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -314,10 +325,11 @@ class Tokenizer(nn.Module):
         return frames, shown[:, :, -2:]
 
     def closed_loop(self, x: torch.Tensor, enc_state: StreamState, dec_state: StreamState, prev: torch.Tensor | None = None,
-                    first: bool = True, update: bool = False):
+                    first: bool = True, update: bool = False, refine: int = 0):
         """Encode folded frames (B, C·τ·p², t, H/p, W/p) with context, one latent frame at a time, decoding each as
         the decoder will, so the next one is coded against what the decoder actually shows.
         `prev`, `first`: as for `render`; the states carry the encoder's and the decoder's causal convolutions.
+        `refine`: steps of encoder-side search per latent frame (`_refine`); 0 takes the encoder's latents as they are.
         -> (latents (B, D, t, h, w), codes (B, t, h, w), mean aux loss, frames (B, C, T, H, W), the last two frames
         shown (B, C, 2, H, W), for the next call)."""
         zs, codes, frames, aux = [], [], [], []
@@ -325,16 +337,51 @@ class Tokenizer(nn.Module):
             start = first and j == 0
             enc_ctx, dec_ctx = self.context(None if start else prev, x)
             z = self.encoder(x[:, :, j : j + 1], enc_state, enc_ctx)
+            if refine:
+                target = self.unfold(x[:, :, j : j + 1], drop_first=start)  # the frames this latent frame codes
+                z = self._refine(z, target, refine, dec_state, prev, start, dec_ctx)
             zq, c, a = self.quantizer(z, update=update)
             f, prev = self._render(zq, dec_state, prev, start, dec_ctx)
             zs.append(z), codes.append(c), frames.append(f), aux.append(a)
         return torch.cat(zs, 2), torch.cat(codes, 1), torch.stack(aux).mean(), torch.cat(frames, 2), prev
 
+    REFINE_LR = 0.05  # Adam's step on the latents; FSQ's levels are about 0.3-0.5 apart there
+
+    def _refine(self, z: torch.Tensor, target: torch.Tensor, steps: int, dec_state: StreamState,
+                prev: torch.Tensor | None, first: bool, dec_ctx) -> torch.Tensor:
+        """Encoder-side search, as a codec's encoder searches modes and motion: move the latent frame z
+        (B, D, 1, h, w) by gradient steps through the quantizer (straight-through) and the decoder, which stays
+        fixed, towards the frames it codes, `target` (B, C, τ or 1, H, W); return, per clip, the latents whose
+        codes rendered closest (in MSE) among those tried, the encoder's own included, so this latent frame never
+        renders worse than without the search. The decoder's state is copied for each try, never moved."""
+        def error(latent):  # (B,) MSE of the frames the codes of `latent` render
+            zq = self.quantizer(latent, update=False)[0]
+            frames = self._render(zq, dec_state.copy(), prev, first, dec_ctx)[0]
+            return (frames.float() - target.float()).pow(2).flatten(1).mean(1)
+
+        best, trial = z.detach().clone(), z.detach().clone().requires_grad_(True)
+        opt = torch.optim.Adam([trial], lr=self.REFINE_LR)
+        best_err = None
+        with torch.enable_grad():
+            for step in range(steps + 1):
+                err = error(trial)
+                with torch.no_grad():
+                    if best_err is None:
+                        best_err = err.clone()
+                    else:
+                        better = err < best_err
+                        best[better], best_err[better] = trial[better], err[better]
+                if step == steps:
+                    break
+                (trial.grad,) = torch.autograd.grad(err.sum(), trial)  # the clips' errors are independent
+                opt.step()
+        return best
+
     # ---- streaming -----------------------------------------------------------------------------
-    def encoder_stream(self, batch_size: int = 1):
+    def encoder_stream(self, batch_size: int = 1, refine: int = 0):
         from arvid.tokenizer.streaming import EncoderStream
 
-        return EncoderStream(self, batch_size)
+        return EncoderStream(self, batch_size, refine)
 
     def decoder_stream(self, batch_size: int = 1):
         from arvid.tokenizer.streaming import DecoderStream

@@ -22,8 +22,9 @@ from arvid.tokenizer.causal_conv import StreamState
 
 
 class EncoderStream:
-    def __init__(self, tokenizer, batch_size: int = 1):
-        self.tok, self.batch_size = tokenizer, int(batch_size)
+    def __init__(self, tokenizer, batch_size: int = 1, refine: int = 0):
+        tokenizer.check_refine(refine)
+        self.tok, self.batch_size, self.refine = tokenizer, int(batch_size), refine  # refine: see Tokenizer.encode
         self.state = StreamState()
         self.dec_state = StreamState()  # with context: the encoder's own copy of the decoder
         self.prev: torch.Tensor | None = None  # with context: the last two frames the decoder shows (B, C, 2, H, W)
@@ -62,7 +63,8 @@ class EncoderStream:
         first = self.latent_out == 0
         self.latent_out += t_new
         if tok.config.context:
-            z, codes, _, _, self.prev = tok.closed_loop(x, self.state, self.dec_state, self.prev, first=first)
+            z, codes, _, _, self.prev = tok.closed_loop(x, self.state, self.dec_state, self.prev, first=first,
+                                                        refine=self.refine)
             return z, codes
         return tok.encoder(x, self.state), None
 
