@@ -4,6 +4,7 @@
     tok = Tokenizer(TokenizerConfig.preset("mnist"))     # or Tokenizer.from_pretrained(folder)
     codes = tok.encode(video)    # (B, C, T, H, W) in [-1, 1] -> int64 (B, t, h, w), T = 1 + k·τ
     video = tok.decode(codes)    # -> (B, C, 1 + (t-1)·τ, H, W)
+    codes = tok.encode(video, refine=100)  # a context tokenizer's encoder can also search: same bits, closer frames
 """
 
 from arvid.tokenizer.config import PRESETS, TokenizerConfig
