@@ -362,20 +362,16 @@ class Tokenizer(nn.Module):
 
         best, trial = z.detach().clone(), z.detach().clone().requires_grad_(True)
         opt = torch.optim.Adam([trial], lr=self.REFINE_LR)
-        best_err = None
         with torch.enable_grad():
-            for step in range(steps + 1):
-                err = error(trial)
-                with torch.no_grad():
-                    if best_err is None:
-                        best_err = err.clone()
-                    else:
-                        better = err < best_err
-                        best[better], best_err[better] = trial[better], err[better]
-                if step == steps:
-                    break
+            err = error(trial)
+            best_err = err.detach().clone()
+            for _ in range(steps):
                 (trial.grad,) = torch.autograd.grad(err.sum(), trial)  # the clips' errors are independent
                 opt.step()
+                err = error(trial)
+                with torch.no_grad():
+                    better = err < best_err
+                    best[better], best_err[better] = trial[better], err[better]
         return best
 
     # ---- streaming -----------------------------------------------------------------------------
