@@ -37,7 +37,7 @@ ENCODE_CHUNK = 32  # frames pushed into the streaming encoder at a time when tok
 
 
 SAMPLING_FILE = "sampling.json"  # a model folder's recommended decoding settings (optional)
-SAMPLING_KEYS = ("temperature", "top_k", "top_p", "guidance")
+SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "guidance", "history_guidance")
 
 
 @dataclass
@@ -45,8 +45,9 @@ class SamplingOptions:
     """How tokens are drawn. Passed through to `arvid.generator.generate`.
 
     A setting left at None takes the model's recommended value (its folder's sampling.json, measured by
-    `arvid eval generation`), else the neutral one: temperature 1, no top-k, no top-p, no guidance.
-    Guidance applies only with labels; top_p=1 and guidance=1 switch them off explicitly."""
+    `arvid eval generation`), else the neutral one: temperature 1, no top-k, top-p or min-p, no guidance.
+    Guidance applies only with labels; top_p=1, min_p=0, guidance=1 and history_guidance=1 switch them
+    off explicitly."""
 
     seed: int = 0
     temperature: float | None = None  # 0: greedy
@@ -55,6 +56,8 @@ class SamplingOptions:
     labels: list[int] | None = None  # one label per object (e.g. the two digits), or None: unconditional
     guidance: float | None = None  # classifier-free guidance scale (1: none)
     batch: int = 1
+    min_p: float | None = None  # keep tokens at least min_p times as likely as the likeliest (0: off)
+    history_guidance: float | None = None  # guidance against each frame without the clip's past (1: none)
 
     def generate_kwargs(self, defaults: dict | None = None) -> dict:
         """Keyword arguments of `generate`, with unset settings taken from `defaults` (a model's sampling.json)."""
@@ -62,11 +65,13 @@ class SamplingOptions:
         pick = {k: getattr(self, k) if getattr(self, k) is not None else defaults.get(k) for k in SAMPLING_KEYS}
         temperature = 1.0 if pick["temperature"] is None else pick["temperature"]
         top_p = None if pick["top_p"] == 1 else pick["top_p"]
+        min_p = pick["min_p"] or None  # 0: off
+        history = None if pick["history_guidance"] == 1 else pick["history_guidance"]
         guidance = pick["guidance"] if self.labels is not None else self.guidance  # the model's only with labels
         if guidance == 1:  # g = 1 is the conditional distribution itself: skip the unconditional pass
             guidance = None
-        return dict(seed=self.seed, temperature=temperature, top_k=pick["top_k"], top_p=top_p,
-                    labels=self.labels, guidance=guidance)
+        return dict(seed=self.seed, temperature=temperature, top_k=pick["top_k"], top_p=top_p, min_p=min_p,
+                    labels=self.labels, guidance=guidance, history_guidance=history)
 
 
 def load_sampling(path: Path) -> dict:

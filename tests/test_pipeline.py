@@ -216,6 +216,12 @@ def test_a_models_sampling_json_fills_what_the_caller_leaves_unset(model, model_
     kw = SamplingOptions(top_p=1, guidance=1, labels=[3, 7]).generate_kwargs(tuned.sampling)
     assert kw["top_p"] is None and kw["guidance"] is None and kw["temperature"] == 1.0
     np.testing.assert_array_equal(model.generate(3, guidance=1, **labelled), model.generate(3, **labelled))
+    # the same for min-p and history guidance: the model's values fill in, 0 and 1 switch them off
+    steady = Arvid(model.tokenizer, model.generator, "cpu", {"min_p": 0.2, "history_guidance": 2.0})
+    np.testing.assert_array_equal(steady.generate(5, seed=1), model.generate(5, seed=1, min_p=0.2, history_guidance=2.0))
+    kw = SamplingOptions(min_p=0, history_guidance=1).generate_kwargs(steady.sampling)
+    assert kw["min_p"] is None and kw["history_guidance"] is None
+    np.testing.assert_array_equal(steady.generate(5, seed=1, min_p=0, history_guidance=1), model.generate(5, seed=1))
     # pack writes it; a bad file is refused with what is wrong, and nothing is written
     (tmp_path / "s.json").write_text('{"top_p": 0.9, "guidance": 3}')
     r = cli("pack", "--tokenizer", model_dir / "tokenizer", "--generator", model_dir / "generator",
@@ -223,6 +229,7 @@ def test_a_models_sampling_json_fills_what_the_caller_leaves_unset(model, model_
     assert r.returncode == 0, r.stderr
     assert Arvid.from_pretrained(tmp_path / "packed").sampling == {"top_p": 0.9, "guidance": 3}
     for text, message in (('{"top_p": 2}', "top-p must be in (0, 1]"), ('{"topp": 0.9}', "expected a JSON object"),
+                          ('{"min_p": -1}', "min-p must be in [0, 1]"), ('{"history_guidance": -2}', "history guidance"),
                           ('{"top_k": 2.5}', "top_k must be a whole number"), ("[0.9", "cannot read sampling")):
         (tmp_path / "bad.json").write_text(text)
         r = cli("pack", "--tokenizer", model_dir / "tokenizer", "--generator", model_dir / "generator",

@@ -1,5 +1,5 @@
-"""The sampler: greedy with the cache equals greedy recomputing the window, seeds, top-k/top-p/
-temperature, guidance, continuation of a context, and a decode step that traces as one graph."""
+"""The sampler: greedy with the cache equals greedy recomputing the window, seeds, top-k/top-p/min-p/
+temperature, guidance, history guidance, continuation of a context, and a decode step that traces as one graph."""
 
 import pytest
 import torch
@@ -12,6 +12,7 @@ from arvid.generator import (
     Sampling,
     decode_one_token,
     generate,
+    guide_history,
     logits_to_probs,
     sample,
 )
@@ -83,6 +84,34 @@ def test_guidance_one_equals_no_guidance(model):
         next(generate(model, 1, guidance=2.0))
 
 
+def test_history_guidance_moves_along_what_the_past_adds(model):
+    logits, fresh = torch.tensor([[2.0, 0.0, 1.0]]), torch.tensor([[1.0, 0.0, 2.0]])
+    torch.testing.assert_close(guide_history(logits, fresh, 3.0), torch.tensor([[4.0, 0.0, -1.0]]))
+    assert guide_history(logits, None, 3.0) is logits and torch.equal(guide_history(logits, fresh, 1.0), logits)
+
+
+def test_history_guidance_with_the_cache_equals_recomputing(model):
+    """The fresh-clip pass of each frame, through a second cache emptied at every frame, gives the logits of the
+    frame's tokens run as a new clip: the cached loop and the recomputing loop draw the same tokens."""
+    context = torch.randint(0, 32, (2, 2, 4, 4), generator=torch.Generator().manual_seed(1))
+    for kw in (dict(batch=2, labels=[[1, 2], [7, -1]], seed=4, history_guidance=3.0, min_p=0.05),
+               dict(labels=[[1, 2], [7, -1]], seed=5, history_guidance=2.0, guidance=2.0, context=context)):
+        cached = clip(model, 8, **kw)  # past the receptive field and the ring's wrap
+        assert torch.equal(cached, clip(model, 8, use_cache=False, **kw))
+
+
+def test_history_guidance_one_is_plain_sampling_and_the_first_frame_has_no_past(model):
+    plain = clip(model, 4, batch=2, labels=[3, 4], seed=2)
+    assert torch.equal(clip(model, 4, batch=2, labels=[3, 4], seed=2, history_guidance=1.0), plain)
+    guided = clip(model, 4, batch=2, labels=[3, 4], seed=2, history_guidance=4.0)
+    assert torch.equal(guided[:, 0], plain[:, 0])  # frame 0: with and without the past are the same pass
+    assert not torch.equal(guided[:, 1:], plain[:, 1:])
+    # after a context, the first new frame has a past: guidance changes it
+    ctx = plain[:, :2]
+    assert not torch.equal(clip(model, 1, labels=[3, 4], seed=7, context=ctx, history_guidance=4.0),
+                           clip(model, 1, labels=[3, 4], seed=7, context=ctx))
+
+
 def test_context_is_continued_as_if_generated(model):
     full = clip(model, 6, labels=[5, 6], temperature=0)
     assert torch.equal(clip(model, 3, labels=[5, 6], temperature=0, context=full[:, :3]), full[:, 3:])
@@ -100,6 +129,13 @@ def test_logits_to_probs_temperature_top_k_top_p():
     kept = logits_to_probs(logits, top_p=0.61) > 0
     assert kept.tolist() == [[True, True, False, False, False]]
     assert (logits_to_probs(logits, top_p=1.0) > 0).all()
+    # min-p keeps tokens at least min_p times as likely as the best: e^-1 = 0.37 of it keeps the first two
+    kept = logits_to_probs(logits, min_p=0.3) > 0
+    assert kept.tolist() == [[True, True, False, False, False]]
+    torch.testing.assert_close(logits_to_probs(logits, min_p=0.3)[0, :2], torch.softmax(logits[0, :2], -1))
+    assert (logits_to_probs(logits, min_p=0.0) > 0).all() and (logits_to_probs(logits, min_p=1.0) > 0).sum() == 1
+    # after the temperature: at 0.5 the second token is e^-2 = 0.14 of the best, so min-p 0.3 drops it
+    assert (logits_to_probs(logits, 0.5, min_p=0.3) > 0).sum() == 1
 
 
 def test_sample_draws_tokens_with_their_probabilities():
@@ -110,7 +146,8 @@ def test_sample_draws_tokens_with_their_probabilities():
     freq = torch.bincount(tokens, minlength=4).float() / 20000
     torch.testing.assert_close(freq, torch.softmax(logits[0], -1), atol=0.015, rtol=0)
     assert sample(logits, None, Sampling(temperature=0)).eq(0).all()
-    for bad in (dict(temperature=-1), dict(top_k=0), dict(top_p=0.0), dict(guidance=-1)):
+    for bad in (dict(temperature=-1), dict(top_k=0), dict(top_p=0.0), dict(guidance=-1), dict(min_p=-0.1),
+                dict(min_p=1.5), dict(history_guidance=-1)):
         with pytest.raises(ArvidError):
             Sampling(**bad)
 
@@ -140,4 +177,15 @@ def test_decode_step_traces_as_one_graph(model):
             pos = torch.tensor([p])
             a = compiled(model, caches[0], inputs, pos, labels, noise, s)
             b = decode_one_token(model, caches[1], inputs, pos, labels, noise, s)
+            assert torch.equal(a, b)
+    # with history guidance and min-p: the fresh-clip pass is part of the same graph
+    s = Sampling(temperature=1.0, min_p=0.1, guidance=2.0, history_guidance=3.0)
+    caches = [KVCache.allocate(cfg, 4) for _ in range(4)]
+    with torch.no_grad():
+        for p in range(cfg.frame_tokens + 2):
+            inputs = torch.full((4, 1), cfg.bos_token if p == 0 else p % cfg.vocab_size)
+            pos, i = torch.tensor([p]), p % cfg.frame_tokens
+            f_inputs = torch.full((4, 1), cfg.bos_token) if i == 0 else inputs
+            a = compiled(model, caches[0], inputs, pos, labels, noise, s, (caches[2], f_inputs, torch.tensor([i])))
+            b = decode_one_token(model, caches[1], inputs, pos, labels, noise, s, (caches[3], f_inputs, torch.tensor([i])))
             assert torch.equal(a, b)

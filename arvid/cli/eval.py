@@ -142,8 +142,13 @@ def register_generation(kinds) -> None:
     p.add_argument("--top-k", type=int, default=None, help="top-k of sampled decoding (default: the model's, else off)")
     p.add_argument("--top-p", type=float, default=None,
                    help="top-p (nucleus) of sampled decoding, 1 is off (default: the model's, else off)")
+    p.add_argument("--min-p", type=float, default=None,
+                   help="min-p of sampled decoding, 0 is off (default: the model's, else off)")
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale, 1 is off (default: the model's, else off)")
+    p.add_argument("--history-guidance", type=float, default=None,
+                   help="history guidance scale (against each frame without the clip's past), 1 is off "
+                        "(default: the model's, else off)")
     p.add_argument("--sweep", default="0,0.3,0.5,0.7",
                    help="more sampling temperatures for the consistency sweep, comma-separated, '' to skip "
                         "(default 0,0.3,0.5,0.7; 0 is greedy)")
@@ -190,6 +195,10 @@ def run_generation(args: argparse.Namespace) -> int:
         raise ArvidError(f"--top-k must be at least 1, got {args.top_k}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise ArvidError(f"--top-p must lie in (0, 1], got {args.top_p}")
+    if args.min_p is not None and not 0 <= args.min_p <= 1:
+        raise ArvidError(f"--min-p must lie in [0, 1], got {args.min_p}")
+    if args.history_guidance is not None and not args.history_guidance >= 0:
+        raise ArvidError(f"--history-guidance must be at least 0 (1 is off), got {args.history_guidance}")
     sweep = _floats(args.sweep, "--sweep", "temperatures such as 0,0.5", 0, 10)
     guidance_sweep = _floats(args.guidance_sweep, "--guidance-sweep", "guidance scales such as 1,5", 0, 100)
     if args.reader_steps < 0:
@@ -200,11 +209,13 @@ def run_generation(args: argparse.Namespace) -> int:
         raise ArvidError(f"arvid eval generation measures Moving MNIST models (64x64, 1 channel); this model makes "
                          f"{model.resolution[1]}x{model.resolution[0]} frames with {model.channels} channels")
     # the decoding users get: what is not given here is the model's recommended setting (sampling.json)
-    dec = SamplingOptions(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, guidance=args.guidance,
+    dec = SamplingOptions(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                          guidance=args.guidance, history_guidance=args.history_guidance,
                           labels=[0]).generate_kwargs(model.sampling)
     st = Settings(clips=args.clips, context=args.context, predict=args.predict, consistency_frames=args.frames,
                   long_clips=args.long_clips, long_frames=args.long_frames, seed=args.seed,
                   temperature=dec["temperature"], top_k=dec["top_k"], top_p=dec["top_p"], guidance=dec["guidance"],
+                  min_p=dec["min_p"], history_guidance=dec["history_guidance"],
                   batch=args.batch, tokenizer_clips=args.tokenizer_clips, sweep=sweep, guidance_sweep=guidance_sweep,
                   reader_steps=args.reader_steps)
     command = "arvid " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["eval"] else ""

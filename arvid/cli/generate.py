@@ -20,6 +20,9 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=None,
                    help="sample among the most likely tokens holding mass P; 1 turns it off "
                         "(default: the model's recommended value, else off)")
+    p.add_argument("--min-p", type=float, default=None,
+                   help="sample among the tokens at least P times as likely as the most likely one; 0 turns it off "
+                        "(default: the model's recommended value, else off)")
     p.add_argument("--label", type=str, default=None,
                    help="class labels, comma separated, one per object (the default Moving MNIST model: two "
                         "digits, e.g. --label 3,7); omit for unconditional generation")
@@ -27,6 +30,10 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
                    help="classifier-free guidance scale with --label: 1 turns it off, higher follows the labels more "
                         "(default: the model's recommended value, else off; for the default model, 3 shows the "
                         "labels twice as often in short clips)")
+    p.add_argument("--history-guidance", type=float, default=None,
+                   help="guidance against each frame sampled without the clip's past: above 1 follows the earlier "
+                        "frames more (steadier video) at the cost of a second pass per token; 1 turns it off "
+                        "(default: the model's recommended value, else off)")
     p.add_argument("--batch", type=int, default=1, help="clips to generate at once (default 1)")
     p.add_argument("--sheet", type=Path, default=None, help="also write a contact sheet (PNG) of the result")
     p.add_argument("--model", type=Path, default=None,
@@ -70,7 +77,8 @@ def _options(args):
     if args.batch < 1:
         raise ArvidError(f"--batch must be at least 1, got {args.batch}")
     return SamplingOptions(seed=args.seed, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                           labels=labels, guidance=args.guidance, batch=args.batch)
+                           min_p=args.min_p, labels=labels, guidance=args.guidance,
+                           history_guidance=args.history_guidance, batch=args.batch)
 
 
 def _outputs(out: Path, batch: int, sheet: Path | None) -> list[Path]:

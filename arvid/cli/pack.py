@@ -7,8 +7,8 @@ The folder holds tokenizer/ and generator/ (model.safetensors + config.json each
 state), which is what `Arvid.from_pretrained(path)` and `--model PATH` read. The two must belong
 together: the generator was trained on this tokenizer's codes (same codebook and latent grid).
 With --sampling FILE, the folder also holds sampling.json: the decoding settings `arvid generate`
-uses where its flags leave them unset (some of temperature, top_k, top_p, guidance), for example
-{"top_p": 0.9, "guidance": 3.0}. Measure them first: `arvid eval generation` sweeps them.
+uses where its flags leave them unset (some of temperature, top_k, top_p, min_p, guidance,
+history_guidance), for example {"top_p": 0.9, "guidance": 3.0}. Measure them first: `arvid eval generation` sweeps them.
 """
 
 from __future__ import annotations

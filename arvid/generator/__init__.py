@@ -18,6 +18,7 @@ from arvid.generator.sampler import (
     decode_one_token,
     generate,
     guide,
+    guide_history,
     logits_to_probs,
     prefill,
     sample,
@@ -25,5 +26,5 @@ from arvid.generator.sampler import (
 )
 
 __all__ = ["PRESETS", "Generator", "GeneratorConfig", "KVCache", "Sampling", "check_labels", "check_tokens",
-           "decode_one_token", "generate", "guide", "logits_to_probs", "prefill", "sample", "slot_inputs",
+           "decode_one_token", "generate", "guide", "guide_history", "logits_to_probs", "prefill", "sample", "slot_inputs",
            "window_logits"]

@@ -51,8 +51,8 @@ MIN_BLOB_AREA = 16  # pixels: smaller components are specks (99% of real digit p
 @torch.inference_mode()
 def rollout(model, num_frames: int, *, labels: np.ndarray | None, context: np.ndarray | None = None, seed: int = 0,
             temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-            guidance: float | None = None, no_context: bool = False,
-            batch: int | None = None) -> Iterator[np.ndarray]:
+            guidance: float | None = None, min_p: float | None = None, history_guidance: float | None = None,
+            no_context: bool = False, batch: int | None = None) -> Iterator[np.ndarray]:
     """Yield `num_frames` new frames uint8 (B, H, W, C), each clip with its own labels (B, k) and its own
     context clip (B, T0, H, W, C) of 1 + k·τ frames (tokenized; its last window of latent frames is kept).
 
@@ -79,10 +79,10 @@ def rollout(model, num_frames: int, *, labels: np.ndarray | None, context: np.nd
         if ctx is not None:
             raise ArvidError("the no-context ablation takes no context clip")
         latents = (next(generate(gen, 1, batch=batch, labels=lab, seed=seed * 100_003 + i, temperature=temperature,
-                                 top_k=top_k, top_p=top_p, guidance=guidance)) for i in range(n_latent))
+                                 top_k=top_k, top_p=top_p, min_p=min_p, guidance=guidance)) for i in range(n_latent))
     else:
         latents = generate(gen, n_latent, batch=batch, labels=lab, context=ctx, seed=seed, temperature=temperature,
-                           top_k=top_k, top_p=top_p, guidance=guidance)
+                           top_k=top_k, top_p=top_p, min_p=min_p, guidance=guidance, history_guidance=history_guidance)
     yield from decode_frames(dec, latents, num_frames)
 
 
@@ -225,6 +225,8 @@ class Settings:
     top_k: int | None = None
     top_p: float | None = None
     guidance: float | None = None  # classifier-free guidance scale (None: off)
+    min_p: float | None = None
+    history_guidance: float | None = None  # guidance against the frame without the past (None: off)
     batch: int = 32
     tokenizer_clips: int = 200  # 0: skip the tokenizer table
     sweep: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7)  # extra sampling temperatures for the consistency sweep
@@ -235,7 +237,8 @@ class Settings:
         """Keyword arguments of `rollout` for these settings (optionally another temperature or guidance)."""
         g = self.guidance if guidance == -1.0 else guidance
         return dict(temperature=self.temperature if temperature is None else temperature, top_k=self.top_k,
-                    top_p=self.top_p, guidance=None if g == 1 else g)
+                    top_p=self.top_p, min_p=self.min_p, guidance=None if g == 1 else g,
+                    history_guidance=self.history_guidance)
 
 
 def _real(size: int, frames: int, count: int, seed: int):
@@ -469,7 +472,8 @@ class Report:
 
 def _decoding_text(st: Settings) -> str:
     return (f"Sampling: temperature {st.temperature:g}, top-k {st.top_k or 'off'}, top-p {st.top_p or 'off'}, "
-            f"classifier-free guidance {st.guidance if st.guidance is not None else 'off'} (the labels are given).")
+            f"min-p {st.min_p or 'off'}, classifier-free guidance {st.guidance if st.guidance is not None else 'off'} "
+            f"(the labels are given), history guidance {st.history_guidance or 'off'}.")
 
 
 def evaluate_generation(model, st: Settings, command: str = "", progress: bool = True) -> Report:

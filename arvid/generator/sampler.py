@@ -3,13 +3,21 @@
     for frame in generate(model, num_frames=20, labels=[3, 7], seed=0, top_k=50):
         ...  # frame: int64 (B, h, w), yielded as soon as its last token is sampled
 
-    logits_to_probs   temperature, top-k and top-p on a batch of logits
+    logits_to_probs   temperature, top-k, top-p and min-p on a batch of logits
     sample            one token per row: greedy, or the exponential race on given noise (no host sync)
     guide             classifier-free guidance: cond + (g - 1)·(cond - uncond); g = 1 returns cond exactly
+    guide_history     history guidance: the same rule, against the frame sampled without the clip's past
     prefill           run a context into the KV cache, a chunk of slots at a time
     decode_one_token  one slot through the cache, then sampling: static shapes, compilable
     window_logits     the baseline: recompute the receptive field (sinks + last n_layer·W frames)
     generate          the loop, yielding each latent frame's tokens
+
+History guidance (after History-Guided Video Diffusion, Song et al. 2025, and context-aware decoding,
+Shi et al. 2023) runs each latent frame twice: with the clip's past (the cache), and as the first frame
+of a fresh clip (a second cache, emptied at every frame), fed the same tokens. Scale h > 1 moves the
+logits further along what the past adds, so tokens the earlier frames explain win more often. On the
+default model it steadies short clips but, like cold sampling and min-p, loses or merges digits over
+1,024 frames (measured in the model card): neither is a default.
 
 Randomness comes from one torch.Generator seeded by `seed` on the model's device: the same seed,
 settings and device give the same tokens. The noise is drawn outside the decode step, so the step
@@ -19,6 +27,7 @@ itself holds no random state and compiles (`torch.compile(mode="reduce-overhead"
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -35,6 +44,8 @@ class Sampling:
     top_k: int | None = None  # keep the k most likely tokens
     top_p: float | None = None  # keep the smallest set of tokens holding probability top_p
     guidance: float | None = None  # classifier-free guidance scale; None: no unconditional pass
+    min_p: float | None = None  # keep the tokens at least min_p times as likely as the most likely one
+    history_guidance: float | None = None  # guidance scale against the frame without the past; None: off
 
     def __post_init__(self) -> None:
         if not self.temperature >= 0:
@@ -45,11 +56,15 @@ class Sampling:
             raise ArvidError(f"top-p must be in (0, 1], got {self.top_p}")
         if self.guidance is not None and not self.guidance >= 0:
             raise ArvidError(f"guidance scale must be >= 0 (1: no guidance), got {self.guidance}")
+        if self.min_p is not None and not 0 <= self.min_p <= 1:
+            raise ArvidError(f"min-p must be in [0, 1] (0: off), got {self.min_p}")
+        if self.history_guidance is not None and not self.history_guidance >= 0:
+            raise ArvidError(f"history guidance scale must be >= 0 (1: off), got {self.history_guidance}")
 
 
 def logits_to_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                    top_p: float | None = None) -> torch.Tensor:
-    """Probabilities (B, V) float32 from logits (B, V) after temperature (> 0), top-k and top-p."""
+                    top_p: float | None = None, min_p: float | None = None) -> torch.Tensor:
+    """Probabilities (B, V) float32 from logits (B, V) after temperature (> 0), top-k, top-p and min-p."""
     logits = logits.float() / max(temperature, 1e-5)
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
@@ -60,6 +75,9 @@ def logits_to_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int |
         before = sorted_probs.cumsum(-1) - sorted_probs  # mass strictly before each token
         drop = (before >= top_p).scatter(-1, order, before >= top_p)  # the first token is always kept
         logits = logits.masked_fill(drop, float("-inf"))
+    if min_p:  # p_i >= min_p · p_max  <=>  logit_i >= logit_max + log(min_p); the most likely token always stays
+        floor = logits.amax(-1, keepdim=True) + math.log(min_p)  # (B, 1)
+        logits = logits.masked_fill(logits < floor, float("-inf"))
     return torch.softmax(logits, dim=-1)
 
 
@@ -67,7 +85,7 @@ def sample(logits: torch.Tensor, noise: torch.Tensor | None, s: Sampling) -> tor
     """One token (B,) int64 per row of logits (B, V); noise (B, V) ~ Exp(1) unless greedy."""
     if s.temperature == 0 or noise is None:
         return logits.argmax(-1)
-    probs = logits_to_probs(logits, s.temperature, s.top_k, s.top_p)
+    probs = logits_to_probs(logits, s.temperature, s.top_k, s.top_p, s.min_p)
     return (probs / noise).argmax(-1)  # argmax p_i / E_i with E_i ~ Exp(1) draws i with probability p_i
 
 
@@ -77,6 +95,13 @@ def guide(logits: torch.Tensor, guidance: float | None) -> torch.Tensor:
         return logits
     cond, uncond = logits.float().chunk(2, dim=0)
     return cond + (guidance - 1.0) * (cond - uncond)
+
+
+def guide_history(logits: torch.Tensor, fresh: torch.Tensor | None, scale: float | None) -> torch.Tensor:
+    """Logits (B, V) with the past, moved by (h - 1)·(logits - fresh), fresh: the same slot without the past."""
+    if fresh is None or scale is None:
+        return logits
+    return logits + (scale - 1.0) * (logits - fresh)
 
 
 def prefill(model: Generator, cache: KVCache, inputs: torch.Tensor, labels: torch.Tensor | None,
@@ -92,10 +117,18 @@ def prefill(model: Generator, cache: KVCache, inputs: torch.Tensor, labels: torc
 
 
 def decode_one_token(model: Generator, cache: KVCache, inputs: torch.Tensor, pos: torch.Tensor,
-                     labels: torch.Tensor | None, noise: torch.Tensor | None, s: Sampling) -> torch.Tensor:
-    """The token (B,) of slot `pos` (1,) given its inputs (MB, 1): MB = 2B with guidance, else B."""
-    logits = model.decode(inputs, pos, cache, labels)[:, -1]  # (MB, V)
-    return sample(guide(logits, s.guidance), noise, s)
+                     labels: torch.Tensor | None, noise: torch.Tensor | None, s: Sampling,
+                     fresh: tuple[KVCache, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """The token (B,) of slot `pos` (1,) given its inputs (MB, 1): MB = 2B with guidance, else B.
+
+    fresh: (cache, inputs (MB, 1), pos (1,)) of the same slot in a clip that starts at this frame, for
+    history guidance; None skips that pass (no history guidance, or a first frame, which has no past)."""
+    logits = guide(model.decode(inputs, pos, cache, labels)[:, -1], s.guidance)  # (B, V)
+    if fresh is not None:
+        f_cache, f_inputs, f_pos = fresh
+        logits = guide_history(logits, guide(model.decode(f_inputs, f_pos, f_cache, labels)[:, -1], s.guidance),
+                               s.history_guidance)
+    return sample(logits, noise, s)
 
 
 def window_logits(model: Generator, inputs: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -133,16 +166,19 @@ def _model_labels(model: Generator, labels, batch: int, guided: bool, device) ->
 @torch.no_grad()
 def generate(model: Generator, num_frames: int, *, batch: int = 1, labels=None, context: torch.Tensor | None = None,
              seed: int = 0, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-             guidance: float | None = None, use_cache: bool = True, compile: bool | None = None,
-             ) -> Iterator[torch.Tensor]:
+             guidance: float | None = None, min_p: float | None = None, history_guidance: float | None = None,
+             use_cache: bool = True, compile: bool | None = None) -> Iterator[torch.Tensor]:
     """Yield `num_frames` new latent frames, int64 (B, h, w) each, after `context` (B, t0, h, w) if given.
 
     labels: k labels for all clips or (B, k) (-1: none); guidance: classifier-free scale (1 equals
-    no guidance; None skips the unconditional pass). use_cache=False recomputes the window for each
-    token (the baseline). compile: torch.compile the decode step (default: on CUDA).
+    no guidance; None skips the unconditional pass). history_guidance: scale against each frame
+    sampled without the clip's past (1 or None: off; costs a second pass). use_cache=False recomputes
+    the window for each token (the baseline). compile: torch.compile the decode step (default: on CUDA).
     """
     cfg, device = model.config, next(model.parameters()).device
-    s = Sampling(temperature, top_k, top_p, guidance)
+    if history_guidance == 1:
+        history_guidance = None  # h = 1 is plain sampling: skip the second pass
+    s = Sampling(temperature, top_k, top_p, guidance, min_p, history_guidance)
     if context is not None:
         check_tokens(cfg, context, "context tokens")
         batch = context.shape[0]
@@ -164,19 +200,33 @@ def generate(model: Generator, num_frames: int, *, batch: int = 1, labels=None, 
         dtype = next(model.parameters()).dtype
         cache = KVCache.allocate(cfg, mb, device, dtype)
         prefill(model, cache, history[:, :n0], labels)
+    fresh_cache = None  # history guidance: the frame being sampled, as the first frame of a fresh clip
+    if s.history_guidance is not None and use_cache:
+        fresh_cache = KVCache.allocate(cfg, mb, device, dtype)
+    bos = torch.full((mb, 1), cfg.bos_token, dtype=torch.long, device=device)
     step = _compiled_step() if (compile if compile is not None else device.type == "cuda") else decode_one_token
     gen = torch.Generator(device).manual_seed(int(seed))
     pos = torch.tensor([n0], device=device)
     prev = history[:, -1:]  # (MB, 1): input of the next slot
-    for _ in range(num_frames):
+    for t in range(num_frames):
         frame = torch.empty(batch, F, dtype=torch.long, device=device)
+        guided_by_past = s.history_guidance is not None and (n0 > 0 or t > 0)  # frame 0 of a clip has no past
+        if fresh_cache is not None:
+            fresh_cache.reset()
         for i in range(F):
             noise = None if s.temperature == 0 else \
                 torch.empty(batch, cfg.vocab_size, device=device).exponential_(generator=gen)
+            f_inputs = bos if i == 0 else prev  # (MB, 1): the fresh clip's slot i
             if use_cache:
-                token = step(model, cache, prev, pos, labels, noise, s)  # (B,)
+                fresh = (fresh_cache, f_inputs, pos.new_tensor([i])) if guided_by_past else None
+                token = step(model, cache, prev, pos, labels, noise, s, fresh)  # (B,)
             else:
-                token = sample(guide(window_logits(model, history, labels), s.guidance), noise, s)
+                logits = guide(window_logits(model, history, labels), s.guidance)
+                if guided_by_past:
+                    own = frame[:, :i].repeat(mb // batch, 1)  # (MB, i): this frame's tokens so far
+                    fresh_logits = model(torch.cat([bos, own], dim=1), labels)[:, -1]
+                    logits = guide_history(logits, guide(fresh_logits, s.guidance), s.history_guidance)
+                token = sample(logits, noise, s)
             frame[:, i] = token
             prev = token.repeat(mb // batch)[:, None]  # (MB, 1)
             pos += 1
