@@ -84,6 +84,36 @@ def test_task_checks_its_options(tokens, tmp_path):
     assert not torch.equal(batch["inputs"], t.batch(3, 0, 2, 2, torch.device("cpu"))["inputs"])
 
 
+def test_context_noise_corrupts_inputs_not_targets(tokens, tmp_path):
+    clean = task(tokens, tmp_path, 2).batch(5, 0, 1, 16, torch.device("cpu"))
+    noisy_task = task(tokens, tmp_path, 2, "--context-noise", "0.5")
+    noisy = noisy_task.batch(5, 0, 1, 16, torch.device("cpu"))
+    assert torch.equal(noisy["targets"], clean["targets"]) and torch.equal(noisy["labels"], clean["labels"])
+    changed = noisy["inputs"] != clean["inputs"]
+    assert not changed[:, 0].any()  # the begin-of-clip slot stays
+    rate = changed.float().mean(1)  # per window: drawn from [0, 0.5], less the codes redrawn as themselves
+    assert 0.1 < rate.mean() < 0.35 and rate.max() <= 0.6 and rate.std() > 0.05
+    assert torch.equal(noisy["inputs"], noisy_task.batch(5, 0, 1, 16, torch.device("cpu"))["inputs"])  # exact resume
+    assert int(noisy["inputs"][:, 1:].max()) < 32
+    with pytest.raises(ArvidError, match="--context-noise"):
+        task(tokens, tmp_path, 2, "--context-noise", "1.5")
+
+
+def test_init_starts_from_a_trained_generator(tokens, tmp_path):
+    run(tokens, tmp_path / "a", 2)
+    t = task(tokens, tmp_path / "b", 2, "--init", str(tmp_path / "a"))
+    trained = Generator.from_pretrained(tmp_path / "a")
+    assert t.config == trained.config
+    built = t.build_model().state_dict()
+    assert all(torch.equal(built[k], v) for k, v in trained.state_dict().items())
+    with pytest.raises(ArvidError, match="own architecture"):
+        task(tokens, tmp_path / "b", 2, "--init", str(tmp_path / "a"), "--d-model", "64")
+    with pytest.raises(ArvidError, match="--init"):
+        task(tokens, tmp_path / "b", 2, "--init", str(tmp_path / "a"), "--no-labels")
+    with pytest.raises(ArvidError):
+        task(tokens, tmp_path / "b", 2, "--init", str(tmp_path / "missing"))
+
+
 @pytest.mark.slow
 def test_ddp_step_with_two_gloo_processes(tokens, tmp_path):
     env = {**os.environ, "ARVID_ATTENTION_BACKEND": "pytorch", "OMP_NUM_THREADS": "1"}

@@ -11,6 +11,12 @@ held-out windows (eval_bits_per_token).
 Conditioning: clips' labels enter as the label embedding; with probability --label-dropout a
 clip's labels are replaced by the null label, which is what classifier-free guidance needs.
 
+`--init DIR` starts from a trained generator (its weights and architecture; a fresh optimizer and schedule),
+for instance to train it further on more clips. `--context-noise P` trains it to recover from its own
+mistakes: each window's input tokens are replaced by random codes at a rate drawn uniformly from [0, P]
+(the targets stay clean), as sampled frames hold tokens the model got wrong. Held-out windows are
+measured clean, so eval_bits_per_token stays comparable across runs.
+
 Use --train-frames of at least window + sinks + 2 latent frames, so that training shows the sinks
 at the distance they keep for ever in long generation (see `arvid.generator.rope.sink_shift`).
 """
@@ -48,6 +54,8 @@ class GeneratorTask:
     eval_windows: int = 64
     steps: int = 0  # total steps of the run: evaluate at the last one
     seed: int = 0
+    context_noise: float = 0.0  # input tokens replaced by random codes at a rate drawn from [0, context_noise]
+    init: Generator | None = None  # trained weights to start from
     kind: str = "generator"
 
     def __post_init__(self) -> None:
@@ -55,7 +63,10 @@ class GeneratorTask:
         self._eval_value: float | None = None
 
     def build_model(self) -> Generator:
-        return Generator(self.config)
+        model = Generator(self.config)
+        if self.init is not None:
+            model.load_state_dict(self.init.state_dict())
+        return model
 
     def model_config(self) -> dict:
         return self.config.to_dict()
@@ -66,7 +77,20 @@ class GeneratorTask:
         if self.config.conditional:
             drop = torch.from_numpy(rng.random(batch_size) < self.label_dropout)
             labels = torch.where(drop[:, None], self.config.null_label, labels)
-        return {"step": step, **self._tensors(tokens, labels, device)}
+        batch = {"step": step, **self._tensors(tokens, labels, device)}
+        if self.context_noise:
+            batch["inputs"] = self._corrupt(batch["inputs"], rng)
+        return batch
+
+    def _corrupt(self, inputs: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """Inputs (B, N) with tokens (never the begin-of-clip slot) replaced by random codes, each window at its
+        own rate drawn from [0, context_noise]."""
+        B, N = inputs.shape
+        rate = rng.random((B, 1)) * self.context_noise
+        hit = rng.random((B, N)) < rate
+        hit[:, 0] = False
+        codes = rng.integers(0, self.config.vocab_size, (B, N))
+        return torch.where(torch.from_numpy(hit).to(inputs.device), torch.from_numpy(codes).to(inputs), inputs)
 
     def _tensors(self, tokens: torch.Tensor, labels: torch.Tensor, device) -> dict:
         return {"inputs": slot_inputs(tokens, self.config.bos_token).to(device),  # (B, N)
@@ -137,19 +161,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="latent frames per training window (default: whole clips)")
     run.add_argument("--label-dropout", type=float, default=0.1,
                      help="probability of training a clip without its labels, for guidance (default %(default)s)")
+    run.add_argument("--init", metavar="DIR", default=None,
+                     help="start from this trained generator (its weights and architecture; fresh optimizer and schedule)")
+    run.add_argument("--context-noise", type=float, default=0.0, metavar="P",
+                     help="replace input tokens by random codes at a rate drawn from [0, P] per window, so the model "
+                          "learns to recover from sampled mistakes (default 0: off)")
     run.add_argument("--eval-every", type=int, default=200, help="steps between held-out evaluations (default %(default)s)")
     run.add_argument("--eval-windows", type=int, default=64, help="held-out windows per evaluation (default %(default)s)")
 
 
 def task_from_args(args: argparse.Namespace) -> GeneratorTask:
+    overrides = {name: getattr(args, flag) for flag, name in _MODEL_FLAGS.items() if getattr(args, flag) is not None}
+    init = getattr(args, "init", None)
+    noise = getattr(args, "context_noise", 0.0)
+    if not (math.isfinite(noise) and 0 <= noise <= 1):
+        raise ArvidError(f"--context-noise must be a rate in [0, 1], got {noise}")
+    init_model = Generator.from_pretrained(init) if init is not None else None  # fails before any tokenizing
+    if init_model is not None:
+        other = [f"--{flag.replace('_', '-')} {getattr(args, flag)} (it has {getattr(init_model.config, name)})"
+                 for flag, name in _MODEL_FLAGS.items()
+                 if name in overrides and overrides[name] != getattr(init_model.config, name)]
+        if other:
+            raise ArvidError(f"--init {init} brings its own architecture: leave out {', '.join(other)}")
     train_data, eval_data = _data_from_args(args)
     h, w = train_data.latent_hw
     conditional = train_data.num_classes > 0 and train_data.labels_per_clip > 0 and not args.no_labels
-    overrides = {name: getattr(args, flag) for flag, name in _MODEL_FLAGS.items() if getattr(args, flag) is not None}
-    config = GeneratorConfig.from_name(
-        args.preset, vocab_size=train_data.vocab_size, latent_h=h, latent_w=w,
-        num_classes=train_data.num_classes if conditional else 0,
-        labels_per_clip=train_data.labels_per_clip if conditional else 0, **overrides)
+    if init_model is not None:
+        config = init_model.config
+        want = (train_data.vocab_size, (h, w), train_data.num_classes if conditional else 0)
+        if (config.vocab_size, (config.latent_h, config.latent_w), config.num_classes) != want:
+            raise ArvidError(f"--init {init}: its generator reads {config.vocab_size} codes on a {config.latent_h}x"
+                             f"{config.latent_w} grid with {config.num_classes} classes; the training tokens have "
+                             f"{want[0]} codes on {h}x{w} with {want[2]}: tokenize with the tokenizer it was trained on")
+    else:
+        config = GeneratorConfig.from_name(
+            args.preset, vocab_size=train_data.vocab_size, latent_h=h, latent_w=w,
+            num_classes=train_data.num_classes if conditional else 0,
+            labels_per_clip=train_data.labels_per_clip if conditional else 0, **overrides)
     if eval_data is not None and (eval_data.latent_hw != (h, w) or eval_data.vocab_size != train_data.vocab_size):
         raise ArvidError(f"--eval-tokens {eval_data.folder} does not match the training tokens (frame or vocabulary)")
     frames = args.train_frames or train_data.frames
@@ -162,7 +210,8 @@ def task_from_args(args: argparse.Namespace) -> GeneratorTask:
               f"{config.window_frames + config.sink_frames + 2}: training never shows the sinks at the distance "
               "they keep in long generation")
     return GeneratorTask(config, train_data, eval_data, frames, args.label_dropout if conditional else 0.0,
-                         args.eval_every, args.eval_windows, getattr(args, "steps", 0), getattr(args, "seed", 0))
+                         args.eval_every, args.eval_windows, getattr(args, "steps", 0), getattr(args, "seed", 0),
+                         noise, init_model)
 
 
 def _data_from_args(args) -> tuple[TokenDataset, TokenDataset | None]:
