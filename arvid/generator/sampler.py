@@ -204,6 +204,7 @@ def generate(model: Generator, num_frames: int, *, batch: int = 1, labels=None, 
     if s.history_guidance is not None and use_cache:
         fresh_cache = KVCache.allocate(cfg, mb, device, dtype)
     bos = torch.full((mb, 1), cfg.bos_token, dtype=torch.long, device=device)
+    fresh_pos = torch.arange(F, device=device)  # the fresh clip's slots: a view of one per token, no allocation
     step = _compiled_step() if (compile if compile is not None else device.type == "cuda") else decode_one_token
     gen = torch.Generator(device).manual_seed(int(seed))
     pos = torch.tensor([n0], device=device)
@@ -218,7 +219,7 @@ def generate(model: Generator, num_frames: int, *, batch: int = 1, labels=None, 
                 torch.empty(batch, cfg.vocab_size, device=device).exponential_(generator=gen)
             f_inputs = bos if i == 0 else prev  # (MB, 1): the fresh clip's slot i
             if use_cache:
-                fresh = (fresh_cache, f_inputs, pos.new_tensor([i])) if guided_by_past else None
+                fresh = (fresh_cache, f_inputs, fresh_pos[i:i + 1]) if guided_by_past else None
                 token = step(model, cache, prev, pos, labels, noise, s, fresh)  # (B,)
             else:
                 logits = guide(window_logits(model, history, labels), s.guidance)

@@ -12,6 +12,7 @@ decoding keywords (temperature, top_k, top_p, min_p, guidance, history_guidance)
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -59,11 +60,14 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("settings", help="JSON list of decoding settings, e.g. '[{}, {\"min_p\": 0.1}]'")
     p.add_argument("--model", default=None, help="model folder (default: the shipped model)")
-    p.add_argument("--clips", type=int, default=32)
+    p.add_argument("--clips", type=int, default=32, help="consistency clips (default 32)")
+    p.add_argument("--long-clips", type=int, default=16, help="long clips, with --long (default 16)")
     p.add_argument("--frames", type=int, default=32)
     p.add_argument("--long", action="store_true", help="count collapses in 1,024-frame clips instead")
     a = p.parse_args()
-    torch.set_num_threads(int(__import__("os").environ.get("THREADS", "2")))
+    torch.set_num_threads(int(os.environ.get("THREADS", "2")))
     m = Arvid.from_pretrained(a.model, device="cpu")
-    (long_clips(m, json.loads(a.settings), a.clips if a.clips != 32 else 16) if a.long
-     else consistency(m, json.loads(a.settings), a.clips, a.frames))
+    if a.long:
+        long_clips(m, json.loads(a.settings), a.long_clips)
+    else:
+        consistency(m, json.loads(a.settings), a.clips, a.frames)
