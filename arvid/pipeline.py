@@ -59,6 +59,14 @@ class SamplingOptions:
     min_p: float | None = None  # keep tokens at least min_p times as likely as the likeliest (0: off)
     history_guidance: float | None = None  # guidance against each frame without the clip's past (1: none)
 
+    def __post_init__(self) -> None:
+        from arvid.generator.sampler import check_setting
+
+        for key in SAMPLING_KEYS:  # a bad value fails here, before a model is loaded or a frame is made
+            check_setting(key, getattr(self, key))
+        if self.batch < 1:
+            raise ArvidError(f"batch must be at least 1, got {self.batch}")
+
     def generate_kwargs(self, defaults: dict | None = None) -> dict:
         """Keyword arguments of `generate`, with unset settings taken from `defaults` (a model's sampling.json)."""
         defaults = defaults or {}
@@ -175,6 +183,16 @@ class Arvid:
             return math.ceil(num_frames / tau)
         return 1 + math.ceil((num_frames - 1) / tau)
 
+    def check_options(self, opts: SamplingOptions) -> None:
+        """ArvidError now, before any work, if `opts` (with this model's recommended settings) cannot run on this
+        model: labels of the wrong count or range, or guidance without labels."""
+        from arvid.generator.model import check_labels
+
+        kw = opts.generate_kwargs(self.sampling)
+        check_labels(self.generator.config, kw["labels"], opts.batch)
+        if kw["guidance"] is not None and kw["labels"] is None:
+            raise ArvidError("guidance needs labels: give labels, or no guidance scale")
+
     # ---- the three uses -------------------------------------------------------------------------------
     def stream(self, num_frames: int, video: np.ndarray | None = None, options: SamplingOptions | None = None,
                **kwargs) -> Iterator[np.ndarray]:
@@ -184,6 +202,7 @@ class Arvid:
         """
         opts = _options(options, kwargs)
         _check_count(num_frames)
+        self.check_options(opts)
         prepared = self.prepare(video, opts.batch) if video is not None else None
         yield from self._stream(num_frames, prepared, opts)
 
@@ -196,6 +215,7 @@ class Arvid:
         """The input clip followed by `num_frames` new frames: uint8 (B, T_in + num_frames, H, W, C)."""
         opts = _options(options, kwargs)
         _check_count(num_frames)
+        self.check_options(opts)
         prepared = self.prepare(video, opts.batch)
         return join_input(prepared, np.stack(list(self._stream(num_frames, prepared, opts)), axis=1))
 
@@ -299,8 +319,6 @@ def _options(options: SamplingOptions | None, kwargs: dict) -> SamplingOptions:
         opts = options or SamplingOptions(**kwargs)
     except TypeError as e:
         raise ArvidError(f"unknown sampling option: {e}") from e
-    if opts.batch < 1:
-        raise ArvidError(f"batch must be at least 1, got {opts.batch}")
     return opts
 
 

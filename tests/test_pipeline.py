@@ -107,6 +107,23 @@ def test_pipeline_errors_are_clear(model, model_dir, tmp_path):
         (tmp_path / "half").mkdir()
         (tmp_path / "half" / "tokenizer").mkdir()
         Arvid.from_pretrained(tmp_path / "half")
+    # sampling settings are checked when they are given, before a frame is made or an input is tokenized
+    from arvid.pipeline import SamplingOptions
+
+    for bad, message in ((dict(temperature=-1), "temperature must be >= 0"), (dict(top_p=1.5), r"top-p must be in \(0, 1\]"),
+                         (dict(min_p=float("nan")), "min-p must be in"), (dict(top_k=0), "top-k must be >= 1"),
+                         (dict(batch=0), "batch must be at least 1")):
+        with pytest.raises(ArvidError, match=message):
+            SamplingOptions(**bad)
+    calls = []
+    model.prepare, prepare = (lambda *a, **k: calls.append(a)), model.prepare
+    try:
+        for bad, message in ((dict(guidance=3.0), "guidance needs labels"), (dict(labels=[3, 12]), "out of range")):
+            with pytest.raises(ArvidError, match=message):
+                model.extend(np.zeros((3, 16, 16, 1), np.uint8), 2, **bad)
+        assert not calls  # refused before the input was fitted and tokenized
+    finally:
+        model.prepare = prepare
     tok = Tokenizer.from_pretrained(model_dir / "tokenizer")
     other = Generator(GeneratorConfig.from_name("tiny", vocab_size=tok.codebook_size + 1))
     with pytest.raises(ArvidError, match="not trained together"):
@@ -165,6 +182,25 @@ def test_cli_errors_are_one_line_exit_2_and_leave_no_file(model_dir, tmp_path, a
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("arvid: error:") and message in r.stderr
     assert "Traceback" not in r.stderr
+    assert not (tmp_path / "x.npy").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--temperature", "-1"], "--temperature must be >= 0 (0: greedy), got -1.0"),
+    (["--top-p", "1.5"], "--top-p must be in (0, 1], got 1.5"),
+    (["--min-p", "nan"], "--min-p must be in [0, 1] (0: off), got nan"),
+    (["--history-guidance", "-2"], "--history-guidance must be >= 0 (1: off)"),
+    (["--guidance", "3"], "--guidance 3 needs --label"),
+    (["--label", "3"], "give 2 integer label(s) per clip"),
+])
+@pytest.mark.parametrize("command", ["generate", "extend"])
+def test_cli_sampling_errors_name_the_flag_before_any_work(model_dir, tmp_path, args, message, command, cli):
+    """A bad sampling flag is refused before the model samples (no progress bar) and, for extend, before the
+    input is read: the missing input below would otherwise be the error."""
+    head = ["extend", tmp_path / "missing.mp4"] if command == "extend" else ["generate"]
+    r = cli(*head, "--frames", 2, "--out", tmp_path / "x.npy", "--model", model_dir, *args)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert "generating" not in r.stderr and "missing.mp4" not in r.stderr
     assert not (tmp_path / "x.npy").exists()
 
 

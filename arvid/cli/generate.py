@@ -64,7 +64,8 @@ def register(sub) -> None:
 
 def _options(args):
     from arvid.errors import ArvidError
-    from arvid.pipeline import SamplingOptions
+    from arvid.generator.sampler import check_setting
+    from arvid.pipeline import SAMPLING_KEYS, SamplingOptions
 
     labels = None
     if args.label:
@@ -76,6 +77,11 @@ def _options(args):
         raise ArvidError(f"--frames must be a positive number, got {args.frames}")
     if args.batch < 1:
         raise ArvidError(f"--batch must be at least 1, got {args.batch}")
+    for key in SAMPLING_KEYS:  # before the model loads, in the flags' own names
+        check_setting(key, getattr(args, key), "--" + key.replace("_", "-"))
+    if labels is None and args.guidance not in (None, 1):
+        raise ArvidError(f"--guidance {args.guidance:g} needs --label (e.g. --label 3,7): guidance follows the "
+                         "labels; drop --guidance for an unconditional clip")
     return SamplingOptions(seed=args.seed, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                            min_p=args.min_p, labels=labels, guidance=args.guidance,
                            history_guidance=args.history_guidance, batch=args.batch)
@@ -93,17 +99,19 @@ def _outputs(out: Path, batch: int, sheet: Path | None) -> list[Path]:
     return outs
 
 
-def _run(args, video=None, fps: float | None = None) -> int:
+def _run(args, input_path: Path | None = None) -> int:
     import numpy as np
     from tqdm import tqdm
 
     from arvid.pipeline import Arvid, join_input
-    from arvid.video import clips_sheet, write_video
+    from arvid.video import clips_sheet, read_video, write_video
 
     opts = _options(args)
     outs = _outputs(args.out, opts.batch, args.sheet)
     model = Arvid.from_pretrained(args.model, device=args.device)
-    prepared = model.prepare(video, opts.batch) if video is not None else None
+    model.check_options(opts)  # labels and guidance against this model, before the input is read or a bar starts
+    video = read_video(input_path) if input_path is not None else None
+    prepared = model.prepare(video.frames, opts.batch) if video is not None else None
     for note in prepared.notes if prepared else []:
         print(f"arvid: {note}", file=sys.stderr)
     tokens_per_frame = model.generator.config.frame_tokens / model.temporal_factor
@@ -117,7 +125,7 @@ def _run(args, video=None, fps: float | None = None) -> int:
     clip = np.stack(frames, axis=1)  # (B, N, H, W, C)
     if prepared is not None:
         clip = join_input(prepared, clip)
-    fps = args.fps or fps or model.fps
+    fps = args.fps or (video.fps if video is not None else None) or model.fps
     for out, c in zip(outs, clip):
         write_video(out, c, fps=fps)
     if args.sheet is not None:
@@ -135,8 +143,4 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_extend(args: argparse.Namespace) -> int:
-    from arvid.video import read_video
-
-    _outputs(args.out, max(args.batch, 1), args.sheet)  # a bad --out is found before the input is read
-    video = read_video(args.input)
-    return _run(args, video.frames, video.fps)
+    return _run(args, args.input)  # flags, --out and the model are checked before the input is read

@@ -38,6 +38,25 @@ from arvid.generator.cache import KVCache
 from arvid.generator.model import Generator, check_labels, check_tokens, slot_inputs
 
 
+# setting: (its name in messages, whether a value is valid, what is valid); None always means "not set"
+_RULES = {
+    "temperature": ("temperature", lambda v: v >= 0, ">= 0 (0: greedy)"),
+    "top_k": ("top-k", lambda v: v >= 1, ">= 1"),
+    "top_p": ("top-p", lambda v: 0 < v <= 1, "in (0, 1]"),
+    "guidance": ("guidance scale", lambda v: v >= 0, ">= 0 (1: no guidance)"),
+    "min_p": ("min-p", lambda v: 0 <= v <= 1, "in [0, 1] (0: off)"),
+    "history_guidance": ("history guidance scale", lambda v: v >= 0, ">= 0 (1: off)"),
+}
+
+
+def check_setting(key: str, value, name: str | None = None) -> None:
+    """ArvidError unless `value` is None or valid for sampling setting `key`; `name` (e.g. "--top-p") is
+    how the message calls it (default: its plain name). NaN is never valid."""
+    label, ok, rule = _RULES[key]
+    if value is not None and not ok(value):
+        raise ArvidError(f"{name or label} must be {rule}, got {value}")
+
+
 @dataclass(frozen=True)
 class Sampling:
     temperature: float = 1.0  # 0: greedy
@@ -48,18 +67,8 @@ class Sampling:
     history_guidance: float | None = None  # guidance scale against the frame without the past; None: off
 
     def __post_init__(self) -> None:
-        if not self.temperature >= 0:
-            raise ArvidError(f"temperature must be >= 0 (0: greedy), got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ArvidError(f"top-k must be >= 1, got {self.top_k}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise ArvidError(f"top-p must be in (0, 1], got {self.top_p}")
-        if self.guidance is not None and not self.guidance >= 0:
-            raise ArvidError(f"guidance scale must be >= 0 (1: no guidance), got {self.guidance}")
-        if self.min_p is not None and not 0 <= self.min_p <= 1:
-            raise ArvidError(f"min-p must be in [0, 1] (0: off), got {self.min_p}")
-        if self.history_guidance is not None and not self.history_guidance >= 0:
-            raise ArvidError(f"history guidance scale must be >= 0 (1: off), got {self.history_guidance}")
+        for key in _RULES:
+            check_setting(key, getattr(self, key))
 
 
 def logits_to_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
