@@ -355,10 +355,10 @@ class Tokenizer(nn.Module):
         fixed, towards the frames it codes, `target` (B, C, τ or 1, H, W); return, per clip, the latents whose
         codes rendered closest (in MSE) among those tried, the encoder's own included, so this latent frame never
         renders worse than without the search. The decoder's state is copied for each try, never moved."""
-        def error(latent):  # (B,) MSE of the frames the codes of `latent` render
+        def error(latent):  # (B,) MSE of the frames the codes of `latent` render, clamped as `decode` shows them
             zq = self.quantizer(latent, update=False)[0]
             frames = self._render(zq, dec_state.copy(), prev, first, dec_ctx)[0]
-            return (frames.float() - target.float()).pow(2).flatten(1).mean(1)
+            return (frames.float().clamp(-1, 1) - target.float()).pow(2).flatten(1).mean(1)
 
         best, trial = z.detach().clone(), z.detach().clone().requires_grad_(True)
         opt = torch.optim.Adam([trial], lr=self.REFINE_LR)
