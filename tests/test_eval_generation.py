@@ -155,6 +155,10 @@ def test_cli_writes_the_report_and_refuses_bad_input(model_dir, tmp_path, capsys
     assert main(["eval", "generation", "--model", str(model_dir), "--out", str(tmp_path / "x"),
                  "--guidance-sweep", "-2"]) == 2
     assert "--guidance-sweep values must lie in [0, 100]" in capsys.readouterr().err
+    for flag, value, message in (("--temperature", "-1", "--temperature must be >= 0 (0: greedy), got -1.0"),
+                                 ("--min-p", "3", "--min-p must be in [0, 1] (0: off), got 3.0")):
+        assert main(["eval", "generation", "--model", str(model_dir), "--out", str(tmp_path / "x"), flag, value]) == 2
+        assert message in capsys.readouterr().err  # the same words as generate's, in the flag's name
     assert not (tmp_path / "x").exists()
 
 

@@ -181,7 +181,8 @@ def run_generation(args: argparse.Namespace) -> int:
 
     from arvid.errors import ArvidError
     from arvid.generator.evaluate import Settings, evaluate_generation, write_report
-    from arvid.pipeline import Arvid, SamplingOptions
+    from arvid.generator.sampler import check_setting
+    from arvid.pipeline import SAMPLING_KEYS, Arvid, SamplingOptions
     from arvid.utils import check_target
 
     for name in ("clips", "context", "predict", "batch"):
@@ -191,14 +192,8 @@ def run_generation(args: argparse.Namespace) -> int:
         raise ArvidError("--frames must be at least 2, --long-clips and --tokenizer-clips at least 0")
     if args.long_clips and args.long_frames < 64:
         raise ArvidError(f"--long-frames must be at least 64 (one block), got {args.long_frames}")
-    if args.top_k is not None and args.top_k < 1:
-        raise ArvidError(f"--top-k must be at least 1, got {args.top_k}")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise ArvidError(f"--top-p must lie in (0, 1], got {args.top_p}")
-    if args.min_p is not None and not 0 <= args.min_p <= 1:
-        raise ArvidError(f"--min-p must lie in [0, 1], got {args.min_p}")
-    if args.history_guidance is not None and not args.history_guidance >= 0:
-        raise ArvidError(f"--history-guidance must be at least 0 (1 is off), got {args.history_guidance}")
+    for key in SAMPLING_KEYS:  # the ranges generate and the sampler use, in the flags' own names
+        check_setting(key, getattr(args, key, None), "--" + key.replace("_", "-"))
     sweep = _floats(args.sweep, "--sweep", "temperatures such as 0,0.5", 0, 10)
     guidance_sweep = _floats(args.guidance_sweep, "--guidance-sweep", "guidance scales such as 1,5", 0, 100)
     if args.reader_steps < 0:
