@@ -60,10 +60,9 @@ class SamplingOptions:
     history_guidance: float | None = None  # guidance against each frame without the clip's past (1: none)
 
     def __post_init__(self) -> None:
-        from arvid.generator.sampler import check_setting
+        from arvid.generator.sampler import check_settings
 
-        for key in SAMPLING_KEYS:  # a bad value fails here, before a model is loaded or a frame is made
-            check_setting(key, getattr(self, key))
+        check_settings(self)  # a bad value fails here, before a model is loaded or a frame is made
         if self.batch < 1:
             raise ArvidError(f"batch must be at least 1, got {self.batch}")
 

@@ -181,8 +181,8 @@ def run_generation(args: argparse.Namespace) -> int:
 
     from arvid.errors import ArvidError
     from arvid.generator.evaluate import Settings, evaluate_generation, write_report
-    from arvid.generator.sampler import check_setting
-    from arvid.pipeline import SAMPLING_KEYS, Arvid, SamplingOptions
+    from arvid.generator.sampler import check_settings
+    from arvid.pipeline import Arvid, SamplingOptions
     from arvid.utils import check_target
 
     for name in ("clips", "context", "predict", "batch"):
@@ -192,8 +192,7 @@ def run_generation(args: argparse.Namespace) -> int:
         raise ArvidError("--frames must be at least 2, --long-clips and --tokenizer-clips at least 0")
     if args.long_clips and args.long_frames < 64:
         raise ArvidError(f"--long-frames must be at least 64 (one block), got {args.long_frames}")
-    for key in SAMPLING_KEYS:  # the ranges generate and the sampler use, in the flags' own names
-        check_setting(key, getattr(args, key, None), "--" + key.replace("_", "-"))
+    check_settings(args, flags=True)  # the ranges generate and the sampler use, in the flags' own names
     sweep = _floats(args.sweep, "--sweep", "temperatures such as 0,0.5", 0, 10)
     guidance_sweep = _floats(args.guidance_sweep, "--guidance-sweep", "guidance scales such as 1,5", 0, 100)
     if args.reader_steps < 0:

@@ -64,8 +64,8 @@ def register(sub) -> None:
 
 def _options(args):
     from arvid.errors import ArvidError
-    from arvid.generator.sampler import check_setting
-    from arvid.pipeline import SAMPLING_KEYS, SamplingOptions
+    from arvid.generator.sampler import check_settings
+    from arvid.pipeline import SamplingOptions
 
     labels = None
     if args.label:
@@ -77,8 +77,7 @@ def _options(args):
         raise ArvidError(f"--frames must be a positive number, got {args.frames}")
     if args.batch < 1:
         raise ArvidError(f"--batch must be at least 1, got {args.batch}")
-    for key in SAMPLING_KEYS:  # before the model loads, in the flags' own names
-        check_setting(key, getattr(args, key), "--" + key.replace("_", "-"))
+    check_settings(args, flags=True)  # before the model loads, in the flags' own names
     if labels is None and args.guidance not in (None, 1):
         raise ArvidError(f"--guidance {args.guidance:g} needs --label (e.g. --label 3,7): guidance follows the "
                          "labels; drop --guidance for an unconditional clip")

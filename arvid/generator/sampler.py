@@ -43,8 +43,8 @@ _RULES = {
     "temperature": ("temperature", lambda v: v >= 0, ">= 0 (0: greedy)"),
     "top_k": ("top-k", lambda v: v >= 1, ">= 1"),
     "top_p": ("top-p", lambda v: 0 < v <= 1, "in (0, 1]"),
-    "guidance": ("guidance scale", lambda v: v >= 0, ">= 0 (1: no guidance)"),
     "min_p": ("min-p", lambda v: 0 <= v <= 1, "in [0, 1] (0: off)"),
+    "guidance": ("guidance scale", lambda v: v >= 0, ">= 0 (1: no guidance)"),
     "history_guidance": ("history guidance scale", lambda v: v >= 0, ">= 0 (1: off)"),
 }
 
@@ -57,6 +57,13 @@ def check_setting(key: str, value, name: str | None = None) -> None:
         raise ArvidError(f"{name or label} must be {rule}, got {value}")
 
 
+def check_settings(source, flags: bool = False) -> None:
+    """`check_setting` for every sampling setting `source` has as an attribute (a Sampling, SamplingOptions, or
+    parsed CLI arguments); flags=True names them as the CLI does (--top-p)."""
+    for key in _RULES:
+        check_setting(key, getattr(source, key, None), "--" + key.replace("_", "-") if flags else None)
+
+
 @dataclass(frozen=True)
 class Sampling:
     temperature: float = 1.0  # 0: greedy
@@ -67,8 +74,7 @@ class Sampling:
     history_guidance: float | None = None  # guidance scale against the frame without the past; None: off
 
     def __post_init__(self) -> None:
-        for key in _RULES:
-            check_setting(key, getattr(self, key))
+        check_settings(self)
 
 
 def logits_to_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
