@@ -8,16 +8,19 @@ Videos are uint8 numpy arrays (T, H, W, C) at the edges and float tensors (B, C,
 """
 
 from arvid.errors import ArvidError
+from arvid.version import __version__
 
-__version__ = "0.1.0"
-
-__all__ = ["Arvid", "ArvidError", "SamplingOptions", "__version__"]
+__all__ = ["Arvid", "ArvidError", "Sampling", "__version__"]
 
 
 def __getattr__(name: str):
-    # `Arvid` and `SamplingOptions` import torch: load them on first use so `arvid --help` stays fast
-    if name in ("Arvid", "SamplingOptions"):
-        from arvid import pipeline
+    # `Arvid` and `Sampling` import torch: load them on first use so `arvid --help` stays fast
+    if name == "Arvid":
+        from arvid.pipeline import Arvid
 
-        return getattr(pipeline, name)
+        return Arvid
+    if name == "Sampling":
+        from arvid.generator.sampling import Sampling
+
+        return Sampling
     raise AttributeError(f"module 'arvid' has no attribute {name!r}")

@@ -43,6 +43,7 @@ import torch
 from arvid.errors import ArvidError
 from arvid.utils import resolve_device
 from arvid.utils.atomic import atomic_path, atomic_write_text
+from arvid.version import __version__
 
 SUITES = {
     "kernels": ("bench_kernels.py",),
@@ -213,15 +214,13 @@ def cpu_name() -> str:
 
 
 def run_info(req: BenchRequest, info: dict, cases, wall: float) -> dict:
-    import arvid
-
     cmd = f"arvid bench {req.suite}" + (" --quick" if req.quick else "") + f" --device {req.device} --out {req.out}"
     if req.select:
         cmd += f" -k {req.select!r}"
     return {
         "command": cmd, "suite": req.suite, "quick": req.quick, "device": info, "wall_s": round(wall, 1),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "versions": {"arvid": arvid.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        "versions": {"arvid": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "cases": Counter(status for _, status, _ in cases),
         "skipped": dict(Counter(reason for _, status, reason in cases if status == "skipped")),
         "failed": [name for name, status, _ in cases if status == "failed"],

@@ -10,14 +10,16 @@ import json
 import os
 import platform
 import sys
-from pathlib import Path
 
 import torch
 
-import arvid
+from arvid.errors import ArvidError
+from arvid.generator import Sampling
+from arvid.kernels import attention_backend
+from arvid.pipeline import DEFAULT_MODEL_DIR
+from arvid.version import __version__
 
 PACKAGES = ("torch", "triton", "numpy", "vector-quantize-pytorch", "av", "safetensors", "tqdm", "pillow")
-DEFAULT_MODEL_DIR = Path(arvid.__file__).parent / "weights" / "default"
 
 
 def package_versions() -> dict[str, str | None]:
@@ -60,10 +62,6 @@ def cpu_bf16_native() -> bool:
 
 def attention_info(device: str) -> dict:
     """Which attention path runs on `device`: the Triton kernels, their interpreter, or PyTorch."""
-    try:
-        from arvid.kernels import attention_backend
-    except ImportError as e:
-        return {"backend": "unavailable", "reason": f"arvid.kernels does not import: {e}"}
     backend = attention_backend(torch.device(device))
     why = {
         "triton": "compiled Triton kernels on the GPU",
@@ -92,11 +90,8 @@ def default_model_info() -> dict:
                 out[part] = {"error": f"unreadable {cfg}: {e}"}
     sampling = DEFAULT_MODEL_DIR / "sampling.json"
     if sampling.is_file():
-        from arvid.errors import ArvidError
-        from arvid.pipeline import load_sampling
-
         try:
-            out["sampling"] = load_sampling(sampling)
+            out["sampling"] = Sampling.read_file(sampling)
         except ArvidError as e:
             out["sampling"] = {"error": str(e)}
     return out
@@ -105,7 +100,7 @@ def default_model_info() -> dict:
 def collect_info() -> dict:
     dev = device_info()
     return {
-        "arvid": arvid.__version__,
+        "arvid": __version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": package_versions(),

@@ -12,4 +12,4 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(int(os.environ.get("ARVID_TEST_THREADS", max(1, min(2, os.cpu_count() or 1)))))

@@ -8,8 +8,10 @@ import pytest
 import torch
 from torch import nn
 
+import arvid.files
 from arvid.errors import ArvidError
-from arvid.train import ModelFiles, check_state_dict, load_model_files, load_state, save_model
+from arvid.generator import Generator
+from arvid.files import ModelFiles, check_state_dict, load_model_files, load_state, save_model
 from arvid.train import checkpoint as ckpt
 from arvid.train import rng
 
@@ -147,33 +149,33 @@ def test_generator_weights_are_checked_from_the_header_before_any_tensor_is_read
 
     def no_reading(*args, **kwargs):
         raise AssertionError("a tensor was read before the header was checked")
-    monkeypatch.setattr(ckpt, "load_file", no_reading)
+    monkeypatch.setattr(arvid.files, "load_file", no_reading)
     with pytest.raises(ArvidError, match=r"gen/model.safetensors does not match the model built from its config.json; "
                                          r"wrong shapes: tok_emb.weight \(file \[33, 64\], model \[33, 32\]\)"):
-        load_model_files(folder, "generator")
+        Generator.from_pretrained(folder)
 
 
 def test_weights_a_config_describes_are_bounded(tmp_path):
     model, folder = _tiny_generator(tmp_path / "gen")
     nbytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    assert load_model_files(folder, "generator", max_bytes=nbytes).state_dict.keys() == model.state_dict().keys()
+    files = load_model_files(folder, "generator", Generator.layout, max_bytes=nbytes)
+    assert files.state_dict.keys() == model.state_dict().keys()
     with pytest.raises(ArvidError, match=r"gen/config.json describes a model with 0.0 GiB of weights, over the limit"):
-        load_model_files(folder, "generator", max_bytes=nbytes - 1)
+        load_model_files(folder, "generator", Generator.layout, max_bytes=nbytes - 1)
 
 
 @pytest.mark.parametrize("quantizer", [dict(quantizer="fsq"), dict(quantizer="lfq", num_codes=64),
                                        dict(quantizer="vq", num_codes=32), dict(quantizer="fsq", context=True, warp=True)])
 def test_tokenizer_layout_is_the_tokenizer_state_dict_without_its_weights(quantizer):
     from arvid.tokenizer import Tokenizer, TokenizerConfig
-    from arvid.tokenizer.checkpoint import tokenizer_layout
 
     cfg = TokenizerConfig.preset("tiny", **quantizer)
-    layout = tokenizer_layout(cfg)
+    layout = Tokenizer.layout(cfg)
     real = Tokenizer(cfg).state_dict()
     assert list(layout) == list(real)
     assert {k: (t.shape, t.dtype) for k, t in layout.items()} == {k: (t.shape, t.dtype) for k, t in real.items()}
     assert all(t.is_meta for k, t in layout.items() if not k.startswith("quantizer."))
-    big = tokenizer_layout(cfg.replace(width=4096, max_width=4096, depth=16, latent_depth=16))  # on meta
+    big = Tokenizer.layout(cfg.replace(width=4096, max_width=4096, depth=16, latent_depth=16))  # on meta
     assert sum(t.numel() * t.element_size() for t in big.values()) > 200 * 2**30
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from arvid.cli.main import main
-from arvid.generator import Generator, GeneratorConfig
-from arvid.generator.evaluate import (BlockStats, blob_count, collapse_rule, collapsed, frame_mse, motion, rollout,
+from arvid.generator import Generator, GeneratorConfig, Sampling
+from arvid.eval.generation import (BlockStats, blob_count, collapse_rule, collapsed, frame_mse, motion, rollout,
                                      sharpness, speed, warping_error)
 from arvid.kernels import use_backend
 from arvid.pipeline import Arvid
@@ -111,10 +111,10 @@ def test_the_ablation_samples_each_latent_frame_alone(model_dir):
     model = Arvid.from_pretrained(model_dir, device="cpu")
     labels = np.array([[1, 2], [3, 4]])
     with use_backend("pytorch"):
-        abl = np.stack(list(rollout(model, 5, labels=labels, seed=3, no_context=True, batch=2)), axis=1)
-        ctx = np.stack(list(rollout(model, 5, labels=labels, seed=3, batch=2)), axis=1)
+        abl = np.stack(list(rollout(model, 5, Sampling(), labels=labels, seed=3, no_context=True, batch=2)), axis=1)
+        ctx = np.stack(list(rollout(model, 5, Sampling(), labels=labels, seed=3, batch=2)), axis=1)
         # latent frame 0 of the ablation is the first frame of a new clip with the ablation's seed for frame 0
-        alone = np.stack(list(rollout(model, 1, labels=labels, seed=3 * 100_003, batch=2)), axis=1)
+        alone = np.stack(list(rollout(model, 1, Sampling(), labels=labels, seed=3 * 100_003, batch=2)), axis=1)
     assert abl.shape == ctx.shape == (2, 5, 64, 64, 1)
     np.testing.assert_array_equal(abl[:, :1], alone)
     assert not np.array_equal(abl, ctx)
@@ -143,7 +143,7 @@ def test_cli_writes_the_report_and_refuses_bad_input(model_dir, tmp_path, capsys
     assert all(v["motion"] >= 0 and v["speed"] >= 0 and v["sharpness"] >= 0 and 0 <= v["labels"] <= 1
                for v in rows.values())
     # no sampling.json in this model: guidance is off by default, and the sweep adds scale 5 beside it
-    assert figures["settings"]["guidance"] is None and figures["settings"]["top_p"] is None
+    assert figures["settings"]["sampling"] == {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "guidance": 1.0}
     assert cons["guidance_sweep"] == {"scales": [1.0, 5.0], "names": ["generated", "generated, guidance 5"]}
     report = (out / "report.md").read_text()
     assert "## Acceptance checks" in report and "H.264" in report
@@ -163,7 +163,7 @@ def test_cli_writes_the_report_and_refuses_bad_input(model_dir, tmp_path, capsys
 
 
 def test_a_frame_shows_its_labels_only_when_the_reader_finds_exactly_them():
-    from arvid.generator.digits import label_hits
+    from arvid.eval.digits import label_hits
 
     class Fixed(torch.nn.Module):  # frame n's logits are row n, whatever the pixels
         def __init__(self, rows):
@@ -187,7 +187,7 @@ def test_the_digit_reader_is_deterministic_and_learns_from_train_digits_only():
     import torch.nn.functional as F
 
     from arvid.data import make_dataset
-    from arvid.generator.digits import _frames_to_tensor, _multi_hot, train_reader
+    from arvid.eval.digits import _frames_to_tensor, _multi_hot, train_reader
 
     a, b = train_reader(steps=3), train_reader(steps=3)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

@@ -12,7 +12,7 @@ import arvid.generator.model as model_module
 from arvid.errors import ArvidError
 from arvid.generator import Generator, GeneratorConfig, KVCache, prefill, slot_inputs, window_logits
 from arvid.generator import rope
-from arvid.generator.data import TokenDataset, write_token_dataset
+from arvid.train.tokens import TokenDataset, write_token_dataset
 from arvid.kernels import use_backend
 from arvid.kernels.reference import masked_attention_reference
 

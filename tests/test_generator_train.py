@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 
 from arvid.errors import ArvidError
 from arvid.generator import Generator
-from arvid.generator.data import write_token_dataset
-from arvid.generator.training import add_arguments, task_from_args
+from arvid.train.tokens import write_token_dataset
+from arvid.train.generator import add_arguments, task_from_args
 from arvid.kernels import use_backend
 from arvid.train import TrainConfig, train
 
@@ -82,21 +82,6 @@ def test_task_checks_its_options(tokens, tmp_path):
     again = t.batch(3, 1, 2, 2, torch.device("cpu"))
     assert all(torch.equal(batch[k], again[k]) for k in ("inputs", "targets"))
     assert not torch.equal(batch["inputs"], t.batch(3, 0, 2, 2, torch.device("cpu"))["inputs"])
-
-
-def test_context_noise_corrupts_inputs_not_targets(tokens, tmp_path):
-    clean = task(tokens, tmp_path, 2).batch(5, 0, 1, 16, torch.device("cpu"))
-    noisy_task = task(tokens, tmp_path, 2, "--context-noise", "0.5")
-    noisy = noisy_task.batch(5, 0, 1, 16, torch.device("cpu"))
-    assert torch.equal(noisy["targets"], clean["targets"]) and torch.equal(noisy["labels"], clean["labels"])
-    changed = noisy["inputs"] != clean["inputs"]
-    assert not changed[:, 0].any()  # the begin-of-clip slot stays
-    rate = changed.float().mean(1)  # per window: drawn from [0, 0.5], less the codes redrawn as themselves
-    assert 0.1 < rate.mean() < 0.35 and rate.max() <= 0.6 and rate.std() > 0.05
-    assert torch.equal(noisy["inputs"], noisy_task.batch(5, 0, 1, 16, torch.device("cpu"))["inputs"])  # exact resume
-    assert int(noisy["inputs"][:, 1:].max()) < 32
-    with pytest.raises(ArvidError, match="--context-noise"):
-        task(tokens, tmp_path, 2, "--context-noise", "1.5")
 
 
 def test_init_starts_from_a_trained_generator(tokens, tmp_path):

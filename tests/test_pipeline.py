@@ -10,7 +10,7 @@ import torch
 
 from arvid import ArvidError
 from arvid.cli.main import main
-from arvid.generator import Generator, GeneratorConfig
+from arvid.generator import Generator, GeneratorConfig, Sampling
 from arvid.kernels import use_backend
 from arvid.pipeline import Arvid
 from arvid.tokenizer import Tokenizer, TokenizerConfig
@@ -76,7 +76,7 @@ def test_extend_keeps_the_input_first_and_adds_exactly_n(model, input_frames):
 def test_extend_fits_other_sizes_and_colour_and_says_so(model):
     video = np.zeros((3, 40, 24, 3), dtype=np.uint8)
     prepared = model.prepare(video)
-    assert prepared.frames.shape == (3, H, W, 1)
+    assert prepared.frames.shape == (1, 3, H, W, 1)
     notes = " ".join(prepared.notes)
     assert "24x40 to 16x16" in notes and "grayscale" in notes
     assert model.extend(video, 2).shape == (1, 5, H, W, 1)
@@ -107,18 +107,18 @@ def test_pipeline_errors_are_clear(model, model_dir, tmp_path):
         (tmp_path / "half").mkdir()
         (tmp_path / "half" / "tokenizer").mkdir()
         Arvid.from_pretrained(tmp_path / "half")
-    # sampling settings are checked when they are given, before a frame is made or an input is tokenized
-    from arvid.pipeline import SamplingOptions
-
+    # settings are checked when the call is made, before a frame is made or an input is tokenized
     for bad, message in ((dict(temperature=-1), "temperature must be >= 0"), (dict(top_p=1.5), r"top-p must be in \(0, 1\]"),
-                         (dict(min_p=float("nan")), "min-p must be in"), (dict(top_k=0), "top-k must be >= 1"),
-                         (dict(batch=0), "batch must be at least 1")):
+                         (dict(min_p=float("nan")), "min-p must be in"), (dict(top_k=-1), "top-k must be a whole number >= 0"),
+                         (dict(batch=0), "batch must be a positive integer"), (dict(topk=3), "unknown sampling setting"),
+                         (dict(sampling=Sampling(), top_k=3), "not both")):
         with pytest.raises(ArvidError, match=message):
-            SamplingOptions(**bad)
+            model.stream(3, **bad)
     calls = []
     model.prepare, prepare = (lambda *a, **k: calls.append(a)), model.prepare
     try:
-        for bad, message in ((dict(guidance=3.0), "guidance needs labels"), (dict(labels=[3, 12]), "out of range")):
+        for bad, message in ((dict(guidance=3.0), "guidance 3 needs labels"), (dict(labels=[3, 12]), "out of range"),
+                             (dict(top_p=0), "top-p")):
             with pytest.raises(ArvidError, match=message):
                 model.extend(np.zeros((3, 16, 16, 1), np.uint8), 2, **bad)
         assert not calls  # refused before the input was fitted and tokenized
@@ -187,10 +187,10 @@ def test_cli_errors_are_one_line_exit_2_and_leave_no_file(model_dir, tmp_path, a
 
 @pytest.mark.parametrize("args,message", [
     (["--temperature", "-1"], "--temperature must be >= 0 (0: greedy), got -1.0"),
-    (["--top-p", "1.5"], "--top-p must be in (0, 1], got 1.5"),
+    (["--top-p", "1.5"], "--top-p must be in (0, 1] (1: off), got 1.5"),
     (["--min-p", "nan"], "--min-p must be in [0, 1] (0: off), got nan"),
-    (["--history-guidance", "-2"], "--history-guidance must be >= 0 (1: off)"),
-    (["--guidance", "3"], "--guidance 3 needs --label"),
+    (["--top-k", "-2"], "--top-k must be a whole number >= 0 (0: off), got -2"),
+    (["--guidance", "3"], "guidance 3 needs labels: give labels (--label)"),
     (["--label", "3"], "give 2 integer label(s) per clip"),
 ])
 @pytest.mark.parametrize("command", ["generate", "extend"])
@@ -238,8 +238,6 @@ def test_the_default_model_ships_in_the_package_and_generates_labelled_digits():
 
 def test_a_models_sampling_json_fills_what_the_caller_leaves_unset(model, model_dir, tmp_path, cli):
     """sampling.json holds the model's recommended decoding; explicit options win; guidance needs labels."""
-    from arvid.pipeline import SamplingOptions
-
     tuned = Arvid(model.tokenizer, model.generator, "cpu", {"top_p": 0.5, "guidance": 3.0})
     tuned.save_pretrained(tmp_path / "tuned")
     assert (tmp_path / "tuned" / "sampling.json").exists()
@@ -249,24 +247,24 @@ def test_a_models_sampling_json_fills_what_the_caller_leaves_unset(model, model_
     assert not np.array_equal(tuned.generate(3, **labelled), tuned.generate(3, top_p=1, guidance=1, **labelled))
     np.testing.assert_array_equal(tuned.generate(3, seed=2), model.generate(3, seed=2, top_p=0.5))  # no labels: no guidance
     # 1 switches top-p and guidance off, and guidance 1 skips the unconditional pass (the same tokens, half the work)
-    kw = SamplingOptions(top_p=1, guidance=1, labels=[3, 7]).generate_kwargs(tuned.sampling)
-    assert kw["top_p"] is None and kw["guidance"] is None and kw["temperature"] == 1.0
+    assert tuned.sampling([3, 7], top_p=1, guidance=1) == Sampling()
     np.testing.assert_array_equal(model.generate(3, guidance=1, **labelled), model.generate(3, **labelled))
-    # the same for min-p and history guidance: the model's values fill in, 0 and 1 switch them off
-    steady = Arvid(model.tokenizer, model.generator, "cpu", {"min_p": 0.2, "history_guidance": 2.0})
-    np.testing.assert_array_equal(steady.generate(5, seed=1), model.generate(5, seed=1, min_p=0.2, history_guidance=2.0))
-    kw = SamplingOptions(min_p=0, history_guidance=1).generate_kwargs(steady.sampling)
-    assert kw["min_p"] is None and kw["history_guidance"] is None
-    np.testing.assert_array_equal(steady.generate(5, seed=1, min_p=0, history_guidance=1), model.generate(5, seed=1))
+    # the same for min-p and top-k: the model's values fill in, 0 switches them off
+    steady = Arvid(model.tokenizer, model.generator, "cpu", {"min_p": 0.2, "top_k": 8})
+    np.testing.assert_array_equal(steady.generate(5, seed=1), model.generate(5, seed=1, min_p=0.2, top_k=8))
+    assert steady.sampling(min_p=0, top_k=0) == Sampling()
+    np.testing.assert_array_equal(steady.generate(5, seed=1, min_p=0, top_k=0), model.generate(5, seed=1))
+    # a whole Sampling is taken as it is: the recommendation does not touch it
+    np.testing.assert_array_equal(steady.generate(5, seed=1, sampling=Sampling()), model.generate(5, seed=1))
     # pack writes it; a bad file is refused with what is wrong, and nothing is written
     (tmp_path / "s.json").write_text('{"top_p": 0.9, "guidance": 3}')
     r = cli("pack", "--tokenizer", model_dir / "tokenizer", "--generator", model_dir / "generator",
             "--out", tmp_path / "packed", "--sampling", tmp_path / "s.json")
     assert r.returncode == 0, r.stderr
-    assert Arvid.from_pretrained(tmp_path / "packed").sampling == {"top_p": 0.9, "guidance": 3}
+    assert Arvid.from_pretrained(tmp_path / "packed").recommended == {"top_p": 0.9, "guidance": 3}
     for text, message in (('{"top_p": 2}', "top-p must be in (0, 1]"), ('{"topp": 0.9}', "expected a JSON object"),
-                          ('{"min_p": -1}', "min-p must be in [0, 1]"), ('{"history_guidance": -2}', "history guidance"),
-                          ('{"top_k": 2.5}', "top_k must be a whole number"), ("[0.9", "cannot read sampling")):
+                          ('{"min_p": -1}', "min-p must be in [0, 1]"), ('{"history_guidance": 2}', "expected a JSON object"),
+                          ('{"top_k": 2.5}', "top-k must be a whole number"), ("[0.9", "cannot read sampling")):
         (tmp_path / "bad.json").write_text(text)
         r = cli("pack", "--tokenizer", model_dir / "tokenizer", "--generator", model_dir / "generator",
                 "--out", tmp_path / "bad", "--sampling", tmp_path / "bad.json")

@@ -1,5 +1,6 @@
 """The sampler: greedy with the cache equals greedy recomputing the window, seeds, top-k/top-p/min-p/
-temperature, guidance, history guidance, continuation of a context, and a decode step that traces as one graph."""
+temperature, guidance, continuation of a context, and a decode step that traces as one graph; the one
+`Sampling` value: its ranges, its "off" values, and `Sampling.build` from what users give."""
 
 import pytest
 import torch
@@ -12,7 +13,6 @@ from arvid.generator import (
     Sampling,
     decode_one_token,
     generate,
-    guide_history,
     logits_to_probs,
     sample,
 )
@@ -41,7 +41,9 @@ def model() -> Generator:
 
 
 def clip(model, frames, **kw) -> torch.Tensor:
-    return torch.stack(list(generate(model, frames, **kw)), dim=1)  # (B, t, h, w)
+    """Generated latent frames (B, t, h, w); decoding settings among the keywords go into a Sampling."""
+    settings = {k: kw.pop(k) for k in list(kw) if k in Sampling.settings()}
+    return torch.stack(list(generate(model, frames, Sampling(**settings), **kw)), dim=1)
 
 
 def test_greedy_with_cache_equals_greedy_recomputing_the_window(model):
@@ -80,36 +82,8 @@ def test_guidance_one_equals_no_guidance(model):
     plain = clip(model, 3, batch=2, labels=[3, 4], seed=2)
     assert torch.equal(clip(model, 3, batch=2, labels=[3, 4], seed=2, guidance=1.0), plain)
     assert not torch.equal(clip(model, 3, batch=2, labels=[3, 4], seed=2, guidance=4.0), plain)
-    with pytest.raises(ArvidError, match="guidance needs labels"):
-        next(generate(model, 1, guidance=2.0))
-
-
-def test_history_guidance_moves_along_what_the_past_adds(model):
-    logits, fresh = torch.tensor([[2.0, 0.0, 1.0]]), torch.tensor([[1.0, 0.0, 2.0]])
-    torch.testing.assert_close(guide_history(logits, fresh, 3.0), torch.tensor([[4.0, 0.0, -1.0]]))
-    assert guide_history(logits, None, 3.0) is logits and torch.equal(guide_history(logits, fresh, 1.0), logits)
-
-
-def test_history_guidance_with_the_cache_equals_recomputing(model):
-    """The fresh-clip pass of each frame, through a second cache emptied at every frame, gives the logits of the
-    frame's tokens run as a new clip: the cached loop and the recomputing loop draw the same tokens."""
-    context = torch.randint(0, 32, (2, 2, 4, 4), generator=torch.Generator().manual_seed(1))
-    for kw in (dict(batch=2, labels=[[1, 2], [7, -1]], seed=4, history_guidance=3.0, min_p=0.05),
-               dict(labels=[[1, 2], [7, -1]], seed=5, history_guidance=2.0, guidance=2.0, context=context)):
-        cached = clip(model, 8, **kw)  # past the receptive field and the ring's wrap
-        assert torch.equal(cached, clip(model, 8, use_cache=False, **kw))
-
-
-def test_history_guidance_one_is_plain_sampling_and_the_first_frame_has_no_past(model):
-    plain = clip(model, 4, batch=2, labels=[3, 4], seed=2)
-    assert torch.equal(clip(model, 4, batch=2, labels=[3, 4], seed=2, history_guidance=1.0), plain)
-    guided = clip(model, 4, batch=2, labels=[3, 4], seed=2, history_guidance=4.0)
-    assert torch.equal(guided[:, 0], plain[:, 0])  # frame 0: with and without the past are the same pass
-    assert not torch.equal(guided[:, 1:], plain[:, 1:])
-    # after a context, the first new frame has a past: guidance changes it
-    ctx = plain[:, :2]
-    assert not torch.equal(clip(model, 1, labels=[3, 4], seed=7, context=ctx, history_guidance=4.0),
-                           clip(model, 1, labels=[3, 4], seed=7, context=ctx))
+    with pytest.raises(ArvidError, match="guidance 2 needs labels"):
+        next(generate(model, 1, Sampling(guidance=2.0)))
 
 
 def test_context_is_continued_as_if_generated(model):
@@ -119,23 +93,25 @@ def test_context_is_continued_as_if_generated(model):
 
 def test_logits_to_probs_temperature_top_k_top_p():
     logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0]])
-    p = logits_to_probs(logits)
+    probs = lambda **kw: logits_to_probs(logits, Sampling(**kw))  # noqa: E731
+    p = probs()
     torch.testing.assert_close(p, torch.softmax(logits, -1))
     entropy = lambda q: -(q * q.clamp_min(1e-30).log()).sum().item()  # noqa: E731
-    assert entropy(logits_to_probs(logits, 0.5)) < entropy(p) < entropy(logits_to_probs(logits, 2.0))
-    top3 = logits_to_probs(logits, top_k=3)
+    assert entropy(probs(temperature=0.5)) < entropy(p) < entropy(probs(temperature=2.0))
+    top3 = probs(top_k=3)
     assert (top3 > 0).sum() == 3 and torch.allclose(top3[0, :3], torch.softmax(logits[0, :3], -1))
+    assert (probs(top_k=0) > 0).all()  # 0: off
     # top-p keeps the smallest prefix holding p: 0.61 needs the two best (0.53 + 0.20 of the mass)
-    kept = logits_to_probs(logits, top_p=0.61) > 0
+    kept = probs(top_p=0.61) > 0
     assert kept.tolist() == [[True, True, False, False, False]]
-    assert (logits_to_probs(logits, top_p=1.0) > 0).all()
+    assert (probs(top_p=1.0) > 0).all()
     # min-p keeps tokens at least min_p times as likely as the best: e^-1 = 0.37 of it keeps the first two
-    kept = logits_to_probs(logits, min_p=0.3) > 0
+    kept = probs(min_p=0.3) > 0
     assert kept.tolist() == [[True, True, False, False, False]]
-    torch.testing.assert_close(logits_to_probs(logits, min_p=0.3)[0, :2], torch.softmax(logits[0, :2], -1))
-    assert (logits_to_probs(logits, min_p=0.0) > 0).all() and (logits_to_probs(logits, min_p=1.0) > 0).sum() == 1
+    torch.testing.assert_close(probs(min_p=0.3)[0, :2], torch.softmax(logits[0, :2], -1))
+    assert (probs(min_p=0.0) > 0).all() and (probs(min_p=1.0) > 0).sum() == 1
     # after the temperature: at 0.5 the second token is e^-2 = 0.14 of the best, so min-p 0.3 drops it
-    assert (logits_to_probs(logits, 0.5, min_p=0.3) > 0).sum() == 1
+    assert (probs(temperature=0.5, min_p=0.3) > 0).sum() == 1
 
 
 def test_sample_draws_tokens_with_their_probabilities():
@@ -146,8 +122,9 @@ def test_sample_draws_tokens_with_their_probabilities():
     freq = torch.bincount(tokens, minlength=4).float() / 20000
     torch.testing.assert_close(freq, torch.softmax(logits[0], -1), atol=0.015, rtol=0)
     assert sample(logits, None, Sampling(temperature=0)).eq(0).all()
-    for bad in (dict(temperature=-1), dict(top_k=0), dict(top_p=0.0), dict(guidance=-1), dict(min_p=-0.1),
-                dict(min_p=1.5), dict(history_guidance=-1)):
+    for bad in (dict(temperature=-1), dict(top_k=-1), dict(top_k=2.5), dict(top_p=0.0), dict(guidance=-1),
+                dict(min_p=-0.1), dict(min_p=1.5), dict(temperature=float("nan")), dict(guidance=float("inf")),
+                dict(top_p=True)):
         with pytest.raises(ArvidError):
             Sampling(**bad)
 
@@ -178,14 +155,39 @@ def test_decode_step_traces_as_one_graph(model):
             a = compiled(model, caches[0], inputs, pos, labels, noise, s)
             b = decode_one_token(model, caches[1], inputs, pos, labels, noise, s)
             assert torch.equal(a, b)
-    # with history guidance and min-p: the fresh-clip pass is part of the same graph
-    s = Sampling(temperature=1.0, min_p=0.1, guidance=2.0, history_guidance=3.0)
-    caches = [KVCache.allocate(cfg, 4) for _ in range(4)]
-    with torch.no_grad():
-        for p in range(cfg.frame_tokens + 2):
-            inputs = torch.full((4, 1), cfg.bos_token if p == 0 else p % cfg.vocab_size)
-            pos, i = torch.tensor([p]), p % cfg.frame_tokens
-            f_inputs = torch.full((4, 1), cfg.bos_token) if i == 0 else inputs
-            a = compiled(model, caches[0], inputs, pos, labels, noise, s, (caches[2], f_inputs, torch.tensor([i])))
-            b = decode_one_token(model, caches[1], inputs, pos, labels, noise, s, (caches[3], f_inputs, torch.tensor([i])))
-            assert torch.equal(a, b)
+
+
+def test_build_takes_given_then_recommended_then_default():
+    recommended = {"top_p": 0.9, "guidance": 3.0}
+    s = Sampling.build({"temperature": 0.5, "top_p": None}, recommended)
+    assert (s.temperature, s.top_p, s.guidance, s.top_k, s.min_p) == (0.5, 0.9, 3.0, 0, 0.0)
+    assert Sampling.build({"top_p": 1.0, "guidance": 1}, recommended) == Sampling()  # "off" values switch them off
+    # guidance follows labels: the recommended scale applies only with them, a given one always (and is refused
+    # later where the labels are known, by check_request)
+    assert Sampling.build({}, recommended, labels=False) == Sampling(top_p=0.9)
+    assert Sampling.build({"guidance": 2}, recommended, labels=False).guidance == 2
+    with pytest.raises(ArvidError, match="--top-p must be in \\(0, 1\\]"):
+        Sampling.build({"top_p": 1.5}, name=lambda k: "--" + k.replace("_", "-"))
+    with pytest.raises(ArvidError, match="unknown sampling setting"):
+        Sampling.build({"history_guidance": 3})
+
+
+def test_each_setting_declares_its_default_off_value_and_help():
+    for name in Sampling.settings():
+        d = Sampling.describe(name)
+        assert d["help"] and d["rule"]
+        assert d["off"] is None or Sampling(**{name: d["off"]}) == Sampling(**{name: d["off"]})
+        if d["off"] is not None:  # a setting at its off value draws like the default
+            assert not Sampling(**{name: d["off"]}).is_on(name)
+    assert Sampling().is_on("temperature") and not any(Sampling().is_on(n) for n in Sampling.settings()[1:])
+
+
+def test_sampling_file_is_read_with_its_checks(tmp_path):
+    f = tmp_path / "sampling.json"
+    f.write_text('{"top_k": 8, "min_p": null}')
+    assert Sampling.read_file(f) == {"top_k": 8}
+    for text, match in (('{"top_k": 2.5}', "whole number"), ('{"min_p": -1}', "min-p must be in"),
+                        ('[1]', "JSON object"), ('{"history_guidance": 2}', "JSON object"), ("{", "cannot read")):
+        f.write_text(text)
+        with pytest.raises(ArvidError, match=match):
+            Sampling.read_file(f)

@@ -17,7 +17,8 @@ import torch
 
 from arvid.cli.main import main
 from arvid.errors import ArvidError
-from arvid.train import TrainConfig, latest_checkpoint, load_model_files, lr_factor, train
+from arvid.files import load_model_files, read_safetensors
+from arvid.train import TrainConfig, latest_checkpoint, lr_factor, train
 from arvid.train import checkpoint as ckpt
 from arvid.train.toy import ToyTask
 
@@ -85,8 +86,8 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
     hist_whole = json.loads((tmp_path / "whole" / "trainer_state.json").read_text())["history"]
     hist_cut = json.loads((tmp_path / "cut" / "trainer_state.json").read_text())["history"]
     assert [h["loss"] for h in hist_cut] == [h["loss"] for h in hist_whole]  # steps 1-5 saved, 6-10 redone
-    opt_a, _ = ckpt._read_safetensors(tmp_path / "whole" / "optimizer.safetensors")
-    opt_b, _ = ckpt._read_safetensors(tmp_path / "cut" / "optimizer.safetensors")
+    opt_a, _ = read_safetensors(tmp_path / "whole" / "optimizer.safetensors")
+    opt_b, _ = read_safetensors(tmp_path / "cut" / "optimizer.safetensors")
     assert all(torch.equal(opt_a[k], opt_b[k]) for k in opt_a) and opt_a.keys() == opt_b.keys()
 
 
@@ -110,7 +111,7 @@ def test_refuses_to_overwrite_a_checkpoint_and_to_resume_another_model(tmp_path)
     with pytest.raises(ArvidError, match="another model config.*hidden"):
         train(Kept(hidden=16), _cfg(tmp_path / "run", steps=4, resume=True))
     assert train(Kept(), _cfg(tmp_path / "run", steps=4, resume=True))["step"] == 4
-    from arvid.train import save_model
+    from arvid.files import save_model
 
     save_model(tmp_path / "model", Kept().build_model(), Kept().model_config(), "toy")
     with pytest.raises(ArvidError, match="holds model files but no checkpoints/ folder"):
@@ -124,7 +125,8 @@ def test_bf16_autocast_trains_on_the_cpu(tmp_path):
 
 _DDP_SCRIPT = """
 import os, sys, torch
-from arvid.train import TrainConfig, train, save_model
+from arvid.files import save_model
+from arvid.train import TrainConfig, train
 from arvid.train.toy import ToyTask
 torch.set_num_threads(1)
 class Kept(ToyTask):

@@ -2,7 +2,7 @@
 
 `arvid eval` has one subcommand per thing measured; each is a module-level `register_<kind>(subparsers)`
 below: the tokenizer's reconstruction against H.264 at equal bits, and what a whole model generates
-(continuation, temporal consistency, long clips; see `arvid.generator.evaluate`).
+(continuation, temporal consistency, long clips; see `arvid.eval.generation`).
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from arvid.cli._sampling import add_sampling_flags, flag, given
 
 _TOKENIZER_HELP = """\
 Reconstruct held-out clips with a tokenizer and print a table: PSNR and SSIM (on uint8 frames),
@@ -61,7 +63,7 @@ def run_tokenizer(args: argparse.Namespace) -> int:
     from arvid.data import make_dataset
     from arvid.errors import ArvidError
     from arvid.tokenizer import Tokenizer, check_frames
-    from arvid.tokenizer.evaluate import evaluate_tokenizer, h264_curve, rd_plot
+    from arvid.eval.tokenizer import evaluate_tokenizer, h264_curve, rd_plot
     from arvid.utils.atomic import atomic_write_text, check_target
 
     if args.clips < 1 or args.batch_size < 1:
@@ -122,7 +124,7 @@ the default model, timings), figures.json and PNG plots and contact sheets.
                  digit blobs per 64-frame block against real clips; the collapse rate
   tokenizer      the `arvid eval tokenizer` table (skip with --tokenizer-clips 0)
 
-See arvid/generator/evaluate.py for the exact definitions.
+See arvid/eval/generation.py for the exact definitions.
 """
 
 
@@ -137,18 +139,7 @@ def register_generation(kinds) -> None:
     p.add_argument("--frames", type=int, default=32, help="frames per consistency clip (default 32)")
     p.add_argument("--long-clips", type=int, default=16, help="long clips, 0 to skip (default 16)")
     p.add_argument("--long-frames", type=int, default=1024, help="frames per long clip (default 1024)")
-    p.add_argument("--temperature", type=float, default=None,
-                   help="temperature of sampled decoding (default: the model's recommended value, else 1)")
-    p.add_argument("--top-k", type=int, default=None, help="top-k of sampled decoding (default: the model's, else off)")
-    p.add_argument("--top-p", type=float, default=None,
-                   help="top-p (nucleus) of sampled decoding, 1 is off (default: the model's, else off)")
-    p.add_argument("--min-p", type=float, default=None,
-                   help="min-p of sampled decoding, 0 is off (default: the model's, else off)")
-    p.add_argument("--guidance", type=float, default=None,
-                   help="classifier-free guidance scale, 1 is off (default: the model's, else off)")
-    p.add_argument("--history-guidance", type=float, default=None,
-                   help="history guidance scale (against each frame without the clip's past), 1 is off "
-                        "(default: the model's, else off)")
+    add_sampling_flags(p.add_argument_group("decoding of the sampled clips (as `arvid generate`)"))
     p.add_argument("--sweep", default="0,0.3,0.5,0.7",
                    help="more sampling temperatures for the consistency sweep, comma-separated, '' to skip "
                         "(default 0,0.3,0.5,0.7; 0 is greedy)")
@@ -180,9 +171,9 @@ def run_generation(args: argparse.Namespace) -> int:
     import sys
 
     from arvid.errors import ArvidError
-    from arvid.generator.evaluate import Settings, evaluate_generation, write_report
-    from arvid.generator.sampler import check_settings
-    from arvid.pipeline import Arvid, SamplingOptions
+    from arvid.eval.generation import Settings, evaluate_generation, write_report
+    from arvid.generator.sampling import Sampling
+    from arvid.pipeline import Arvid
     from arvid.utils import check_target
 
     for name in ("clips", "context", "predict", "batch"):
@@ -192,7 +183,7 @@ def run_generation(args: argparse.Namespace) -> int:
         raise ArvidError("--frames must be at least 2, --long-clips and --tokenizer-clips at least 0")
     if args.long_clips and args.long_frames < 64:
         raise ArvidError(f"--long-frames must be at least 64 (one block), got {args.long_frames}")
-    check_settings(args, flags=True)  # the ranges generate and the sampler use, in the flags' own names
+    Sampling.build(given(args), name=flag)  # the ranges generate and the sampler use, in the flags' own names
     sweep = _floats(args.sweep, "--sweep", "temperatures such as 0,0.5", 0, 10)
     guidance_sweep = _floats(args.guidance_sweep, "--guidance-sweep", "guidance scales such as 1,5", 0, 100)
     if args.reader_steps < 0:
@@ -202,14 +193,11 @@ def run_generation(args: argparse.Namespace) -> int:
     if model.channels != 1 or model.resolution != (64, 64):
         raise ArvidError(f"arvid eval generation measures Moving MNIST models (64x64, 1 channel); this model makes "
                          f"{model.resolution[1]}x{model.resolution[0]} frames with {model.channels} channels")
-    # the decoding users get: what is not given here is the model's recommended setting (sampling.json)
-    dec = SamplingOptions(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                          guidance=args.guidance, history_guidance=args.history_guidance,
-                          labels=[0]).generate_kwargs(model.sampling)
+    # the decoding users get with labels (every clip here has them): what is not given is the model's recommended
+    # setting (sampling.json)
+    sampling = Sampling.build(given(args), model.recommended, labels=True)
     st = Settings(clips=args.clips, context=args.context, predict=args.predict, consistency_frames=args.frames,
-                  long_clips=args.long_clips, long_frames=args.long_frames, seed=args.seed,
-                  temperature=dec["temperature"], top_k=dec["top_k"], top_p=dec["top_p"], guidance=dec["guidance"],
-                  min_p=dec["min_p"], history_guidance=dec["history_guidance"],
+                  long_clips=args.long_clips, long_frames=args.long_frames, seed=args.seed, sampling=sampling,
                   batch=args.batch, tokenizer_clips=args.tokenizer_clips, sweep=sweep, guidance_sweep=guidance_sweep,
                   reader_steps=args.reader_steps)
     command = "arvid " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["eval"] else ""

@@ -7,33 +7,19 @@ import sys
 import time
 from pathlib import Path
 
+from arvid.cli._sampling import add_sampling_flags, flag, given
 
-def _sampling_args(p: argparse.ArgumentParser) -> None:
+
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, required=True, help="number of new frames to generate (any positive number)")
     p.add_argument("--out", type=Path, required=True,
                    help="output video: .mp4 (H.264), .webm, .gif, .npy, or a folder of png frames (no suffix); "
                         "with --batch B > 1, one file per clip: NAME_0.mp4, NAME_1.mp4, ...")
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same clip (default 0)")
-    p.add_argument("--temperature", type=float, default=None,
-                   help="sampling temperature; 0 is greedy (default: the model's recommended value, else 1)")
-    p.add_argument("--top-k", type=int, default=None, help="sample among the K most likely tokens")
-    p.add_argument("--top-p", type=float, default=None,
-                   help="sample among the most likely tokens holding mass P; 1 turns it off "
-                        "(default: the model's recommended value, else off)")
-    p.add_argument("--min-p", type=float, default=None,
-                   help="sample among the tokens at least P times as likely as the most likely one; 0 turns it off "
-                        "(default: the model's recommended value, else off)")
     p.add_argument("--label", type=str, default=None,
                    help="class labels, comma separated, one per object (the default Moving MNIST model: two "
                         "digits, e.g. --label 3,7); omit for unconditional generation")
-    p.add_argument("--guidance", type=float, default=None,
-                   help="classifier-free guidance scale with --label: 1 turns it off, higher follows the labels more "
-                        "(default: the model's recommended value, else off; for the default model, 3 shows the "
-                        "labels twice as often in short clips)")
-    p.add_argument("--history-guidance", type=float, default=None,
-                   help="guidance against each frame sampled without the clip's past: above 1 follows the earlier "
-                        "frames more (steadier video) at the cost of a second pass per token; 1 turns it off "
-                        "(default: the model's recommended value, else off)")
+    add_sampling_flags(p)
     p.add_argument("--batch", type=int, default=1, help="clips to generate at once (default 1)")
     p.add_argument("--sheet", type=Path, default=None, help="also write a contact sheet (PNG) of the result")
     p.add_argument("--model", type=Path, default=None,
@@ -48,7 +34,7 @@ def register(sub) -> None:
         description="Generate a new clip of exactly --frames frames. Long clips roll the KV cache forward "
         "and stream tokens straight into the decoder, so memory stays flat however long the clip is.",
     )
-    _sampling_args(g)
+    _arguments(g)
     g.set_defaults(func=run_generate)
     e = sub.add_parser(
         "extend", help="continue an existing video frame by frame",
@@ -58,14 +44,14 @@ def register(sub) -> None:
         "frames followed by exactly --frames new ones.",
     )
     e.add_argument("input", type=Path, help="the video to continue")
-    _sampling_args(e)
+    _arguments(e)
     e.set_defaults(func=run_extend)
 
 
-def _options(args):
+def _request(args) -> tuple[list[int] | None, dict]:
+    """The labels and decoding settings the flags give, checked before anything is loaded."""
     from arvid.errors import ArvidError
-    from arvid.generator.sampler import check_settings
-    from arvid.pipeline import SamplingOptions
+    from arvid.generator.sampling import Sampling
 
     labels = None
     if args.label:
@@ -77,13 +63,9 @@ def _options(args):
         raise ArvidError(f"--frames must be a positive number, got {args.frames}")
     if args.batch < 1:
         raise ArvidError(f"--batch must be at least 1, got {args.batch}")
-    check_settings(args, flags=True)  # before the model loads, in the flags' own names
-    if labels is None and args.guidance not in (None, 1):
-        raise ArvidError(f"--guidance {args.guidance:g} needs --label (e.g. --label 3,7): guidance follows the "
-                         "labels; drop --guidance for an unconditional clip")
-    return SamplingOptions(seed=args.seed, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                           min_p=args.min_p, labels=labels, guidance=args.guidance,
-                           history_guidance=args.history_guidance, batch=args.batch)
+    settings = given(args)
+    Sampling.build(settings, name=flag)  # ranges, in the flags' own names
+    return labels, settings
 
 
 def _outputs(out: Path, batch: int, sheet: Path | None) -> list[Path]:
@@ -105,22 +87,21 @@ def _run(args, input_path: Path | None = None) -> int:
     from arvid.pipeline import Arvid, join_input
     from arvid.video import clips_sheet, read_video, write_video
 
-    opts = _options(args)
-    outs = _outputs(args.out, opts.batch, args.sheet)
+    labels, settings = _request(args)
+    outs = _outputs(args.out, args.batch, args.sheet)
     model = Arvid.from_pretrained(args.model, device=args.device)
-    model.check_options(opts)  # labels and guidance against this model, before the input is read or a bar starts
+    sampling = model.sampling(labels, **settings)
+    model.check(sampling, labels, args.batch)  # against this model, before the input is read or a bar starts
     video = read_video(input_path) if input_path is not None else None
-    prepared = model.prepare(video.frames, opts.batch) if video is not None else None
+    prepared = model.prepare(video.frames, args.batch) if video is not None else None
     for note in prepared.notes if prepared else []:
         print(f"arvid: {note}", file=sys.stderr)
-    tokens_per_frame = model.generator.config.frame_tokens / model.temporal_factor
     frames, start = [], time.perf_counter()
+    stream = model.stream(args.frames, prepared, seed=args.seed, labels=labels, batch=args.batch, sampling=sampling)
     with tqdm(total=args.frames, unit="frame", desc="generating", file=sys.stderr, dynamic_ncols=True) as bar:
-        for f in model._stream(args.frames, prepared, opts):
+        for f in stream:
             frames.append(f)
             bar.update(1)
-            rate = len(frames) / max(time.perf_counter() - start, 1e-9)
-            bar.set_postfix_str(f"{rate * tokens_per_frame * opts.batch:.0f} tok/s")
     clip = np.stack(frames, axis=1)  # (B, N, H, W, C)
     if prepared is not None:
         clip = join_input(prepared, clip)
@@ -132,7 +113,7 @@ def _run(args, input_path: Path | None = None) -> int:
     elapsed = time.perf_counter() - start
     where = outs[0] if len(outs) == 1 else f"{outs[0]} ... {outs[-1]}"
     print(f"wrote {where}: {clip.shape[1]} frames of {clip.shape[3]}x{clip.shape[2]} at {fps:g} fps "
-          f"({args.frames} generated in {elapsed:.1f} s, {args.frames * opts.batch / elapsed:.1f} frames/s)"
+          f"({args.frames} generated in {elapsed:.1f} s, {args.frames * args.batch / elapsed:.1f} frames/s)"
           + (f"; contact sheet {args.sheet}" if args.sheet else ""))
     return 0
 

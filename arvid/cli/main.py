@@ -12,8 +12,8 @@ import importlib
 import pkgutil
 import sys
 
-import arvid
 from arvid.errors import ArvidError
+from arvid.version import __version__
 
 _DESCRIPTION = """\
 arvid: autoregressive latent-token video generation.
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="arvid", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--version", action="version", version=f"arvid {arvid.__version__}")
+    parser.add_argument("--version", action="version", version=f"arvid {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     import arvid.cli as pkg
 

@@ -7,8 +7,9 @@ The folder holds tokenizer/ and generator/ (model.safetensors + config.json each
 state), which is what `Arvid.from_pretrained(path)` and `--model PATH` read. The two must belong
 together: the generator was trained on this tokenizer's codes (same codebook and latent grid).
 With --sampling FILE, the folder also holds sampling.json: the decoding settings `arvid generate`
-uses where its flags leave them unset (some of temperature, top_k, top_p, min_p, guidance,
-history_guidance), for example {"top_p": 0.9, "guidance": 3.0}. Measure them first: `arvid eval generation` sweeps them.
+uses where its flags leave them unset (some of the settings of `arvid generate --help`: temperature,
+top_k, top_p, min_p, guidance), for example {"top_p": 0.9, "guidance": 3.0}. Measure them first:
+`arvid eval generation` sweeps them.
 """
 
 from __future__ import annotations
@@ -30,15 +31,15 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from arvid.errors import ArvidError
-    from arvid.pipeline import Arvid, load_sampling
-    from arvid.generator import Generator
+    from arvid.generator import Generator, Sampling
+    from arvid.pipeline import Arvid
     from arvid.tokenizer import Tokenizer
     from arvid.utils.atomic import atomic_path, check_target
 
     if args.out.exists():
         raise ArvidError(f"{args.out} already exists: pack writes a new folder, so remove it or pick another --out")
     check_target(args.out, is_dir=True)  # before loading anything
-    sampling = load_sampling(args.sampling) if args.sampling is not None else None
+    sampling = Sampling.read_file(args.sampling) if args.sampling is not None else None
     model = Arvid(Tokenizer.from_pretrained(args.tokenizer), Generator.from_pretrained(args.generator), "cpu",
                   sampling)
     with atomic_path(args.out, is_dir=True) as tmp:
@@ -48,5 +49,5 @@ def run(args: argparse.Namespace) -> int:
     h, w = model.resolution
     print(f"arvid: packed {args.out} ({params / 1e6:.1f}M parameters; {w}x{h}, τ={tok.temporal_factor}, "
           f"{tok.codebook_size} codes, window {gen.config.window_frames} latent frames"
-          + (f"; sampling {model.sampling}" if model.sampling else "") + ")")
+          + (f"; sampling {model.recommended}" if model.recommended else "") + ")")
     return 0

@@ -1,7 +1,7 @@
 """`arvid train KIND ...`: train a tokenizer or a generator (or the toy task) with arvid's engine.
 
-The options of each kind come from its task module (`arvid.tokenizer.training`,
-`arvid.generator.training`), which exposes `add_arguments(parser)` and `task_from_args(args)`.
+The options of each kind come from its task module (`arvid.train.tokenizer`,
+`arvid.train.generator`), which exposes `add_arguments(parser)` and `task_from_args(args)`.
 That module (and torch) is imported only once a kind is chosen: `arvid --help` and
 `arvid train --help` stay fast, and `arvid train tokenizer --help` lists every option.
 """
@@ -16,8 +16,8 @@ from arvid.errors import ArvidError
 
 # kind -> module with add_arguments(parser) and task_from_args(args)
 TASK_MODULES = {
-    "tokenizer": "arvid.tokenizer.training",
-    "generator": "arvid.generator.training",
+    "tokenizer": "arvid.train.tokenizer",
+    "generator": "arvid.train.generator",
     "toy": "arvid.train.toy",
 }
 

@@ -12,13 +12,13 @@ Pre-norm blocks: RMSNorm, grouped-query attention with 3D rotary positions throu
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from arvid.errors import ArvidError
+from arvid.files import load_model_files, load_state, meta_layout, save_model
 from arvid.generator import rope
 from arvid.generator.cache import KVCache
 from arvid.generator.config import GeneratorConfig
@@ -213,19 +213,23 @@ class Generator(nn.Module):
     # -- files
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        from arvid.train import save_model
-
+        """Write `path/` with model.safetensors and config.json (atomically)."""
         save_model(path, self, self.config.to_dict(), KIND)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device=None) -> "Generator":
-        from arvid.train import load_model_files, load_state
-
-        files = load_model_files(path, KIND)
-        config = GeneratorConfig.from_dict(files.config, source=str(Path(path) / "config.json"))
-        model = cls(config)
+        """Load a generator folder (or a training run folder) written by save_pretrained / arvid train."""
+        files = load_model_files(path, KIND, cls.layout)  # config, header and weights checked against the layout
+        model = cls(GeneratorConfig.from_dict(files.config, source=str(files.folder / "config.json")))
         load_state(model, files)
         return model.to(device) if device is not None else model
+
+    @staticmethod
+    def layout(config: dict | GeneratorConfig, source: str = "config") -> dict[str, torch.Tensor]:
+        """The state dict of `Generator(config)`, built on the meta device (no memory for its weights)."""
+        if not isinstance(config, GeneratorConfig):
+            config = GeneratorConfig.from_dict(config, source=source)
+        return meta_layout(lambda: Generator(config))
 
 
 def slot_inputs(tokens: torch.Tensor, bos: int) -> torch.Tensor:

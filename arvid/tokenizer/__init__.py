@@ -5,11 +5,18 @@
     codes = tok.encode(video)    # (B, C, T, H, W) in [-1, 1] -> int64 (B, t, h, w), T = 1 + k·τ
     video = tok.decode(codes)    # -> (B, C, 1 + (t-1)·τ, H, W)
     codes = tok.encode(video, refine=100)  # a context tokenizer's encoder can also search: same bits, closer frames
+
+Files: config.py (the typed config and presets), frames.py (the one home of frame-count rules), causal_conv.py
+(causal 3D convolutions and their streaming state), quantize.py (FSQ/LFQ/VQ in float32), warp.py (the decoder's
+motion compensation), model.py (encoder, decoder, the tokenizer and its model files), streaming.py (encode and
+decode a latent frame at a time), codes.py (code files, .npz). Training lives above, in `arvid.train.tokenizer`;
+evaluation in `arvid.eval.tokenizer`.
 """
 
 from arvid.tokenizer.config import PRESETS, TokenizerConfig
-from arvid.tokenizer.frames import check_frames, fit_frames, is_valid_frames, latent_frames, pixel_frames
+from arvid.tokenizer.frames import (check_frames, fit_frames, is_valid_frames, longest_prefix, new_latent_frames,
+                                    pixel_frames, tail_start)
 from arvid.tokenizer.model import Tokenizer, tensor_to_video, video_to_tensor
 
-__all__ = ["PRESETS", "Tokenizer", "TokenizerConfig", "check_frames", "fit_frames", "is_valid_frames",
-           "latent_frames", "pixel_frames", "tensor_to_video", "video_to_tensor"]
+__all__ = ["PRESETS", "Tokenizer", "TokenizerConfig", "check_frames", "fit_frames", "is_valid_frames", "longest_prefix",
+           "new_latent_frames", "pixel_frames", "tail_start", "tensor_to_video", "video_to_tensor"]

@@ -37,7 +37,6 @@ class TokenizerConfig:
     temporal_kernel: int = 3  # causal kernel length in time of the residual blocks (1: frame by frame)
     warp: bool = False  # decoder: each frame blends its own prediction with the previous frame, moved by a predicted flow
     context: bool = False  # conditional coding: encoder and decoder both see the decoder's previous output frame
-    motion_search: int = 0  # with context: px/frame searched to extrapolate the last two decoded frames' motion (0: off)
     quantizer: str = "fsq"  # fsq | lfq | vq
     levels: tuple[int, ...] = (8, 5, 5, 5)  # FSQ: levels of each latent channel (codebook = product)
     num_codes: int = 1024  # LFQ (a power of two) and VQ codebook size
@@ -86,8 +85,6 @@ class TokenizerConfig:
         if not self.context:
             d.pop("context")
             d.pop("warp")
-        if not self.motion_search:
-            d.pop("motion_search")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     # ---- presets and (de)serialisation -----------------------------------------------------
@@ -110,6 +107,8 @@ class TokenizerConfig:
         """Build from a dict, checking every key and type; ArvidError names `source` and the field."""
         if not isinstance(d, dict):
             raise ArvidError(f"{source}: expected a JSON object of tokenizer settings, got {type(d).__name__}")
+        if d.get("motion_search", None) == 0:  # a setting of earlier releases, always off in shipped files
+            d = {k: v for k, v in d.items() if k != "motion_search"}
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - set(known))
         if unknown:
@@ -175,10 +174,6 @@ def _validate(c: TokenizerConfig) -> None:
         bad(f"depth and latent_depth must be between 0 and 16, got {c.depth} and {c.latent_depth}")
     if not 1 <= c.temporal_kernel <= 7:
         bad(f"temporal_kernel must be between 1 and 7, got {c.temporal_kernel}")
-    if not 0 <= c.motion_search <= 8:
-        bad(f"motion_search must be between 0 (off) and 8 pixels per frame, got {c.motion_search}")
-    if c.motion_search and not c.context:
-        bad("motion_search predicts frames from the decoder's output: it needs context=true")
     if c.quantizer not in QUANTIZERS:
         bad(f"quantizer must be one of {', '.join(QUANTIZERS)}, got {c.quantizer!r}")
     if c.quantizer == "fsq" and (not 1 <= len(c.levels) <= 16 or any(not 3 <= v <= 256 for v in c.levels)):

@@ -1,10 +1,17 @@
-"""The frame-count rule, stated once.
+"""The frame-count rule, stated once: the one home of every count of frames against latent frames.
 
 The tokenizer encodes the first frame on its own and then every τ frames into one latent frame, so
 a clip must have T = 1 + k·τ frames (k >= 0) and gives t = 1 + k latent frames; images are
 one-frame clips. Every part of arvid that turns frames into latent frames or back goes through
-these functions. `fit_frames` is the explicit, opt-in way to make any clip fit: trim the tail or
-pad it by repeating the last frame.
+these functions:
+
+    check_frames(T, τ)                t of a valid clip, or an error naming the valid lengths
+    pixel_frames(t, τ)                T of t latent frames
+    new_latent_frames(N, τ, ...)      latent frames to generate for N new frames (new clip or continuation)
+    tail_start(T, τ)                  where the longest 1 + k·τ tail of T frames starts (what `extend` tokenizes)
+    longest_prefix(T, τ)              the longest 1 + k·τ prefix of T frames
+    fit_frames(video, τ, mode)        the explicit, opt-in way to make any clip fit: trim the tail, or pad it
+                                      by repeating the last frame
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ def nearest_valid_frames(frames: int, tau: int) -> tuple[int, ...]:
     """The valid lengths around `frames`: the largest below and the smallest above (1 + k·τ)."""
     if frames < 1:
         return (1,)
-    below = 1 + (frames - 1) // tau * tau
+    below = longest_prefix(frames, tau)
     above = below if is_valid_frames(frames, tau) else below + tau
     return tuple(sorted({below, above}))
 
@@ -43,9 +50,23 @@ def check_frames(frames: int, tau: int, what: str = "clip") -> int:
     )
 
 
-def latent_frames(frames: int, tau: int) -> int:
-    """t for a clip of T frames (raises ArvidError when T is not 1 + k·τ)."""
-    return check_frames(frames, tau)
+def new_latent_frames(frames: int, tau: int, *, after_context: bool) -> int:
+    """Latent frames to generate for `frames` new frames: a new clip's first latent frame makes one frame and
+    each later one τ (after a context every latent frame makes τ); the last may make more than are needed."""
+    if after_context:
+        return -(-frames // tau)
+    return 1 + -(-(frames - 1) // tau)
+
+
+def tail_start(frames: int, tau: int) -> int:
+    """First frame of the longest 1 + k·τ tail of a clip of `frames` frames: tokenizing from there makes the
+    tokens end exactly at the last frame; the frames before it are not tokenized."""
+    return (frames - 1) % tau
+
+
+def longest_prefix(frames: int, tau: int) -> int:
+    """The number of frames of the longest 1 + k·τ prefix of a clip of `frames` >= 1 frames."""
+    return 1 + (frames - 1) // tau * tau
 
 
 def pixel_frames(latent: int, tau: int) -> int:

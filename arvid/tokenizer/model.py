@@ -11,13 +11,15 @@ With `context` on (conditional coding, as in neural video codecs such as DCVC), 
 decoder of every latent frame also see the decoder's own previous output frame, through a small
 pyramid of features at each resolution (ContextNet). Detail drawn once stays available, and since
 the encoder sees exactly what the decoder already has, its codes need only carry what is new.
-Encoding then runs the decoder too, one latent frame after another (a closed loop). With
-`motion_search`, the context also holds the τ frames to come as extrapolated from the last two
-decoded frames' motion (motion.py), so detail is offered where the content will be, not where it was.
+Encoding then runs the decoder too, one latent frame after another (a closed loop).
 
-    tok = Tokenizer(TokenizerConfig.preset("mnist"))
+    tok = Tokenizer(TokenizerConfig.preset("mnist"))   # or Tokenizer.from_pretrained(folder)
     codes = tok.encode(video)      # (B, C, T, H, W) in [-1, 1] -> (B, t, h, w) int64
     video = tok.decode(codes)      # -> (B, C, T, H, W) in [-1, 1], T = 1 + (t - 1)·τ
+
+Files: a tokenizer folder is `model.safetensors` + `config.json` (`arvid.files`); `Tokenizer.layout`
+is what such a folder must hold for its config, checked before any weight is read. A training run's
+folder is also a tokenizer folder (its top level holds the latest weights and config).
 """
 
 from __future__ import annotations
@@ -31,12 +33,16 @@ from einops import rearrange
 from torch import nn
 
 from arvid.errors import ArvidError
+from arvid.files import load_model_files, load_state, meta_layout, save_model
 from arvid.tokenizer.causal_conv import CausalConv3d, Downsample, FrameNorm, ResBlock, StreamState, Upsample
 from arvid.tokenizer.config import TokenizerConfig
 from arvid.tokenizer.frames import check_frames
-from arvid.tokenizer.motion import extrapolate
 from arvid.tokenizer.quantize import Quantizer
+from arvid.tokenizer.streaming import DecoderStream, EncoderStream
 from arvid.tokenizer.warp import MOTION_CHANNELS, render
+from arvid.utils.device import resolve_device
+
+KIND = "tokenizer"
 
 
 class ContextNet(nn.Module):
@@ -44,16 +50,14 @@ class ContextNet(nn.Module):
     maps at every resolution level, [(B, widths[i], 1, H/p/2^i, W/p/2^i) for i in 0..num_down], one list for the
     encoder and one for the decoder (both see the same frames, so they share the trunk, not the output projections).
 
-    The input is the last frame and, with `motion_search`, the τ frames to come extrapolated from the last two
-    (motion.py) with their uncovered-background flags, all folded like the encoder's input, plus a flag channel that
-    tells the start of a clip (no frame yet) from a black frame. The output projections start at zero, so a new
-    context tokenizer begins as the plain one and learns what to take from the frames."""
+    The input is the last frame, folded like the encoder's input, plus a flag channel that tells the start of a
+    clip (no frame yet) from a black frame. The output projections start at zero, so a new context tokenizer
+    begins as the plain one and learns what to take from the frames."""
 
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
         widths, self.patch, self.channels = cfg.level_widths, cfg.patch, cfg.channels
-        self.motion, self.tau = cfg.motion_search, cfg.temporal_factor
-        self.in_channels = cfg.patch**2 * (cfg.channels + (self.tau * (cfg.channels + 1) if self.motion else 0)) + 1
+        self.in_channels = cfg.patch**2 * cfg.channels + 1
         self.conv_in = CausalConv3d(self.in_channels, widths[0], 1)
         self.downs = nn.ModuleList([nn.Sequential(Downsample(widths[i], widths[i + 1]), ResBlock(widths[i + 1], widths[i + 1], 1))
                                     for i in range(cfg.num_down)])
@@ -71,12 +75,8 @@ class ContextNet(nn.Module):
         if shown is None:
             x = like.new_zeros(b, self.in_channels, 1, h, w)
         else:
-            shown = shown.to(like.dtype)
-            parts = [shown[:, :, -1:]]  # (B, C, 1, H, W)
-            if self.motion:
-                parts += list(extrapolate(shown, self.tau, self.motion))  # (B, C, τ, H, W) and (B, 1, τ, H, W)
-            x = torch.cat([rearrange(f, "b c k (h p) (w q) -> b (c k p q) 1 h w", p=self.patch, q=self.patch)
-                           for f in parts], dim=1)
+            last = shown.to(like.dtype)[:, :, -1:]  # (B, C, 1, H, W)
+            x = rearrange(last, "b c k (h p) (w q) -> b (c k p q) 1 h w", p=self.patch, q=self.patch)
             x = torch.cat([x, x.new_ones(b, 1, 1, h, w)], dim=1)
         levels = [F.silu(self.conv_in(x))]
         for down in self.downs:
@@ -243,14 +243,9 @@ class Tokenizer(nn.Module):
         return video[:, :, tau - 1 :] if drop_first else video
 
     # ---- the passes ----------------------------------------------------------------------------
-    def forward(self, video: torch.Tensor, code_noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Training pass: video (B, C, T, H, W) -> (reconstruction (B, C, T, H, W), codes, aux loss).
-
-        `code_noise` (frozen encoder only): the decoder renders codes of which that fraction, drawn at random,
-        were replaced by random codes, so it learns to render codes that are not quite right (sampled ones)."""
+    def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training pass: video (B, C, T, H, W) -> (reconstruction (B, C, T, H, W), codes, aux loss)."""
         self.check_video(video)
-        if code_noise and not self.encoder_frozen:
-            raise ArvidError("code noise trains a decoder alone: freeze the encoder first (--train-part decoder)")
         if self.config.context:  # closed loop, latent frame by latent frame, backpropagating through time
             keep = torch.is_grad_enabled()
             _, codes, aux, recon, _ = self.closed_loop(self.fold(video), StreamState(keep), StreamState(keep),
@@ -261,10 +256,6 @@ class Tokenizer(nn.Module):
             zq, codes, aux = self.quantizer(z, update=self.training and not self.encoder_frozen)
         if self.encoder_frozen:
             zq, aux = zq.detach(), torch.zeros((), device=zq.device)
-            if code_noise:
-                swap = torch.rand(codes.shape, device=codes.device) < code_noise
-                noisy = torch.where(swap, torch.randint_like(codes, self.codebook_size), codes)
-                zq = self.quantizer.codes_to_latent(noisy)
         return self.render(zq)[0], codes, aux
 
     @torch.no_grad()
@@ -375,14 +366,10 @@ class Tokenizer(nn.Module):
         return best
 
     # ---- streaming -----------------------------------------------------------------------------
-    def encoder_stream(self, batch_size: int = 1, refine: int = 0):
-        from arvid.tokenizer.streaming import EncoderStream
-
+    def encoder_stream(self, batch_size: int = 1, refine: int = 0) -> EncoderStream:
         return EncoderStream(self, batch_size, refine)
 
-    def decoder_stream(self, batch_size: int = 1):
-        from arvid.tokenizer.streaming import DecoderStream
-
+    def decoder_stream(self, batch_size: int = 1) -> DecoderStream:
         return DecoderStream(self, batch_size)
 
     # ---- uint8 conveniences --------------------------------------------------------------------
@@ -402,16 +389,32 @@ class Tokenizer(nn.Module):
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write `path/` with model.safetensors and config.json (atomically)."""
-        from arvid.tokenizer.checkpoint import save_tokenizer
-
-        save_tokenizer(self, path)
+        save_model(path, self, self.config.to_dict(), KIND)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = "cpu") -> "Tokenizer":
         """Load a tokenizer folder (or a training run folder) written by save_pretrained / arvid train."""
-        from arvid.tokenizer.checkpoint import load_tokenizer
+        files = load_model_files(path, KIND, cls.layout)  # config, header and weights checked against the layout
+        tok = cls(TokenizerConfig.from_dict(files.config, source=str(files.folder / "config.json")))
+        load_state(tok, files)
+        return tok.to(resolve_device(device)).eval()
 
-        return load_tokenizer(path, device)
+    @staticmethod
+    def layout(config: dict | TokenizerConfig, source: str = "config") -> dict[str, torch.Tensor]:
+        """The state dict of `Tokenizer(config)` without allocating its weights.
+
+        The encoder and decoder are built on the meta device. The quantizer is built on the CPU when it is FSQ:
+        vector-quantize-pytorch reads FSQ's buffers (`.item()`) while building it, which a meta tensor cannot
+        do; its only tensors are the implicit codebook, bounded by the config (2^20 codes)."""
+        if not isinstance(config, TokenizerConfig):
+            config = TokenizerConfig.from_dict(config, source=source)
+        parts = {"encoder": meta_layout(lambda: Encoder(config)), "decoder": meta_layout(lambda: Decoder(config))}
+        if config.context:
+            parts["context"] = meta_layout(lambda: ContextNet(config))
+        with torch.device("cpu" if config.quantizer == "fsq" else "meta"):
+            parts["quantizer"] = Quantizer(config).state_dict()
+        return {f"{name}.{key}": t for name in ("encoder", "quantizer", "decoder", "context") if name in parts
+                for key, t in parts[name].items()}
 
 
 def video_to_tensor(frames: np.ndarray, channels: int | None = None) -> torch.Tensor:

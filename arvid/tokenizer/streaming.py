@@ -78,11 +78,6 @@ class EncoderStream:
         if self.pending is not None and frames.shape[3:] != self.pending.shape[3:]:
             raise ArvidError(f"frame size changed mid-stream: {tuple(self.pending.shape[3:])} then {tuple(frames.shape[3:])}")
 
-    @property
-    def pending_frames(self) -> int:
-        """Frames pushed but not yet part of a latent frame."""
-        return 0 if self.latent_out == 0 else self.pending.shape[2]
-
 
 class DecoderStream:
     def __init__(self, tokenizer, batch_size: int = 1):

@@ -1,17 +1,7 @@
-"""Model files and training checkpoints: safetensors + JSON only, every file written atomically.
+"""Training checkpoints: safetensors + JSON only, every file written atomically.
 
-A model folder holds `model.safetensors` (the weights) and `config.json`
-(`{"kind", "arvid_version", "config": {...}}`, what is needed to rebuild the model). `save_model`
-writes one; `load_model_files` reads one as untrusted input: any missing, truncated or garbage file
-and any malformed config raise `ArvidError` naming the file. For the two kinds arvid knows
-(tokenizer, generator) it then builds the model the config describes on the meta device (no
-memory), refuses one over `MAX_MODEL_BYTES` of weights, and compares the safetensors header (names,
-shapes, dtypes) with it, all before a tensor is read; after reading, non-finite weights are refused.
-`check_state_dict` makes the same comparison against a built model.
-
-Dtypes. A floating tensor of another precision (float16, bfloat16, float64 for a float32 weight) is
-accepted and cast on load: that is how half-precision copies of a model are shared. Anything else
-(integers or bool in place of floats, any other dtype for an integer buffer) is refused.
+The model files themselves (`model.safetensors` + `config.json`, validated as untrusted input) are
+`arvid.files`; a checkpoint adds the optimizer's tensors and the trainer's state beside them.
 
 A training run's folder (`out_dir`) looks like this:
 
@@ -43,108 +33,23 @@ import json
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-import arvid
 from arvid.errors import ArvidError
-from arvid.utils.atomic import atomic_path, atomic_write_text
+from arvid.files import (CONFIG_FILE, MODEL_FILE, Layout, ModelFiles, envelope_json, load_model_files, read_json,
+                         read_safetensors, saveable)
+from arvid.utils.atomic import atomic_path
+from arvid.version import __version__
 
-MODEL_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "trainer_state.json"
 CHECKPOINTS = "checkpoints"
 _STATE_FILES = (MODEL_FILE, CONFIG_FILE, OPTIMIZER_FILE, STATE_FILE)  # publishing order: state last
 _STEP_DIR = re.compile(r"^step-(\d{8,})$")
-_MAX_JSON_BYTES = 64 << 20
-_ENVELOPE_KEYS = {"kind", "arvid_version", "config"}
-MAX_MODEL_BYTES = 16 << 30  # weights a config may describe: far above any arvid model, far below a config attack
-_DTYPES = {  # safetensors header dtype -> torch dtype
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-
-
-@dataclass
-class ModelFiles:
-    config: dict  # the model's own config (the "config" entry of config.json)
-    state_dict: dict[str, torch.Tensor]  # on the CPU
-    folder: Path | None = None
-    metadata: dict[str, str] = field(default_factory=dict)  # safetensors header metadata
-
-
-# ---------------------------------------------------------------- model folders
-
-
-def save_model(dir: str | os.PathLike, model_or_state_dict, config: dict, kind: str) -> None:
-    """Write `dir/model.safetensors` and `dir/config.json`, each atomically (the folder is created)."""
-    folder = Path(dir)
-    try:
-        folder.mkdir(exist_ok=True)
-    except FileNotFoundError:
-        raise ArvidError(f"cannot create model folder {folder}: folder {folder.parent} does not exist") from None
-    except (FileExistsError, NotADirectoryError):
-        raise ArvidError(f"cannot write model folder {folder}: a file of that name exists") from None
-    tensors = _saveable(_state_dict_of(model_or_state_dict))
-    with atomic_path(folder / MODEL_FILE) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "arvid_kind": kind})
-    atomic_write_text(folder / CONFIG_FILE, _envelope_json(config, kind))
-
-
-def load_model_files(dir: str | os.PathLike, kind: str, *, max_bytes: int = MAX_MODEL_BYTES) -> ModelFiles:
-    """Read and validate a model folder (or its `model.safetensors` / `config.json` path).
-
-    Raises ArvidError naming the file when it is missing, not JSON, of another kind, has unknown
-    keys, or when the safetensors file is truncated or not safetensors at all. For a tokenizer or
-    generator, also when the config is invalid or describes over `max_bytes` of weights, when the
-    header's tensors differ from the model's (checked before any tensor is read), or when a weight
-    is NaN or infinite. Other kinds leave names and shapes to the caller: `check_state_dict`.
-    """
-    folder = _model_folder(dir)
-    config = _read_envelope(folder / CONFIG_FILE, kind)
-    expected = model_layout(kind, config, folder / CONFIG_FILE)
-    if expected is not None:
-        _check_size(expected, folder / CONFIG_FILE, max_bytes)
-        _compare(expected, _read_header(folder / MODEL_FILE), folder / MODEL_FILE)
-    state_dict, metadata = _read_safetensors(folder / MODEL_FILE)
-    _check_finite(state_dict, folder / MODEL_FILE)
-    return ModelFiles(config, state_dict, folder, metadata)
-
-
-def model_layout(kind: str, config: dict, source: Path) -> dict[str, torch.Tensor] | None:
-    """The tensors a `kind` model built from `config` holds, without allocating its weights (meta
-    tensors, or small CPU ones); None for kinds arvid does not know. Config errors name `source`."""
-    if kind == "generator":
-        from arvid.generator import Generator, GeneratorConfig
-
-        cfg = GeneratorConfig.from_dict(config, source=str(source))
-        with torch.device("meta"):
-            return Generator(cfg).state_dict()
-    if kind == "tokenizer":
-        from arvid.tokenizer.checkpoint import tokenizer_layout
-        from arvid.tokenizer.config import TokenizerConfig
-
-        return tokenizer_layout(TokenizerConfig.from_dict(config, source=str(source)))
-    return None
-
-
-def check_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], path) -> None:
-    """Raise ArvidError listing missing, unexpected, mis-shaped and wrongly typed tensors of `state_dict`."""
-    _compare(model.state_dict(), {k: (tuple(v.shape), v.dtype) for k, v in state_dict.items()}, path)
-
-
-def load_state(model: torch.nn.Module, files: ModelFiles) -> None:
-    """`check_state_dict`, then copy the tensors into `model`."""
-    check_state_dict(model, files.state_dict, (files.folder or Path(".")) / MODEL_FILE)
-    model.load_state_dict(files.state_dict, strict=True)
-
-
-# ---------------------------------------------------------------- training checkpoints
 
 
 @dataclass
@@ -188,14 +93,14 @@ def save_checkpoint(
     out = Path(out_dir)
     folder = out / CHECKPOINTS / f"step-{step:08d}"
     opt_tensors, opt_meta = optimizer_tensors(optimizer)
-    state = {**state, "step": step, "kind": kind, "arvid_version": arvid.__version__, "optimizer": opt_meta}
+    state = {**state, "step": step, "kind": kind, "arvid_version": __version__, "optimizer": opt_meta}
     meta = {"format": "pt", "arvid_kind": kind, "arvid_step": str(step)}
     try:
         folder.parent.mkdir(exist_ok=True)
         with atomic_path(folder, is_dir=True) as tmp:
-            save_file(_saveable(model.state_dict()), str(tmp / MODEL_FILE), metadata=meta)
-            (tmp / CONFIG_FILE).write_text(_envelope_json(model_config, kind))
-            save_file(_saveable(opt_tensors), str(tmp / OPTIMIZER_FILE), metadata=meta)
+            save_file(saveable(model.state_dict()), str(tmp / MODEL_FILE), metadata=meta)
+            (tmp / CONFIG_FILE).write_text(envelope_json(model_config, kind))
+            save_file(saveable(opt_tensors), str(tmp / OPTIMIZER_FILE), metadata=meta)
             (tmp / STATE_FILE).write_text(json.dumps(state, allow_nan=True))
             _fsync_folder(tmp)
         for old in checkpoint_folders(out)[:-1]:
@@ -232,16 +137,16 @@ def sweep_temporaries(out_dir: str | os.PathLike) -> None:
                 p.unlink()
 
 
-def load_checkpoint(folder: Path, kind: str) -> Checkpoint:
-    """Read and validate one step folder written by `save_checkpoint`."""
-    model = load_model_files(folder, kind)
-    state = _read_json(folder / STATE_FILE)
+def load_checkpoint(folder: Path, kind: str, layout: Layout | None = None) -> Checkpoint:
+    """Read and validate one step folder written by `save_checkpoint` (its model files checked against `layout`)."""
+    model = load_model_files(folder, kind, layout)
+    state = read_json(folder / STATE_FILE)
     if not isinstance(state, dict) or not isinstance(state.get("step"), int) or "optimizer" not in state:
         raise ArvidError(f"{folder / STATE_FILE} is not an arvid trainer state (no step or optimizer entry)")
     m = _STEP_DIR.match(folder.name)
     if m and int(m.group(1)) != state["step"]:
         raise ArvidError(f"{folder / STATE_FILE} says step {state['step']} but its folder is {folder.name}")
-    optimizer, _ = _read_safetensors(folder / OPTIMIZER_FILE)
+    optimizer, _ = read_safetensors(folder / OPTIMIZER_FILE)
     return Checkpoint(folder, model, optimizer, state)
 
 
@@ -279,176 +184,6 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
         for g, c in zip(saved, current)
     ]
     optimizer.load_state_dict({"state": state, "param_groups": groups})
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def _state_dict_of(obj) -> dict[str, torch.Tensor]:
-    if isinstance(obj, torch.nn.Module):
-        from arvid.train.distributed import unwrap
-
-        return unwrap(obj).state_dict()
-    if isinstance(obj, dict):
-        return obj
-    raise TypeError(f"save_model takes a module or a state dict, not {type(obj).__name__}")
-
-
-def _saveable(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """CPU, contiguous, and no two entries sharing memory (tied weights get a copy each)."""
-    out, seen = {}, set()
-    for name, t in tensors.items():
-        if not torch.is_tensor(t):
-            raise TypeError(f"{name} is a {type(t).__name__}, not a tensor")
-        t = t.detach().to("cpu").contiguous()
-        ptr = t.untyped_storage().data_ptr()
-        if ptr in seen or ptr == 0:
-            t = t.clone()
-        seen.add(t.untyped_storage().data_ptr())
-        out[name] = t
-    return out
-
-
-def _envelope_json(config: dict, kind: str) -> str:
-    if not isinstance(config, dict):
-        raise TypeError(f"the model config must be a dict, not {type(config).__name__}")
-    return json.dumps({"kind": kind, "arvid_version": arvid.__version__, "config": config}, indent=2, allow_nan=False)
-
-
-def _model_folder(dir) -> Path:
-    path = Path(dir)
-    if path.is_file() and path.name in (MODEL_FILE, CONFIG_FILE):
-        path = path.parent
-    if not path.exists():
-        raise ArvidError(f"model folder {path} does not exist")
-    if not path.is_dir():
-        raise ArvidError(f"{path} is not a model folder: give the folder holding {MODEL_FILE} and {CONFIG_FILE}")
-    for name in (CONFIG_FILE, MODEL_FILE):
-        if not (path / name).is_file():
-            raise ArvidError(f"model folder {path} has no {name}: it is not an arvid model (or is incomplete)")
-    return path
-
-
-def _read_json(path: Path):
-    if not path.is_file():
-        raise ArvidError(f"{path} is missing")
-    if path.stat().st_size > _MAX_JSON_BYTES:
-        raise ArvidError(f"{path} is {path.stat().st_size} bytes, too large for a config file")
-    try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArvidError(f"{path} is not valid JSON ({e})") from None
-    except RecursionError:
-        raise ArvidError(f"{path} is not an arvid config: its JSON is nested too deeply to read "
-                         "(a config is a flat object); copy or write it again") from None
-
-
-def _read_envelope(path: Path, kind: str) -> dict:
-    data = _read_json(path)
-    if not isinstance(data, dict):
-        raise ArvidError(f"{path} must hold a JSON object, not {type(data).__name__}")
-    unknown = sorted(set(data) - _ENVELOPE_KEYS)
-    missing = sorted(_ENVELOPE_KEYS - set(data))
-    if unknown or missing:
-        raise ArvidError(f"{path}: " + "; ".join(
-            s for s in (unknown and f"unknown keys {unknown}", missing and f"missing keys {missing}") if s
-        ) + f" (expected exactly {sorted(_ENVELOPE_KEYS)})")
-    if data["kind"] != kind:
-        raise ArvidError(f"{path} describes a {data['kind']!r} model, not a {kind!r}: check the path")
-    if not isinstance(data["arvid_version"], str):
-        raise ArvidError(f"{path}: arvid_version must be a string")
-    if not isinstance(data["config"], dict):
-        raise ArvidError(f"{path}: config must be a JSON object")
-    return data["config"]
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    if not path.is_file():
-        raise ArvidError(f"{path} is missing")
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-        return load_file(str(path), device="cpu"), metadata
-    except Exception as e:  # the safetensors error type is not public; any failure means a bad file
-        raise _unreadable(path, e) from None
-
-
-def _read_header(path: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype | str]]:
-    """Names, shapes and dtypes of a safetensors file, from its header alone (no tensor is read)."""
-    if not path.is_file():
-        raise ArvidError(f"{path} is missing")
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            slices = {name: f.get_slice(name) for name in f.keys()}
-            return {name: (tuple(s.get_shape()), _DTYPES.get(s.get_dtype(), s.get_dtype()))
-                    for name, s in slices.items()}
-    except Exception as e:  # the safetensors error type is not public; any failure means a bad file
-        raise _unreadable(path, e) from None
-
-
-def _compare(expected: dict[str, torch.Tensor], got: dict[str, tuple], path) -> None:
-    """Raise ArvidError unless `got` (name: (shape, dtype)) has exactly the tensors of `expected`."""
-    missing = [k for k in expected if k not in got]
-    unexpected = [k for k in got if k not in expected]
-    both = [k for k in expected if k in got]
-    shapes = [f"{k} (file {list(got[k][0])}, model {list(expected[k].shape)})"
-              for k in both if got[k][0] != tuple(expected[k].shape)]
-    dtypes = [f"{k} (file {_dtype_name(got[k][1])}, model {_dtype_name(expected[k].dtype)})"
-              for k in both if not _castable(got[k][1], expected[k].dtype)]
-    problems = [f"{label}: {_listing(items)}" for label, items in
-                (("missing tensors", missing), ("unexpected tensors", unexpected), ("wrong shapes", shapes),
-                 ("wrong dtypes", dtypes)) if items]
-    if problems:
-        raise ArvidError(
-            f"{path} does not match the model built from its config.json; " + "; ".join(problems)
-            + ". The weights belong to another model or were edited: use the files saved together"
-        )
-
-
-def _castable(got: torch.dtype | str, want: torch.dtype) -> bool:
-    """The same dtype, or floats of another precision (cast on load); never integers for floats."""
-    return got == want or (isinstance(got, torch.dtype) and got.is_floating_point and want.is_floating_point)
-
-
-def _dtype_name(dtype: torch.dtype | str) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
-def _check_size(expected: dict[str, torch.Tensor], path: Path, max_bytes: int) -> None:
-    nbytes = sum(t.numel() * t.element_size() for t in expected.values())
-    if nbytes > max_bytes:
-        raise ArvidError(
-            f"{path} describes a model with {nbytes / 2**30:,.1f} GiB of weights, over the limit of "
-            f"{max_bytes / 2**30:g} GiB: the config was edited or is not an arvid model; use the config.json "
-            "saved with the weights"
-        )
-
-
-def _check_finite(state_dict: dict[str, torch.Tensor], path: Path) -> None:
-    """Refuse NaN or infinite weights (a poisoned or diverged checkpoint), naming the first such tensor."""
-    for name, t in state_dict.items():
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            n = int((~torch.isfinite(t)).sum())
-            raise ArvidError(
-                f"{path}: tensor {name} holds {n} NaN or infinite values: the weights are corrupt (a diverged "
-                "or edited checkpoint); use an earlier checkpoint or train again"
-            )
-
-
-def _unreadable(path: Path, e: Exception) -> ArvidError:
-    return ArvidError(
-        f"{path} is not a readable safetensors file ({type(e).__name__}: {e}): it is truncated or corrupt, "
-        "copy or train it again"
-    )
-
-
-def _listing(items: list[str], limit: int = 8) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
 def _fsync_folder(folder: Path) -> None:

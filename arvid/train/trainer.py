@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from arvid.errors import ArvidError
+from arvid.files import CONFIG_FILE, load_state, read_envelope
 from arvid.train import checkpoint as ckpt
 from arvid.train import distributed, rng
 from arvid.train.schedule import lr_factor
@@ -164,14 +165,16 @@ class _Run:
         return start
 
     def _restore(self, folder: Path) -> int:
-        c = ckpt.load_checkpoint(folder, self.task.kind)
+        # the config first: a run of another model is refused by name, before any weight is read
+        saved = read_envelope(folder / CONFIG_FILE, self.task.kind)
         # a task may fill in what its config has gained since the checkpoint was written (new fields at their defaults)
-        saved = getattr(self.task, "normalize_config", lambda d: d)(c.model.config)
+        saved = getattr(self.task, "normalize_config", lambda d: d)(saved)
         if saved != self.model_config:
             diff = sorted(k for k in set(saved) | set(self.model_config) if saved.get(k) != self.model_config.get(k))
             raise ArvidError(f"{folder} was trained with another model config (differs in {', '.join(diff)}): "
                              "resume with the same model flags, or give another --out")
-        ckpt.load_state(self.model, c.model)
+        c = ckpt.load_checkpoint(folder, self.task.kind, layout=lambda config, source: self.model.state_dict())
+        load_state(self.model, c.model)
         ckpt.load_optimizer(self.optimizer, c.optimizer, c.state["optimizer"], folder / ckpt.OPTIMIZER_FILE)
         self.history = list(c.state.get("history", []))
         states = c.state.get("rng", [])

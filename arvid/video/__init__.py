@@ -2,7 +2,7 @@
 
 Clips are `Video(frames, fps)` with frames uint8 (T, H, W, C), C in {1, 3}. See `arvid.video.io`
 for the formats, `arvid.video.transforms` for resizing and cropping, `arvid.video.sheet` for
-contact sheets.
+contact sheets, `arvid.video.flow` for optical flow (OpenCV) and warping along it.
 """
 
 from arvid.video.io import ReadLimits, Video, check_output, read_video, write_video

@@ -1,12 +1,13 @@
 """Screen decoding settings quickly: the warping error of generated clips against real ones, and long-clip collapses.
 
-    python docs/generation-eval/sampling_screen.py '[{}, {"min_p": 0.1}, {"history_guidance": 3}]' --clips 32
+    python docs/generation-eval/sampling_screen.py '[{}, {"min_p": 0.1}, {"temperature": 0.7}]' --clips 32
     python docs/generation-eval/sampling_screen.py '[{"temperature": 0.7}]' --long --model runs/my-model
 
 The clips, labels and collapse rule are those of `arvid eval generation` (its consistency clips: --frames 32 from
 the eval split at seed 1; its long clips: 1,024 frames, labels and sampling seeds as there), with the generated
-clips sampled in batches of 16 at seed = the batch's first clip. Each setting is a JSON object of `rollout`'s
-decoding keywords (temperature, top_k, top_p, min_p, guidance, history_guidance). The full command measures more
+clips sampled in batches of 16 at seed = the batch's first clip. Each setting is a JSON object of decoding
+settings (`arvid.Sampling`'s fields: temperature, top_k, top_p, min_p, guidance), completed from the model's
+recommended decoding as `arvid generate` completes its flags. The full command measures more
 (continuation, sweeps, label fidelity): use it for a setting worth shipping.
 """
 
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from arvid import Arvid
-from arvid.generator import evaluate as E
+from arvid.eval import generation as E
 
 
 def consistency(model, settings: list[dict], clips: int, frames: int) -> None:
@@ -30,7 +31,9 @@ def consistency(model, settings: list[dict], clips: int, frames: int) -> None:
     print(f"real: warping {real_w:.5f}, digit blobs per frame {real_blobs:.2f}")
     for kw in settings:
         t0 = time.time()
-        out = np.concatenate([np.stack(list(E.rollout(model, frames, labels=labels[s:s + 16], seed=s, batch=len(labels[s:s + 16]), **kw)), 1)
+        sampling = model.sampling(labels, **kw)
+        out = np.concatenate([np.stack(list(E.rollout(model, frames, sampling, labels=labels[s:s + 16], seed=s,
+                                                      batch=len(labels[s:s + 16]))), 1)
                               for s in range(0, clips, 16)])
         w = np.mean([E.warping_error(x) for x in out])
         print(f"{json.dumps(kw)}: warping {w:.5f} = {w / real_w:.2f}x real, sharpness "
@@ -48,7 +51,8 @@ def long_clips(model, settings: list[dict], clips: int) -> None:
     rule = E.collapse_rule(*rs.arrays()[:2])
     for kw in settings:
         t0, gs = time.time(), E.BlockStats(clips)
-        for frames in E.rollout(model, st.long_frames, labels=labels, seed=st.seed + 4, batch=clips, **kw):
+        sampling = model.sampling(labels, **kw)
+        for frames in E.rollout(model, st.long_frames, sampling, labels=labels, seed=st.seed + 4, batch=clips):
             gs.push(frames)
         i, b, m = gs.arrays()
         bad = E.collapsed(i, b, m, rule)

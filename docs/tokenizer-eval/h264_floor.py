@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from arvid.data import make_dataset
-from arvid.tokenizer.evaluate import h264_at_bits, psnr
+from arvid.eval.tokenizer import h264_at_bits, psnr
 
 CODEBOOKS = ([8, 8, 6, 5, 5], [8, 6, 6, 5, 5], [7, 6, 6, 5, 5], [6, 6, 6, 5, 5], [8, 5, 5, 5, 5], [5, 5, 5, 5, 5])
 CLIPS, FRAMES, SIZE, TOKENS = 200, 17, 64, 5 * 8 * 8

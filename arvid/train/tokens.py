@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from arvid.errors import ArvidError
+from arvid.tokenizer import video_to_tensor
 from arvid.utils.atomic import atomic_path
 
 TOKENS, LABELS, META = "tokens.npy", "labels.npy", "meta.json"
@@ -94,8 +95,6 @@ def build_token_dataset(tokenizer, dataset, count: int, folder: str | os.PathLik
     is renamed into place at the end: an interrupted build leaves nothing behind.
     """
     from tqdm.auto import tqdm
-
-    from arvid.tokenizer import video_to_tensor
 
     if count < 1:
         raise ArvidError(f"--clips must be at least 1, got {count}")

@@ -1,7 +1,8 @@
 """Measure what a trained model generates: `arvid eval generation`.
 
 Three protocols on held-out clips (for Moving MNIST, digits 4000-4999 and seeds training never used),
-each batched through the generator and the streaming decoder:
+each batched through the pipeline's public streaming API (`Arvid.stream`, and `Arvid.latents` /
+`Arvid.render` for the ablation):
 
 1. Continuation: `context` real frames given (as tokens), `predict` frames generated, compared with the
    true frames. Per-frame MSE is the sum over the frame of squared errors of pixels in [0, 1] (the
@@ -37,7 +38,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from arvid.data import make_dataset
 from arvid.errors import ArvidError
+from arvid.eval.digits import label_hits, train_reader
+from arvid.eval.tokenizer import evaluate_tokenizer, ssim
+from arvid.generator import Sampling
+from arvid.pipeline import Arvid
+from arvid.tokenizer import longest_prefix, new_latent_frames, tail_start, tensor_to_video, video_to_tensor
+from arvid.utils.atomic import atomic_path, atomic_write_text
+from arvid.video import contact_sheet
+from arvid.video.flow import backward_flows, warp_back
 
 PUBLISHED_MSE = {"ConvLSTM": 103.3, "PredRNN": 56.8, "SimVP": 23.8}
 BLOCK = 64  # frames per long-clip block
@@ -48,42 +58,25 @@ MIN_BLOB_AREA = 16  # pixels: smaller components are specks (99% of real digit p
 # ---------------------------------------------------------------- rollouts
 
 
-@torch.inference_mode()
-def rollout(model, num_frames: int, *, labels: np.ndarray | None, context: np.ndarray | None = None, seed: int = 0,
-            temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-            guidance: float | None = None, min_p: float | None = None, history_guidance: float | None = None,
-            no_context: bool = False, batch: int | None = None) -> Iterator[np.ndarray]:
-    """Yield `num_frames` new frames uint8 (B, H, W, C), each clip with its own labels (B, k) and its own
-    context clip (B, T0, H, W, C) of 1 + k·τ frames (tokenized; its last window of latent frames is kept).
+def rollout(model: Arvid, num_frames: int, sampling: Sampling, *, labels: np.ndarray | None,
+            context: np.ndarray | None = None, seed: int = 0, no_context: bool = False,
+            batch: int | None = None) -> Iterator[np.ndarray]:
+    """Yield `num_frames` new frames uint8 (B, H, W, C) through the pipeline's streaming API, each clip with its
+    own labels (B, k) and its own context clip (B, T0, H, W, C) of 1 + k·τ frames (tokenized; its last window of
+    latent frames is kept).
 
     no_context: the ablation. Every latent frame is sampled on its own, as the first frame of a new clip
     (fresh cache, its own seed), so it sees no earlier frame; the decoder still joins them in order.
     (The generator's window is a sliding window over tokens, so a window of one frame would still show
     each token the previous frame's last tokens: that is not this ablation.)"""
-    from arvid.generator import generate
-    from arvid.pipeline import decode_frames
-    from arvid.tokenizer import video_to_tensor
-
-    gen = model.generator
-    tok, device = model.tokenizer, model.device
-    ctx = None
+    if not no_context:
+        return model.stream(num_frames, context, seed=seed, labels=labels, batch=batch or 1, sampling=sampling)
     if context is not None:
-        ctx = tok.encode(video_to_tensor(context).to(device))[:, -gen.config.window_frames:]  # (B, t, h, w)
-        batch = ctx.shape[0]
-    lab = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.long, device=device)
-    dec = tok.decoder_stream(batch)
-    if ctx is not None:
-        dec.push(ctx)
-    n_latent = model.latent_frames_for(num_frames, after_context=ctx is not None)
-    if no_context:
-        if ctx is not None:
-            raise ArvidError("the no-context ablation takes no context clip")
-        latents = (next(generate(gen, 1, batch=batch, labels=lab, seed=seed * 100_003 + i, temperature=temperature,
-                                 top_k=top_k, top_p=top_p, min_p=min_p, guidance=guidance)) for i in range(n_latent))
-    else:
-        latents = generate(gen, n_latent, batch=batch, labels=lab, context=ctx, seed=seed, temperature=temperature,
-                           top_k=top_k, top_p=top_p, min_p=min_p, guidance=guidance, history_guidance=history_guidance)
-    yield from decode_frames(dec, latents, num_frames)
+        raise ArvidError("the no-context ablation takes no context clip")
+    n_latent = new_latent_frames(num_frames, model.temporal_factor, after_context=False)
+    latents = (next(model.latents(1, seed=seed * 100_003 + i, labels=labels, batch=batch, sampling=sampling))
+               for i in range(n_latent))
+    return model.render(latents, num_frames, batch)
 
 
 # ---------------------------------------------------------------- frame measures
@@ -97,8 +90,6 @@ def frame_mse(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
 
 def frame_ssim(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     """Per-frame SSIM (B, T, H, W, C) -> (T,), mean over clips."""
-    from arvid.tokenizer.evaluate import ssim
-
     return np.array([np.mean([ssim(pred[b, t:t + 1], true[b, t:t + 1]) for b in range(pred.shape[0])])
                      for t in range(pred.shape[1])])
 
@@ -110,15 +101,11 @@ def _gray(clip: np.ndarray) -> np.ndarray:
 def _flows(clip: np.ndarray) -> np.ndarray:
     """(T-1, H, W, 2) Farneback flows of a uint8 clip (T, H, W[, 1]), frame t back to t-1: what `warping_error` and
     `speed` take, so a clip measured both ways is run through the flow once."""
-    from arvid.video.flow import backward_flows
-
     return backward_flows(_gray(clip))
 
 
 def warping_error(clip: np.ndarray, flows: np.ndarray | None = None) -> float:
     """Mean over consecutive pairs of |warp(frame t-1 -> t) - frame t| in [0, 1]; clip uint8 (T, H, W[, 1])."""
-    from arvid.video.flow import warp_back
-
     frames = _gray(clip)
     if frames.shape[0] < 2:
         raise ArvidError("the warping error needs at least two frames")
@@ -221,29 +208,19 @@ class Settings:
     long_clips: int = 16
     long_frames: int = 1024
     seed: int = 0
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    guidance: float | None = None  # classifier-free guidance scale (None: off)
-    min_p: float | None = None
-    history_guidance: float | None = None  # guidance against the frame without the past (None: off)
+    sampling: Sampling = field(default_factory=Sampling)  # the decoding measured (greedy runs change temperature)
     batch: int = 32
     tokenizer_clips: int = 200  # 0: skip the tokenizer table
     sweep: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7)  # extra sampling temperatures for the consistency sweep
     guidance_sweep: tuple[float, ...] = (1.0, 5.0)  # extra guidance scales for the consistency sweep (1: off)
     reader_steps: int = 1200  # training steps of the digit reader that measures label fidelity (0: skip)
 
-    def decoding(self, temperature: float | None = None, guidance: float | None = -1.0) -> dict:
-        """Keyword arguments of `rollout` for these settings (optionally another temperature or guidance)."""
-        g = self.guidance if guidance == -1.0 else guidance
-        return dict(temperature=self.temperature if temperature is None else temperature, top_k=self.top_k,
-                    top_p=self.top_p, min_p=self.min_p, guidance=None if g == 1 else g,
-                    history_guidance=self.history_guidance)
+    def decoding(self, **changes) -> Sampling:
+        """These settings' decoding, with some settings changed (another temperature or guidance)."""
+        return dataclasses.replace(self.sampling, **changes)
 
 
 def _real(size: int, frames: int, count: int, seed: int):
-    from arvid.data import make_dataset
-
     ds = make_dataset("moving-mnist", frames=frames, size=size, split="eval", seed=seed)
     clips = [ds[i] for i in range(count)]
     return np.stack([c.video for c in clips]), np.stack([c.labels for c in clips])
@@ -252,8 +229,6 @@ def _real(size: int, frames: int, count: int, seed: int):
 @torch.inference_mode()
 def reconstruct(tok, video: np.ndarray) -> np.ndarray:
     """The tokenizer's reconstruction of uint8 clips (B, T, H, W, C), T = 1 + k·τ: encoded, decoded, uint8."""
-    from arvid.tokenizer import tensor_to_video, video_to_tensor
-
     return tensor_to_video(tok.decode(tok.encode(video_to_tensor(video).to(tok.device))))
 
 
@@ -270,13 +245,13 @@ def continuation(model, st: Settings) -> dict:
     given, true = video[:, skip:st.context], video[:, st.context:]
     out = {"greedy": [], "sampled": [], "floor": []}
     for sl in _batches(st.clips, st.batch):
-        for name, temp in (("greedy", 0.0), ("sampled", st.temperature)):
-            frames = list(rollout(model, st.predict, labels=labels[sl], context=given[sl], seed=st.seed,
-                                  **st.decoding(temp)))
+        for name, temp in (("greedy", 0.0), ("sampled", st.sampling.temperature)):
+            frames = list(rollout(model, st.predict, st.decoding(temperature=temp), labels=labels[sl],
+                                  context=given[sl], seed=st.seed))
             out[name].append(np.stack(frames, axis=1))
         # the floor: the tokenizer's reconstruction of the real frames, from the same first frame on
         full = video[sl, skip:]
-        n = 1 + (full.shape[1] - 1) // tau * tau
+        n = longest_prefix(full.shape[1], tau)
         rec = reconstruct(model.tokenizer, full[:, :n])
         floor = np.concatenate([rec, np.repeat(rec[:, -1:], full.shape[1] - n, axis=1)], axis=1)
         out["floor"].append(floor[:, given.shape[1]:])
@@ -295,23 +270,21 @@ def consistency(model, st: Settings) -> dict:
     generated clips at the sweeps' other temperatures and guidance scales."""
     size, tau = model.resolution[0], model.temporal_factor
     video, labels = _real(size, st.consistency_frames, st.clips, st.seed + 1)
-    n = 1 + (video.shape[1] - 1) // tau * tau  # the longest 1 + k·τ prefix
+    n = longest_prefix(video.shape[1], tau)
     recon = np.concatenate([reconstruct(model.tokenizer, video[sl, :n]) for sl in _batches(st.clips, st.batch)])
     clips = {"real": video, "tokenizer reconstruction": recon}
     runs = [("generated", st.decoding(), False), ("no-context ablation", st.decoding(), True)]
     runs += [(f"generated, temperature {t:g}", st.decoding(temperature=t), False)
-             for t in sorted(set(st.sweep)) if t != st.temperature]
-    default_g = 1.0 if st.guidance is None else st.guidance
+             for t in sorted(set(st.sweep)) if t != st.sampling.temperature]
+    default_g = st.sampling.guidance
     runs += [(f"generated, guidance {g:g}", st.decoding(guidance=g), False)
              for g in sorted(set(st.guidance_sweep)) if g != default_g]
     for name, kw, ablate in runs:
         clips[name] = np.concatenate([np.stack(list(rollout(
-            model, st.consistency_frames, labels=labels[sl], seed=st.seed + sl.start, no_context=ablate,
-            batch=sl.stop - sl.start, **kw)), axis=1) for sl in _batches(st.clips, st.batch)])
+            model, st.consistency_frames, kw, labels=labels[sl], seed=st.seed + sl.start, no_context=ablate,
+            batch=sl.stop - sl.start)), axis=1) for sl in _batches(st.clips, st.batch)])
     reader = None
     if st.reader_steps:
-        from arvid.generator.digits import train_reader
-
         reader = train_reader(size=size, steps=st.reader_steps, seed=st.seed)
     figures = {}
     for name, c in clips.items():
@@ -322,11 +295,9 @@ def consistency(model, st: Settings) -> dict:
                          "speed": float(np.mean([speed(x, flows=f) for x, f in zip(c, flows)])),
                          "sharpness": float(np.mean([sharpness(x) for x in c]))}
         if reader is not None:
-            from arvid.generator.digits import label_hits
-
             hits = label_hits(reader, c.reshape(-1, *c.shape[2:]), np.repeat(labels[:len(c)], c.shape[1], axis=0))
             figures[name]["labels"] = float(hits.mean())
-    temps = sorted({st.temperature, *st.sweep})
+    temps = sorted({st.sampling.temperature, *st.sweep})
     figures["sweep"] = {"temperatures": temps,
                         "names": [_run_name(st, "temperature", t) for t in temps]}
     scales = sorted({default_g, *st.guidance_sweep})
@@ -335,7 +306,7 @@ def consistency(model, st: Settings) -> dict:
 
 
 def _run_name(st: Settings, what: str, value: float, default: float | None = None) -> str:
-    default = st.temperature if default is None else default
+    default = st.sampling.temperature if default is None else default
     return "generated" if value == default else f"generated, {what} {value:g}"
 
 
@@ -353,8 +324,8 @@ def long_clips(model, st: Settings, progress: bool = True) -> dict:
     real_flagged = int(collapsed(*real_stats, rule).sum())
     gs, samples = BlockStats(st.long_clips), []
     bar = tqdm(total=st.long_frames, unit="frame", desc="long clips", disable=not progress)
-    for t, frames in enumerate(rollout(model, st.long_frames, labels=labels, seed=st.seed + 4,
-                                       batch=st.long_clips, **st.decoding())):
+    for t, frames in enumerate(rollout(model, st.long_frames, st.decoding(), labels=labels, seed=st.seed + 4,
+                                       batch=st.long_clips)):
         gs.push(frames)
         if t % BLOCK == 0:
             samples.append(frames[:2])
@@ -440,7 +411,7 @@ class Report:
                       "warping error counts only with real-like sharpness. The tokenizer reconstruction is the real "
                       "clips encoded and decoded: every generated clip is rendered by that decoder.", "",
                       "Labels shown: the fraction of frames in which a digit reader (a small CNN trained on frames of "
-                      "the train split, see arvid/generator/digits.py) finds exactly the clip's two digit classes. "
+                      "the train split, see arvid/eval/digits.py) finds exactly the clip's two digit classes. "
                       "Its score on real frames is the ceiling of the measure (overlapping digits hide each other).",
                       "", _decoding_text(st), "",
                       "| clips | warping error (mean ± std over clips) | x real | motion | x real | speed (px/frame) "
@@ -471,9 +442,10 @@ class Report:
 
 
 def _decoding_text(st: Settings) -> str:
-    return (f"Sampling: temperature {st.temperature:g}, top-k {st.top_k or 'off'}, top-p {st.top_p or 'off'}, "
-            f"min-p {st.min_p or 'off'}, classifier-free guidance {st.guidance if st.guidance is not None else 'off'} "
-            f"(the labels are given), history guidance {st.history_guidance or 'off'}.")
+    s = st.sampling
+    shown = ", ".join(f"{name.replace('_', '-')} {getattr(s, name):g}" if s.is_on(name) else f"{name.replace('_', '-')} off"
+                      for name in Sampling.settings())
+    return f"Sampling: {shown} (the labels are given; guidance is classifier-free guidance)."
 
 
 def evaluate_generation(model, st: Settings, command: str = "", progress: bool = True) -> Report:
@@ -489,9 +461,6 @@ def evaluate_generation(model, st: Settings, command: str = "", progress: bool =
         rep.figures[name], rep.seconds[name] = out["figures"], time.perf_counter() - t0
         rep.examples.update({f"{name}/{k}": v for k, v in out["examples"].items()})
     if st.tokenizer_clips:
-        from arvid.data import make_dataset
-        from arvid.tokenizer.evaluate import evaluate_tokenizer
-
         t0 = time.perf_counter()
         ds = make_dataset("moving-mnist", frames=17, size=model.resolution[0], split="eval", seed=0)
         tr = evaluate_tokenizer(model.tokenizer, ds, clips=st.tokenizer_clips, progress=progress)
@@ -506,8 +475,6 @@ def write_report(rep: Report, out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from arvid.utils.atomic import atomic_path, atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     plots: list[str] = []
@@ -608,9 +575,6 @@ def _sweep_panel(ax, w: dict, xs: list | None, names: list | None, xlabel: str, 
 
 def _sheet(rows: list[tuple[str, np.ndarray]], path: Path) -> None:
     from PIL import Image
-
-    from arvid.utils.atomic import atomic_path
-    from arvid.video import contact_sheet
 
     images = [np.asarray(contact_sheet(frames, cols=frames.shape[0], scale=1.0, title=name)) for name, frames in rows]
     width = max(im.shape[1] for im in images)

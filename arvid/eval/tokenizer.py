@@ -24,11 +24,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from arvid.tokenizer.model import Tokenizer, tensor_to_video, video_to_tensor
-from arvid.tokenizer.training import codebook_stats
+from arvid.tokenizer import Tokenizer, tensor_to_video, video_to_tensor
+from arvid.utils.atomic import atomic_path
 
 
 # ---------------------------------------------------------------- metrics on uint8 video
+
+
+def codebook_stats(codes: torch.Tensor | np.ndarray, codebook_size: int) -> tuple[float, float]:
+    """(usage: fraction of codes that occur, perplexity: exp of the entropy of the code histogram)."""
+    counts = np.bincount(np.asarray(codes).reshape(-1), minlength=codebook_size).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    return float((counts > 0).mean()), float(np.exp(-(p * np.log(p)).sum()))
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -269,8 +276,6 @@ def rd_plot(path, curve: list[dict], report: "Report", label: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from arvid.utils.atomic import atomic_path
 
     per_frame = bool(report.frame_psnr)
     fig, axes = plt.subplots(1, 3 if per_frame else 2, figsize=(15 if per_frame else 10, 3.8))

@@ -1,6 +1,6 @@
-"""Train the generator on tokenized clips: `arvid train generator`.
+"""`arvid train generator`: the task (model, deterministic batches, loss) and its command-line options.
 
-Data: a token dataset folder (see `arvid.generator.data`), given with --tokens, or built once from
+Data: a token dataset folder (see `arvid.train.tokens`), given with --tokens, or built once from
 an arvid dataset and a trained tokenizer (--tokenizer PATH --dataset NAME) into OUT/tokens-train
 and OUT/tokens-eval, which later runs and --resume reuse. Each step draws random windows of
 --train-frames latent frames; batch (step, rank) is a pure function of its arguments, so resume
@@ -12,10 +12,7 @@ Conditioning: clips' labels enter as the label embedding; with probability --lab
 clip's labels are replaced by the null label, which is what classifier-free guidance needs.
 
 `--init DIR` starts from a trained generator (its weights and architecture; a fresh optimizer and schedule),
-for instance to train it further on more clips. `--context-noise P` trains it to recover from its own
-mistakes: each window's input tokens are replaced by random codes at a rate drawn uniformly from [0, P]
-(the targets stay clean), as sampled frames hold tokens the model got wrong. Held-out windows are
-measured clean, so eval_bits_per_token stays comparable across runs.
+for instance to train it further on more clips.
 
 Use --train-frames of at least window + sinks + 2 latent frames, so that training shows the sinks
 at the distance they keep for ever in long generation (see `arvid.generator.rope.sink_shift`).
@@ -34,10 +31,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from arvid.data import make_dataset
 from arvid.errors import ArvidError
-from arvid.generator.config import PRESETS, GeneratorConfig
-from arvid.generator.data import TokenDataset, build_token_dataset
-from arvid.generator.model import Generator, slot_inputs
+from arvid.generator import PRESETS, Generator, GeneratorConfig, slot_inputs
+from arvid.tokenizer import Tokenizer
+from arvid.train.distributed import unwrap
+from arvid.train.tokens import TokenDataset, build_token_dataset
+from arvid.utils.device import resolve_device
 
 LN2 = math.log(2.0)
 EVAL_SEED = 12345
@@ -54,7 +54,6 @@ class GeneratorTask:
     eval_windows: int = 64
     steps: int = 0  # total steps of the run: evaluate at the last one
     seed: int = 0
-    context_noise: float = 0.0  # input tokens replaced by random codes at a rate drawn from [0, context_noise]
     init: Generator | None = None  # trained weights to start from
     kind: str = "generator"
 
@@ -77,20 +76,7 @@ class GeneratorTask:
         if self.config.conditional:
             drop = torch.from_numpy(rng.random(batch_size) < self.label_dropout)
             labels = torch.where(drop[:, None], self.config.null_label, labels)
-        batch = {"step": step, **self._tensors(tokens, labels, device)}
-        if self.context_noise:
-            batch["inputs"] = self._corrupt(batch["inputs"], rng)
-        return batch
-
-    def _corrupt(self, inputs: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        """Inputs (B, N) with tokens (never the begin-of-clip slot) replaced by random codes, each window at its
-        own rate drawn from [0, context_noise]."""
-        B, N = inputs.shape
-        rate = rng.random((B, 1)) * self.context_noise
-        hit = rng.random((B, N)) < rate
-        hit[:, 0] = False
-        codes = rng.integers(0, self.config.vocab_size, (B, N))
-        return torch.where(torch.from_numpy(hit).to(inputs.device), torch.from_numpy(codes).to(inputs), inputs)
+        return {"step": step, **self._tensors(tokens, labels, device)}
 
     def _tensors(self, tokens: torch.Tensor, labels: torch.Tensor, device) -> dict:
         return {"inputs": slot_inputs(tokens, self.config.bos_token).to(device),  # (B, N)
@@ -112,8 +98,6 @@ class GeneratorTask:
     @torch.no_grad()
     def evaluate(self, model, device, batch_size: int = 16) -> float:
         """Bits per token on a fixed set of held-out windows (the same windows at every call)."""
-        from arvid.train import unwrap
-
         bare = unwrap(model)
         rng = np.random.default_rng(EVAL_SEED)
         total, count = 0.0, 0
@@ -163,9 +147,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="probability of training a clip without its labels, for guidance (default %(default)s)")
     run.add_argument("--init", metavar="DIR", default=None,
                      help="start from this trained generator (its weights and architecture; fresh optimizer and schedule)")
-    run.add_argument("--context-noise", type=float, default=0.0, metavar="P",
-                     help="replace input tokens by random codes at a rate drawn from [0, P] per window, so the model "
-                          "learns to recover from sampled mistakes (default 0: off)")
     run.add_argument("--eval-every", type=int, default=200, help="steps between held-out evaluations (default %(default)s)")
     run.add_argument("--eval-windows", type=int, default=64, help="held-out windows per evaluation (default %(default)s)")
 
@@ -173,9 +154,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def task_from_args(args: argparse.Namespace) -> GeneratorTask:
     overrides = {name: getattr(args, flag) for flag, name in _MODEL_FLAGS.items() if getattr(args, flag) is not None}
     init = getattr(args, "init", None)
-    noise = getattr(args, "context_noise", 0.0)
-    if not (math.isfinite(noise) and 0 <= noise <= 1):
-        raise ArvidError(f"--context-noise must be a rate in [0, 1], got {noise}")
     init_model = Generator.from_pretrained(init) if init is not None else None  # fails before any tokenizing
     if init_model is not None:
         other = [f"--{flag.replace('_', '-')} {getattr(args, flag)} (it has {getattr(init_model.config, name)})"
@@ -211,7 +189,7 @@ def task_from_args(args: argparse.Namespace) -> GeneratorTask:
               "they keep in long generation")
     return GeneratorTask(config, train_data, eval_data, frames, args.label_dropout if conditional else 0.0,
                          args.eval_every, args.eval_windows, getattr(args, "steps", 0), getattr(args, "seed", 0),
-                         noise, init_model)
+                         init_model)
 
 
 def _data_from_args(args) -> tuple[TokenDataset, TokenDataset | None]:
@@ -245,10 +223,6 @@ def tokenized(folder: Path, args, split: str, count: int, source: dict) -> Token
 
 
 def _build(folder: Path, args, split: str, count: int, source: dict) -> None:
-    from arvid.data import make_dataset
-    from arvid.tokenizer import Tokenizer
-    from arvid.utils.device import resolve_device
-
     device = resolve_device(getattr(args, "device", "auto"))
     tokenizer = Tokenizer.from_pretrained(args.tokenizer, device=device).eval()
     dataset = make_dataset(args.dataset, frames=args.clip_frames, size=args.size, split=split,

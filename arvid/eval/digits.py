@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from arvid.data import make_dataset
+
 NUM_CLASSES = 10
 
 
@@ -62,8 +64,6 @@ def train_reader(size: int = 64, steps: int = 1200, batch: int = 64, seed: int =
 
 
 def _train_reader(size: int, steps: int, batch: int, seed: int) -> DigitReader:
-    from arvid.data import make_dataset
-
     ds = make_dataset("moving-mnist", frames=20, size=size, split="train", seed=10_000 + seed)
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():

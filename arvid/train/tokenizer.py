@@ -1,19 +1,17 @@
-"""What the training engine needs to train a tokenizer: the task and its command-line options.
+"""`arvid train tokenizer`: the task (model, deterministic batches, loss) and its command-line options.
 
 `arvid train tokenizer` (the engine's CLI) calls `add_arguments(parser)` and then
 `task_from_args(args)`; the engine owns the loop (AdamW, warmup + cosine, bf16 autocast on a GPU,
 DDP, checkpoints, --resume). The task supplies the model, deterministic batches and the loss:
 
     loss = l1_weight·|x̂ - x| + l2_weight·(x̂ - x)² + quantizer aux loss (LFQ entropy, VQ/LFQ commitment)
-           + temporal_weight·|(x̂_t - x̂_t-1) - (x_t - x_t-1)|   (with --temporal-weight; 0 by default)
            + consistency_weight·|x̂_t - warp(x̂_t-1, F_t)|        (with --consistency-weight; 0 by default)
-           + sharpness_weight·||∇x̂| - |∇x||                     (with --sharpness-weight; 0 by default)
 
-with PSNR and codebook usage (the fraction of codes used in the batch) as metrics. The temporal term
-compares frame-to-frame changes: a reconstruction whose strokes flicker or morph between frames pays
-for it even where its per-frame error is small (the warping error of `arvid eval generation` measures
-the same flicker). The consistency term warps each reconstructed frame onto the next along the real clip's
-optical flow F_t and charges what differs, where that flow explains the real frames.
+with PSNR and codebook usage (the fraction of codes used in the batch) as metrics. The consistency term
+warps each reconstructed frame onto the next along the real clip's optical flow F_t and charges what
+differs, where that flow explains the real frames: a reconstruction whose strokes flicker or morph between
+frames pays for it even where its per-frame error is small (the warping error of `arvid eval generation`
+measures the same flicker). The shipped decoder was trained with it.
 
 `--context` trains a tokenizer that codes each latent frame against the decoder's previous output
 (model.py): the clip runs latent frame by latent frame, backpropagating through time.
@@ -34,10 +32,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from arvid.data import make_dataset
 from arvid.errors import ArvidError
-from arvid.tokenizer.config import PRESETS, QUANTIZERS, TokenizerConfig
-from arvid.tokenizer.frames import check_frames
-from arvid.tokenizer.model import Tokenizer, video_to_tensor
+from arvid.tokenizer import PRESETS, Tokenizer, TokenizerConfig, check_frames, tensor_to_video, video_to_tensor
+from arvid.tokenizer.config import QUANTIZERS
+from arvid.tokenizer.warp import warp as warp_frames
+from arvid.video.flow import clip_flows, require_opencv
 
 TRAIN_PARTS = ("all", "decoder")
 
@@ -49,32 +49,17 @@ class TokenizerTask:
 
     def __init__(self, config: TokenizerConfig, dataset_name: str, frames: int, size: int,
                  data_path: str | None = None, seed: int = 0, init: str | None = None, part: str = "all",
-                 temporal_weight: float = 0.0, warp: bool = False, consistency_weight: float = 0.0,
-                 code_noise: float = 0.0, sharpness_weight: float = 0.0):
-        from arvid.data import make_dataset
-
+                 warp: bool = False, consistency_weight: float = 0.0):
         if part not in TRAIN_PARTS:
             raise ArvidError(f"--train-part must be one of {', '.join(TRAIN_PARTS)}, got {part!r}")
         if part != "all" and init is None:
             raise ArvidError(f"--train-part {part} trains part of a trained tokenizer: give it with --init DIR")
-        if not (math.isfinite(temporal_weight) and temporal_weight >= 0):
-            raise ArvidError(f"--temporal-weight must be a finite number >= 0, got {temporal_weight}")
         if not (math.isfinite(consistency_weight) and consistency_weight >= 0):
             raise ArvidError(f"--consistency-weight must be a finite number >= 0, got {consistency_weight}")
-        if not (math.isfinite(sharpness_weight) and sharpness_weight >= 0):
-            raise ArvidError(f"--sharpness-weight must be a finite number >= 0, got {sharpness_weight}")
         if consistency_weight:
-            from arvid.video.flow import require_opencv
-
             require_opencv()  # fail before training when OpenCV is missing
-        if not 0 <= code_noise < 1:
-            raise ArvidError(f"--code-noise must be a fraction in [0, 1), got {code_noise}")
-        if code_noise and part != "decoder":
-            raise ArvidError("--code-noise trains a decoder on perturbed codes: use it with --init DIR --train-part decoder")
-        self.init, self.part, self.temporal_weight = init, part, float(temporal_weight)
-        self.code_noise = float(code_noise)
+        self.init, self.part = init, part
         self.consistency_weight = float(consistency_weight)
-        self.sharpness_weight = float(sharpness_weight)
         self._init_model = Tokenizer.from_pretrained(init) if init is not None else None  # fails before training
         if part == "decoder":  # refuses, before anything is written, a tokenizer that cannot be frozen
             try:
@@ -95,14 +80,8 @@ class TokenizerTask:
             config = config.replace(channels=self.dataset.channels)
         Tokenizer(config).latent_shape(frames, self.dataset.height, self.dataset.width)  # fail early on sizes
         notes = {**config.notes, "dataset": dataset_name, "frames": frames, "size": size}
-        if temporal_weight:
-            notes["temporal_weight"] = float(temporal_weight)
         if consistency_weight:
             notes["consistency_weight"] = float(consistency_weight)
-        if code_noise:
-            notes["code_noise"] = float(code_noise)
-        if sharpness_weight:
-            notes["sharpness_weight"] = float(sharpness_weight)
         self.config = config.replace(notes=notes)
         self.dataset_name, self.frames, self.size = dataset_name, frames, size
 
@@ -134,7 +113,7 @@ class TokenizerTask:
         return video_to_tensor(videos).to(device)
 
     def loss(self, model, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        recon, codes, aux = model(batch, code_noise=self.code_noise)
+        recon, codes, aux = model(batch)
         recon = recon.float()
         mse = F.mse_loss(recon, batch)
         loss = self.config.l2_weight * mse + self.config.l1_weight * F.l1_loss(recon, batch) + aux
@@ -142,27 +121,14 @@ class TokenizerTask:
             "psnr": psnr_from_mse(mse.item()),
             "usage": torch.unique(codes).numel() / self.config.codebook_size,
         }
-        if self.temporal_weight and batch.shape[2] > 1:
-            flicker = temporal_loss(recon, batch)
-            loss = loss + self.temporal_weight * flicker
-            metrics["flicker"] = flicker.item()
         if self.consistency_weight and batch.shape[2] > 1:
             inconsistency = consistency_loss(recon, batch)
             loss = loss + self.consistency_weight * inconsistency
             metrics["inconsistency"] = inconsistency.item()
-        if self.sharpness_weight:
-            blur = gradient_difference_loss(recon, batch)
-            loss = loss + self.sharpness_weight * blur
-            metrics["gdl"] = blur.item()
         return loss, metrics
 
     def throughput(self, batch: torch.Tensor) -> dict[str, float]:
         return {"frames": float(batch.shape[0] * batch.shape[2])}
-
-
-def temporal_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean |(x̂_t - x̂_t-1) - (x_t - x_t-1)| over consecutive frames of (B, C, T, H, W) clips, T >= 2."""
-    return F.l1_loss(recon.diff(dim=2), target.diff(dim=2))
 
 
 def consistency_loss(recon: torch.Tensor, target: torch.Tensor, tolerance: float = 0.1) -> torch.Tensor:
@@ -171,10 +137,6 @@ def consistency_loss(recon: torch.Tensor, target: torch.Tensor, tolerance: float
     the real clip count (|x_t - warp(x_t-1, F_t)| <= tolerance, in [-1, 1] units): occlusions and flow failures
     are left to the reconstruction loss. The reconstruction must move as the real clip moves, so a frame that
     stands still or flickers pays; a steady error does not."""
-    from arvid.tokenizer.model import tensor_to_video
-    from arvid.tokenizer.warp import warp
-    from arvid.video.flow import clip_flows
-
     b, c, t, h, w = target.shape
     gray = tensor_to_video(target.float().mean(dim=1, keepdim=True))[..., 0]  # uint8 (B, T, H, W), for the flow
     flows = torch.from_numpy(np.stack([clip_flows(g) for g in gray])).to(target.device)  # (B, T-1, 2, H, W)
@@ -185,15 +147,8 @@ def consistency_loss(recon: torch.Tensor, target: torch.Tensor, tolerance: float
         return x[:, :-1].reshape(-1, c, h, w), x[:, 1:].reshape(-1, c, h, w)
 
     (prev, cur), (rprev, rcur) = pairs(target), pairs(recon)
-    explained = ((warp(prev, flows) - cur).abs().amax(dim=1, keepdim=True) <= tolerance).float()
-    return ((warp(rprev, flows) - rcur).abs() * explained).mean()
-
-
-def gradient_difference_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean ||∇x̂| - |∇x|| over the horizontal and vertical pixel differences of (B, C, T, H, W) clips: the gradient
-    difference loss of Mathieu, Couprie and LeCun (2016, α = 1), against blur. Squared and flow losses both
-    reward a softer frame where the codes leave an edge uncertain; this one charges the edges that go missing."""
-    return sum(F.l1_loss(recon.float().diff(dim=d).abs(), target.float().diff(dim=d).abs()) for d in (-1, -2))
+    explained = ((warp_frames(prev, flows) - cur).abs().amax(dim=1, keepdim=True) <= tolerance).float()
+    return ((warp_frames(rprev, flows) - rcur).abs() * explained).mean()
 
 
 def psnr_from_mse(mse: float, peak_to_peak: float = 2.0) -> float:
@@ -235,21 +190,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="weight of |x - x̂| in the reconstruction loss (default: the preset's, 0.2; 0 trains for MSE, i.e. PSNR)")
     g.add_argument("--l2-weight", type=float, default=None,
                    help="weight of (x - x̂)² in the reconstruction loss (default: the preset's, 1.0)")
-    g.add_argument("--motion-search", type=int, default=None, metavar="PX",
-                   help="with --context: also show the context the next τ frames extrapolated from the last two decoded "
-                        "frames' motion, searched up to PX pixels per frame (motion.py; default 0: off)")
     g.add_argument("--consistency-weight", type=float, default=0.0,
                    help="weight of the loss on |x̂_t - warp(x̂_t-1)| along the real clip's optical flow (Farneback, "
                         "needs OpenCV): the reconstruction must move as the clip moves, without flicker (default 0: off)")
-    g.add_argument("--sharpness-weight", type=float, default=0.0,
-                   help="weight of the gradient difference loss ||∇x̂| - |∇x|| (Mathieu et al. 2016), which charges "
-                        "blurred edges; use it beside --consistency-weight, which alone rewards blur (default 0: off)")
-    g.add_argument("--code-noise", type=float, default=0.0,
-                   help="with --train-part decoder: the fraction of codes replaced by random ones before decoding, so "
-                        "the decoder learns to render imperfect (generated) codes steadily (default 0: off)")
-    g.add_argument("--temporal-weight", type=float, default=0.0,
-                   help="weight of the loss on frame-to-frame changes, |(x̂_t - x̂_t-1) - (x_t - x_t-1)|: "
-                        "penalizes flicker between frames (default 0: off)")
 
 
 def config_from_args(args: argparse.Namespace) -> TokenizerConfig:
@@ -259,7 +202,6 @@ def config_from_args(args: argparse.Namespace) -> TokenizerConfig:
         "patch": args.patch, "depth": args.depth, "latent_depth": args.latent_depth,
         "temporal_kernel": getattr(args, "temporal_kernel", None),
         "context": True if getattr(args, "context", False) else None,
-        "motion_search": getattr(args, "motion_search", None),
         "l1_weight": getattr(args, "l1_weight", None), "l2_weight": getattr(args, "l2_weight", None),
     }
     if args.levels is not None:
@@ -273,7 +215,7 @@ def config_from_args(args: argparse.Namespace) -> TokenizerConfig:
 
 
 ARCHITECTURE_FLAGS = ("tau", "spatial_factor", "quantizer", "levels", "num_codes", "width", "max_width", "patch",
-                      "depth", "latent_depth", "temporal_kernel", "context", "motion_search", "l1_weight", "l2_weight")
+                      "depth", "latent_depth", "temporal_kernel", "context", "l1_weight", "l2_weight")
 
 
 def task_from_args(args: argparse.Namespace) -> TokenizerTask:
@@ -286,15 +228,5 @@ def task_from_args(args: argparse.Namespace) -> TokenizerTask:
     return TokenizerTask(config_from_args(args), args.dataset, args.frames, args.size,
                          data_path=args.data_path, seed=getattr(args, "seed", 0) or 0,
                          init=init, part=getattr(args, "train_part", "all"),
-                         temporal_weight=getattr(args, "temporal_weight", 0.0) or 0.0,
                          warp=bool(getattr(args, "warp", False)),
-                         consistency_weight=getattr(args, "consistency_weight", 0.0) or 0.0,
-                         code_noise=getattr(args, "code_noise", 0.0) or 0.0,
-                         sharpness_weight=getattr(args, "sharpness_weight", 0.0) or 0.0)
-
-
-def codebook_stats(codes: torch.Tensor | np.ndarray, codebook_size: int) -> tuple[float, float]:
-    """(usage: fraction of codes that occur, perplexity: exp of the entropy of the code histogram)."""
-    counts = np.bincount(np.asarray(codes).reshape(-1), minlength=codebook_size).astype(np.float64)
-    p = counts[counts > 0] / counts.sum()
-    return float((counts > 0).mean()), float(np.exp(-(p * np.log(p)).sum()))
+                         consistency_weight=getattr(args, "consistency_weight", 0.0) or 0.0)

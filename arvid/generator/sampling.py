@@ -1,0 +1,137 @@
+"""How tokens are drawn: one value, `Sampling`, declared here once and passed unchanged to the sampler.
+
+    s = Sampling.build({"temperature": 0.8}, recommended=model_sampling, labels=True)   # the one place it is made
+    s = Sampling(temperature=0.8, top_k=50)                                             # or directly, every field set
+
+Each setting is a field with its default, its "off" value, its valid range and its help text. Everything else
+reads them from here: the sampler (`arvid.generator.sampler`), a model folder's `sampling.json`
+(`Sampling.read_file`), the API keywords of `Arvid.generate` / `extend` / `stream`, and the CLI flags of
+`arvid generate`, `extend` and `eval generation` (made from `Sampling.settings()`). Adding a setting touches this
+dataclass, the sampler, their tests and the docs, nothing else.
+
+What a user gives (flags, keywords) may leave a setting unset (None); `build` fills it from the model's
+recommended decoding (its sampling.json) and else from the default. Guidance follows labels, so a recommended
+guidance applies only when labels are given; a guidance asked for without labels is refused where the labels are
+known (`arvid.generator.sampler.check_request`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from arvid.errors import ArvidError
+
+MAX_FILE_BYTES = 1 << 16
+
+
+def _setting(default, *, off, valid: Callable[[Any], bool], rule: str, help: str, integer: bool = False):
+    meta = {"off": off, "valid": valid, "rule": rule, "help": help, "integer": integer}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = _setting(
+        1.0, off=None, valid=lambda v: v >= 0, rule=">= 0 (0: greedy)",
+        help="sampling temperature; 0 is greedy")
+    top_k: int = _setting(
+        0, off=0, valid=lambda v: v >= 0, rule="a whole number >= 0 (0: off)", integer=True,
+        help="sample among the K most likely tokens; 0 turns it off")
+    top_p: float = _setting(
+        1.0, off=1.0, valid=lambda v: 0 < v <= 1, rule="in (0, 1] (1: off)",
+        help="sample among the most likely tokens holding probability mass P; 1 turns it off")
+    min_p: float = _setting(
+        0.0, off=0.0, valid=lambda v: 0 <= v <= 1, rule="in [0, 1] (0: off)",
+        help="sample among the tokens at least P times as likely as the most likely one; 0 turns it off")
+    guidance: float = _setting(
+        1.0, off=1.0, valid=lambda v: v >= 0, rule=">= 0 (1: off)",
+        help="classifier-free guidance scale with labels: 1 turns it off, higher follows the labels more")
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            check_value(f.name, getattr(self, f.name))
+
+    # -- what a setting is
+
+    @staticmethod
+    def settings() -> tuple[str, ...]:
+        """The names of the settings, in declaration order."""
+        return tuple(f.name for f in fields(Sampling))
+
+    @staticmethod
+    def describe(name: str) -> dict:
+        """A setting's metadata: default, off, rule, help, integer."""
+        f = _FIELDS[name]
+        return {"default": f.default, **{k: v for k, v in f.metadata.items() if k != "valid"}}
+
+    def is_on(self, name: str) -> bool:
+        """Whether setting `name` changes the draw (temperature always does)."""
+        off = _FIELDS[name].metadata["off"]
+        return off is None or getattr(self, name) != off
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    # -- the one place a Sampling is made from what users give
+
+    @classmethod
+    def build(cls, given: Mapping[str, Any] | None = None, recommended: Mapping[str, Any] | None = None, *,
+              labels: bool = True, name: Callable[[str], str] | None = None) -> "Sampling":
+        """A Sampling from the settings a user gave (CLI flags, API keywords; None means unset), else the model's
+        `recommended` ones (its sampling.json), else the defaults. `labels`: whether labels are given (the
+        recommended guidance applies only then). `name` says how messages call a setting (e.g. "--top-p")."""
+        given = dict(given or {})
+        unknown = sorted(set(given) - set(_FIELDS))
+        if unknown:
+            raise ArvidError(f"unknown sampling setting(s) {', '.join(unknown)}: the settings are "
+                             f"{', '.join(_FIELDS)}")
+        for key, value in given.items():
+            check_value(key, value, name(key) if name else None)
+        recommended = {k: v for k, v in (recommended or {}).items() if labels or k != "guidance"}
+        values = {k: given[k] if given.get(k) is not None else recommended.get(k) for k in _FIELDS}
+        return cls(**{k: v for k, v in values.items() if v is not None})
+
+    @classmethod
+    def read_file(cls, path: str | Path) -> dict:
+        """A model folder's sampling.json -> {setting: value} (the settings it sets), every key and value checked."""
+        path = Path(path)
+        try:
+            if path.stat().st_size > MAX_FILE_BYTES:
+                raise ArvidError(f"{path}: {path.stat().st_size} bytes is too large for sampling settings")
+            d = json.loads(path.read_bytes().decode("utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as e:
+            raise ArvidError(f"{path}: cannot read sampling settings ({e.__class__.__name__}: {e})") from None
+        if not isinstance(d, dict) or set(d) - set(_FIELDS):
+            raise ArvidError(f"{path}: expected a JSON object with some of {', '.join(_FIELDS)}, got "
+                             f"{sorted(d) if isinstance(d, dict) else type(d).__name__}")
+        try:
+            for key, value in d.items():
+                check_value(key, value)
+        except ArvidError as e:
+            raise ArvidError(f"{path}: {e}") from None
+        return {k: v for k, v in d.items() if v is not None}
+
+
+_FIELDS = {f.name: f for f in fields(Sampling)}
+
+
+def check_value(key: str, value, name: str | None = None) -> None:
+    """ArvidError unless `value` is None or a valid value of setting `key`; `name` is how the message calls it
+    (default: the setting's name). NaN and infinities are never valid; a whole-number setting takes integers."""
+    if value is None:
+        return
+    meta = _FIELDS[key].metadata
+    label = name or key.replace("_", "-")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (meta["integer"] and not isinstance(value, int)):
+        raise ArvidError(f"{label} must be {'a whole number' if meta['integer'] else 'a number'} "
+                         f"{meta['rule']}, got {value!r}")
+    if not math.isfinite(value) or not meta["valid"](value):
+        raise ArvidError(f"{label} must be {meta['rule']}, got {value}")
+
+
+__all__ = ["Sampling", "check_value"]
