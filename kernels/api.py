@@ -14,7 +14,7 @@ from arvid.kernels.checks import AttentionArgumentError, check_attention_args
 from arvid.kernels.dispatch import uses_triton
 from arvid.kernels.reference import decode_mask, flash_mask, sdpa_attention
 
-MAX_DECODE_QUERIES = 16
+MAX_DECODE_QUERIES = 512  # a whole latent frame or two (a 16x16-token frame is 256 queries)
 
 
 def flash_attention(
@@ -25,25 +25,27 @@ def flash_attention(
     causal: bool = True,
     window: int | None = None,
     sinks: int = 0,
+    frame: int = 1,
     scale: float | None = None,
 ) -> torch.Tensor:
     """Attention for prefill and training. q (B, nh, Lq, hs); k, v (B, nh_kv, Lk, hs) with Lq <= Lk
     -> (B, nh, Lq, hs). Query i sits at position Lk - Lq + i (bottom-right aligned: the keys before
     it are a cached prefix). With causal=True it sees key j when j <= its position and, given a
-    window, when its position - j < window or j < sinks. causal=False sees every key (no window).
-    Differentiable on both paths. scale defaults to 1/sqrt(hs)."""
-    check_attention_args("flash_attention", q, k, v, window, sinks)
+    window, when its position - j < window or j < sinks. With frame=F > 1 (frame-causal) positions
+    are compared by the first position of their frame of F: a query sees all of its own frame.
+    causal=False sees every key (no window). Differentiable on both paths. scale defaults to 1/sqrt(hs)."""
+    check_attention_args("flash_attention", q, k, v, window, sinks, frame)
     Lq, Lk = q.shape[2], k.shape[2]
     if Lq > Lk:
         raise AttentionArgumentError(
             f"flash_attention: {Lq} queries but {Lk} keys; queries are the last Lq positions, so Lq <= Lk."
         )
-    if not causal and (window is not None or sinks):
-        raise AttentionArgumentError("flash_attention: window and sinks need causal=True.")
+    if not causal and (window is not None or sinks or frame != 1):
+        raise AttentionArgumentError("flash_attention: window, sinks and frame need causal=True.")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if uses_triton(q):
-        return torch.ops.arvid.flash_attention(q, k, v, causal, window, sinks, scale)[0]
-    mask = flash_mask(Lq, Lk, causal=causal, window=window, sinks=sinks, device=q.device)
+        return torch.ops.arvid.flash_attention(q, k, v, causal, window, sinks, scale, frame)[0]
+    mask = flash_mask(Lq, Lk, causal=causal, window=window, sinks=sinks, frame=frame, device=q.device)
     return sdpa_attention(q, k, v, mask, scale)
 
 
@@ -72,20 +74,22 @@ def decode_attention(
     *,
     window: int | None = None,
     sinks: int = 0,
+    frame: int = 1,
     scale: float | None = None,
     num_splits: int | None = None,
 ) -> torch.Tensor:
-    """Attention of a few new queries against a ring-buffer KV cache -> (B, nh, Lq, hs).
+    """Attention of new queries (one token, or a whole latent frame) against a ring-buffer KV cache -> (B, nh, Lq, hs).
 
-    q (B, nh, Lq, hs), 1 <= Lq <= 16; k_cache, v_cache (B, nh_kv, S, hs); cache_pos (B, S) int: the
+    q (B, nh, Lq, hs), 1 <= Lq <= 512; k_cache, v_cache (B, nh_kv, S, hs); cache_pos (B, S) int: the
     absolute position each slot holds, -1 for an empty slot; q_pos (B, Lq) int: the queries'
     absolute positions. Query (b, i) sees slot s iff 0 <= cache_pos[b, s] <= q_pos[b, i] and
-    (window is None or q_pos[b, i] - cache_pos[b, s] < window or cache_pos[b, s] < sinks); a query
-    that sees nothing returns zeros. Slot order does not matter, so wrapped buffers, sinks and
+    (window is None or q_pos[b, i] - cache_pos[b, s] < window or cache_pos[b, s] < sinks), positions
+    compared by the first position of their frame of `frame` (reference.py); a query that sees nothing
+    returns zeros. Slot order does not matter, so wrapped buffers, sinks and
     samples of different lengths share one rule. num_splits forces the split-KV count of the Triton
     kernel (None: chosen from the shape). Differentiable on the PyTorch path; with gradients
     required it always takes the PyTorch path (the Triton decode kernel is inference-only)."""
-    check_attention_args("decode_attention", q, k_cache, v_cache, window, sinks)
+    check_attention_args("decode_attention", q, k_cache, v_cache, window, sinks, frame)
     _check_positions(q, k_cache, cache_pos, q_pos)
     if num_splits is not None and (not isinstance(num_splits, int) or num_splits < 1):
         raise AttentionArgumentError(f"decode_attention: num_splits={num_splits!r}; use None or a positive int.")
@@ -95,5 +99,6 @@ def decode_attention(
         from arvid.kernels.decode import choose_num_splits
 
         splits = choose_num_splits(q, k_cache) if num_splits is None else num_splits
-        return torch.ops.arvid.decode_attention(q, k_cache, v_cache, cache_pos, q_pos, window, sinks, scale, splits)
-    return sdpa_attention(q, k_cache, v_cache, decode_mask(cache_pos, q_pos, window, sinks), scale)
+        return torch.ops.arvid.decode_attention(q, k_cache, v_cache, cache_pos, q_pos, window, sinks, scale, splits,
+                                                frame)
+    return sdpa_attention(q, k_cache, v_cache, decode_mask(cache_pos, q_pos, window, sinks, frame), scale)

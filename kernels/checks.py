@@ -13,7 +13,8 @@ class AttentionArgumentError(ArvidError, ValueError):
     """Bad arguments to an attention op (shape, dtype, device, window, positions)."""
 
 
-def check_attention_args(name: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window, sinks) -> None:
+def check_attention_args(name: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window, sinks,
+                         frame: int = 1) -> None:
     """q (B, nh, Lq, hs); k, v (B, nh_kv, Lk, hs): same dtype and device, nh a multiple of nh_kv."""
     for label, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor) or t.dim() != 4:
@@ -39,3 +40,5 @@ def check_attention_args(name: str, q: torch.Tensor, k: torch.Tensor, v: torch.T
         raise AttentionArgumentError(f"{name}: window={window!r}; use None (no window) or a positive int.")
     if not isinstance(sinks, int) or sinks < 0:
         raise AttentionArgumentError(f"{name}: sinks={sinks!r}; use a non-negative int.")
+    if isinstance(frame, bool) or not isinstance(frame, int) or frame < 1:
+        raise AttentionArgumentError(f"{name}: frame={frame!r}; use a positive int (1: token-causal, F: frame-causal).")

@@ -2,7 +2,7 @@
 and the `arvid::decode_attention` custom op (with a fake implementation).
 
 Shape legend: B batch, nh query heads, nh_kv key/value heads, G = nh // nh_kv query heads per kv
-head, Lq new queries (1..16), S cache slots, hs head size, D = hs padded to a power of two,
+head, Lq new queries (1 up to a whole latent frame or two), S cache slots, hs head size, D = hs padded to a power of two,
 P = num_splits.
 
 Each slot of the cache carries the absolute position it holds (cache_pos (B, S), -1 = empty), each
@@ -37,9 +37,9 @@ def _decode_split_kernel(
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
     stride_cpb, stride_qpb,
-    B, nh_kv, Lq, S, hs, GROUP, window, sinks, scale_log2, slots_per_split,
-    HAS_WINDOW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    B, nh_kv, Lq, S, hs, GROUP, window, sinks, frame, scale_log2, slots_per_split,
+    HAS_WINDOW: tl.constexpr, HAS_FRAME: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     """PartOut (P, B, nh, Lq, hs) float32 and PartLse (P, B, nh, Lq) float32, contiguous."""
     split = tl.program_id(0)
@@ -56,6 +56,9 @@ def _decode_split_kernel(
     q = tl.load(Q + b * stride_qb + h[:, None] * stride_qh + i[:, None] * stride_qm + offs_d[None, :],
                 mask=row_mask, other=0.0)  # (M, D)
     q_pos = tl.load(QPos + b * stride_qpb + i, mask=row_ok, other=-1)  # -1: a padding row sees nothing
+    q_f = q_pos  # the first position of the query's frame (with HAS_FRAME)
+    if HAS_FRAME:
+        q_f = (q_pos // frame) * frame
     k_base = K + b * stride_kb + kvh * stride_kh
     v_base = V + b * stride_vb + kvh * stride_vh
 
@@ -72,10 +75,13 @@ def _decode_split_kernel(
         k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :], mask=kv_mask, other=0.0)  # (N, D)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale_log2  # (M, N)
         cp = cache_pos[None, :]
-        qp = q_pos[:, None]
-        vis = (cp >= 0) & (cp <= qp)
+        cf = cp
+        if HAS_FRAME:
+            cf = (cp // frame) * frame
+        qf = q_f[:, None]
+        vis = (cp >= 0) & (q_pos[:, None] >= 0) & (cf <= qf)
         if HAS_WINDOW:
-            vis = vis & ((qp - cp < window) | (cp < sinks))
+            vis = vis & ((qf - cf < window) | (cp < sinks))
         qk = tl.where(vis, qk, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(qk, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -161,7 +167,7 @@ def _check_launch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
 
 def decode_forward(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, cache_pos: torch.Tensor, q_pos: torch.Tensor,
-    window: int | None, sinks: int, scale: float, num_splits: int, block_n: int | None = None,
+    window: int | None, sinks: int, scale: float, num_splits: int, block_n: int | None = None, frame: int = 1,
 ) -> torch.Tensor:
     """Launch both passes. q (B, nh, Lq, hs); k_cache, v_cache (B, nh_kv, S, hs); cache_pos (B, S);
     q_pos (B, Lq) -> (B, nh, Lq, hs) in q's dtype."""
@@ -186,8 +192,8 @@ def decode_forward(
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         cache_pos.stride(0), q_pos.stride(0),
-        B, nh_kv, Lq, S, hs, group, window or 0, sinks, scale * LOG2E, slots_per_split,
-        HAS_WINDOW=window is not None, BLOCK_M=block_m, BLOCK_N=block_n,
+        B, nh_kv, Lq, S, hs, group, window or 0, sinks, frame, scale * LOG2E, slots_per_split,
+        HAS_WINDOW=window is not None, HAS_FRAME=frame > 1, BLOCK_M=block_m, BLOCK_N=block_n,
         BLOCK_D=max(16, triton.next_power_of_2(hs)),
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32", **gpu_cfg,
     )
@@ -205,13 +211,13 @@ def decode_forward(
 @torch.library.custom_op("arvid::decode_attention", mutates_args=())
 def decode_attention_op(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, cache_pos: torch.Tensor, q_pos: torch.Tensor,
-    window: int | None, sinks: int, scale: float, num_splits: int,
+    window: int | None, sinks: int, scale: float, num_splits: int, frame: int,
 ) -> torch.Tensor:
     """(B, nh, Lq, hs) in q's dtype; inference only (no autograd formula)."""
     unit = [t if t.stride(-1) == 1 else t.contiguous() for t in (q, k_cache, v_cache, cache_pos, q_pos)]
-    return decode_forward(*unit, window, sinks, scale, num_splits)
+    return decode_forward(*unit, window, sinks, scale, num_splits, frame=frame)
 
 
 @decode_attention_op.register_fake
-def _decode_attention_fake(q, k_cache, v_cache, cache_pos, q_pos, window, sinks, scale, num_splits):
+def _decode_attention_fake(q, k_cache, v_cache, cache_pos, q_pos, window, sinks, scale, num_splits, frame):
     return q.new_empty(q.shape)

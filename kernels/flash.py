@@ -4,7 +4,8 @@ launchers, and the `arvid::flash_attention` custom op (with fake implementations
 Shape legend: B batch, nh query heads, nh_kv key/value heads (grouped-query: query head h reads
 kv head h // (nh // nh_kv)), Lq queries, Lk keys, hs head size, D = hs padded to a power of two.
 
-Query i sits at absolute position Lk - Lq + i; the mask rule is that of reference.py. Scores are
+Query i sits at absolute position Lk - Lq + i; the mask rule is that of reference.py (token-causal, or
+frame-causal with `frame` > 1: a query sees its whole latent frame and the earlier ones). Scores are
 kept in base 2 (scale * log2(e) folded into one multiplier) and the online softmax runs in
 float32. `lse` is the per-row log-sum-exp of the scaled scores in base 2, (B, nh, Lq) float32,
 -inf for a row that sees no key. The forward visits only the key blocks a query block can see:
@@ -28,35 +29,49 @@ MAX_HEAD_SIZE = 256
 
 
 @triton.jit
-def _visible(q_pos, k_pos, Lk, window, sinks, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr):
-    """Mask of the flash rule; q_pos and k_pos come pre-broadcast ((M, 1) and (1, N), or transposed)."""
+def _visible(q_pos, k_pos, Lk, window, sinks, frame, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+             HAS_FRAME: tl.constexpr):
+    """Mask of the flash rule; q_pos and k_pos come pre-broadcast ((M, 1) and (1, N), or transposed). With
+    HAS_FRAME, causality and the window compare the first positions of the query's and the key's frames."""
     vis = k_pos < Lk
+    q_f = q_pos
+    k_f = k_pos
+    if HAS_FRAME:
+        q_f = (q_pos // frame) * frame
+        k_f = (k_pos // frame) * frame
     if CAUSAL:
-        vis = vis & (k_pos <= q_pos)
+        vis = vis & (k_f <= q_f)
     if HAS_WINDOW:
-        vis = vis & ((q_pos - k_pos < window) | (k_pos < sinks))
+        vis = vis & ((q_f - k_f < window) | (k_pos < sinks))
     return vis
 
 
 @triton.jit
-def _key_blocks(m0, Lq, Lk, window, sinks, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def _key_blocks(m0, Lq, Lk, window, sinks, frame, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+                HAS_FRAME: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """Key blocks seen by query rows [m0, m0 + BLOCK_M): sink blocks [0, sink_end), then [lo, hi)."""
     first_pos = Lk - Lq + m0
+    first_f = first_pos  # the first position of the first query's frame
+    last_end = first_pos + BLOCK_M  # one past the last position the block's last query's frame holds
+    if HAS_FRAME:
+        first_f = (first_pos // frame) * frame
+        last_end = ((first_pos + BLOCK_M - 1) // frame + 1) * frame
     hi = Lk
     if CAUSAL:
-        hi = tl.minimum(Lk, first_pos + BLOCK_M)
+        hi = tl.minimum(Lk, last_end)
     lo = 0
     sink_end = 0
     if HAS_WINDOW:
-        lo = (tl.maximum(first_pos - window + 1, 0) // BLOCK_N) * BLOCK_N
+        lo = (tl.maximum(first_f - window + 1, 0) // BLOCK_N) * BLOCK_N
         sink_end = tl.minimum(tl.cdiv(sinks, BLOCK_N) * BLOCK_N, lo)
     return sink_end, lo, hi
 
 
 @triton.jit
 def _fwd_block(
-    acc, m_i, l_i, q, q_pos, k_base, v_base, stride_kn, stride_vn, start_n, Lk, hs, window, sinks, scale_log2,
-    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    acc, m_i, l_i, q, q_pos, k_base, v_base, stride_kn, stride_vn, start_n, Lk, hs, window, sinks, frame, scale_log2,
+    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_FRAME: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     """One online-softmax step of a query block (M rows) over the keys [start_n, start_n + BLOCK_N)."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -64,7 +79,7 @@ def _fwd_block(
     kv_mask = (offs_n[:, None] < Lk) & (offs_d[None, :] < hs)
     k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :], mask=kv_mask, other=0.0)  # (N, D)
     qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale_log2  # (M, N)
-    vis = _visible(q_pos[:, None], offs_n[None, :], Lk, window, sinks, CAUSAL, HAS_WINDOW)
+    vis = _visible(q_pos[:, None], offs_n[None, :], Lk, window, sinks, frame, CAUSAL, HAS_WINDOW, HAS_FRAME)
     qk = tl.where(vis, qk, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(qk, 1))
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing seen yet: no -inf - -inf
@@ -82,8 +97,8 @@ def _flash_fwd_kernel(
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
     stride_ob, stride_oh, stride_om,
-    nh, Lq, Lk, hs, GROUP, window, sinks, scale_log2,
-    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+    nh, Lq, Lk, hs, GROUP, window, sinks, frame, scale_log2,
+    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_FRAME: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     """Grid (cdiv(Lq, BLOCK_M), B * nh): one query block of one head."""
@@ -103,13 +118,15 @@ def _flash_fwd_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    sink_end, lo, hi = _key_blocks(m0, Lq, Lk, window, sinks, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
+    sink_end, lo, hi = _key_blocks(m0, Lq, Lk, window, sinks, frame, CAUSAL, HAS_WINDOW, HAS_FRAME, BLOCK_M, BLOCK_N)
     for start_n in range(0, sink_end, BLOCK_N):
         acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, q_pos, k_base, v_base, stride_kn, stride_vn, start_n, Lk, hs,
-                                   window, sinks, scale_log2, CAUSAL, HAS_WINDOW, BLOCK_N, BLOCK_D, DOT_PRECISION)
+                                   window, sinks, frame, scale_log2, CAUSAL, HAS_WINDOW, HAS_FRAME, BLOCK_N, BLOCK_D,
+                                   DOT_PRECISION)
     for start_n in range(lo, hi, BLOCK_N):
         acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, q_pos, k_base, v_base, stride_kn, stride_vn, start_n, Lk, hs,
-                                   window, sinks, scale_log2, CAUSAL, HAS_WINDOW, BLOCK_N, BLOCK_D, DOT_PRECISION)
+                                   window, sinks, frame, scale_log2, CAUSAL, HAS_WINDOW, HAS_FRAME, BLOCK_N, BLOCK_D,
+                                   DOT_PRECISION)
 
     seen = l_i > 0.0
     out = acc / tl.where(seen, l_i, 1.0)[:, None]  # a row that sees nothing stays 0
@@ -121,8 +138,9 @@ def _flash_fwd_kernel(
 
 @triton.jit
 def _dq_block(
-    dq, q, do, lse, delta, q_pos, k_base, v_base, stride_kn, stride_vn, start_n, Lk, hs, window, sinks, scale_log2,
-    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    dq, q, do, lse, delta, q_pos, k_base, v_base, stride_kn, stride_vn, start_n, Lk, hs, window, sinks, frame,
+    scale_log2, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_FRAME: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     """dq (M, D) += dS @ K over the keys [start_n, start_n + BLOCK_N) (unscaled)."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -131,7 +149,7 @@ def _dq_block(
     k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :], mask=kv_mask, other=0.0)  # (N, D)
     v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_d[None, :], mask=kv_mask, other=0.0)  # (N, D)
     qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale_log2  # (M, N)
-    vis = _visible(q_pos[:, None], offs_n[None, :], Lk, window, sinks, CAUSAL, HAS_WINDOW)
+    vis = _visible(q_pos[:, None], offs_n[None, :], Lk, window, sinks, frame, CAUSAL, HAS_WINDOW, HAS_FRAME)
     p = tl.where(vis, tl.math.exp2(qk - lse[:, None]), 0.0)
     dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)  # (M, N)
     ds = p * (dp - delta[:, None])
@@ -144,8 +162,8 @@ def _flash_bwd_dq_kernel(
     stride_qb, stride_qh, stride_qm,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
-    nh, Lq, Lk, hs, GROUP, window, sinks, scale, scale_log2,
-    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+    nh, Lq, Lk, hs, GROUP, window, sinks, frame, scale, scale_log2,
+    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_FRAME: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     """Grid (cdiv(Lq, BLOCK_M), B * nh). DO and DQ share q's strides; Lse, Delta are (B, nh, Lq)."""
@@ -168,13 +186,13 @@ def _flash_bwd_dq_kernel(
     v_base = V + b * stride_vb + kvh * stride_vh
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    sink_end, lo, hi = _key_blocks(m0, Lq, Lk, window, sinks, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
+    sink_end, lo, hi = _key_blocks(m0, Lq, Lk, window, sinks, frame, CAUSAL, HAS_WINDOW, HAS_FRAME, BLOCK_M, BLOCK_N)
     for start_n in range(0, sink_end, BLOCK_N):
         dq = _dq_block(dq, q, do, lse, delta, q_pos, k_base, v_base, stride_kn, stride_vn, start_n, Lk, hs,
-                       window, sinks, scale_log2, CAUSAL, HAS_WINDOW, BLOCK_N, BLOCK_D, DOT_PRECISION)
+                       window, sinks, frame, scale_log2, CAUSAL, HAS_WINDOW, HAS_FRAME, BLOCK_N, BLOCK_D, DOT_PRECISION)
     for start_n in range(lo, hi, BLOCK_N):
         dq = _dq_block(dq, q, do, lse, delta, q_pos, k_base, v_base, stride_kn, stride_vn, start_n, Lk, hs,
-                       window, sinks, scale_log2, CAUSAL, HAS_WINDOW, BLOCK_N, BLOCK_D, DOT_PRECISION)
+                       window, sinks, frame, scale_log2, CAUSAL, HAS_WINDOW, HAS_FRAME, BLOCK_N, BLOCK_D, DOT_PRECISION)
     tl.store(DQ + q_off, (dq * scale).to(DQ.dtype.element_ty), mask=row_mask)
 
 
@@ -184,8 +202,8 @@ def _flash_bwd_dkdv_kernel(
     stride_qb, stride_qh, stride_qm,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
-    nh_kv, Lq, Lk, hs, GROUP, window, sinks, scale, scale_log2,
-    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+    nh_kv, Lq, Lk, hs, GROUP, window, sinks, frame, scale, scale_log2,
+    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_FRAME: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     """Grid (cdiv(Lk, BLOCK_N), B * nh_kv): one key block of one kv head, summed over its GROUP query
@@ -203,14 +221,22 @@ def _flash_bwd_dkdv_kernel(
     k = tl.load(K + k_off, mask=kv_mask, other=0.0)  # (N, D)
     v = tl.load(V + v_off, mask=kv_mask, other=0.0)  # (N, D)
 
-    # Query rows that can see this key block: from the diagonal to the window's end (all if sinks).
+    # Query rows that can see this key block: from the diagonal (its first key's frame) to the window's end
+    # (all if sinks).
     offset = Lk - Lq
+    first_f = n0  # the first position of the block's first key's frame
+    last_f = n0 + BLOCK_N - 1  # ... and of its last key's frame
+    extra = 0  # positions of a query's frame after its first
+    if HAS_FRAME:
+        first_f = (n0 // frame) * frame
+        last_f = ((n0 + BLOCK_N - 1) // frame) * frame
+        extra = frame - 1
     m_lo = 0
     if CAUSAL:
-        m_lo = (tl.maximum(n0 - offset, 0) // BLOCK_M) * BLOCK_M
+        m_lo = (tl.maximum(first_f - offset, 0) // BLOCK_M) * BLOCK_M
     m_hi = Lq
-    if HAS_WINDOW:  # a block holding no sink is seen up to window - 1 positions past its last key
-        m_hi = tl.where(n0 >= sinks, tl.minimum(Lq, n0 + BLOCK_N + window - 1 - offset), Lq)
+    if HAS_WINDOW:  # a block holding no sink is seen by queries whose frame starts less than `window` past its last
+        m_hi = tl.where(n0 >= sinks, tl.minimum(Lq, last_f + window + extra - offset), Lq)
 
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
@@ -228,7 +254,8 @@ def _flash_bwd_dkdv_kernel(
             lse = tl.where(lse == float("-inf"), 0.0, lse)
             delta = tl.load(Delta + bh * Lq + offs_m, mask=offs_m < Lq, other=0.0)
             qk_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * scale_log2  # (N, M)
-            vis_t = _visible(offset + offs_m[None, :], offs_n[:, None], Lk, window, sinks, CAUSAL, HAS_WINDOW)
+            vis_t = _visible(offset + offs_m[None, :], offs_n[:, None], Lk, window, sinks, frame, CAUSAL, HAS_WINDOW,
+                             HAS_FRAME)
             vis_t = vis_t & (offs_m[None, :] < Lq)
             p_t = tl.where(vis_t, tl.math.exp2(qk_t - lse[None, :]), 0.0)  # (N, M)
             dv += tl.dot(p_t.to(do.dtype), do, input_precision=DOT_PRECISION)
@@ -284,7 +311,7 @@ def _check_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
 
 def flash_forward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, window: int | None, sinks: int, scale: float,
-    block_m: int | None = None, block_n: int | None = None,
+    block_m: int | None = None, block_n: int | None = None, frame: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the forward kernel. q (B, nh, Lq, hs), k, v (B, nh_kv, Lk, hs) ->
     out (B, nh, Lq, hs) in q's dtype, lse (B, nh, Lq) float32 (base 2). block_m/block_n override the tiles."""
@@ -305,9 +332,9 @@ def flash_forward(
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
         out.stride(0), out.stride(1), out.stride(2),
-        nh, Lq, Lk, hs, nh // nh_kv, window or 0, sinks, scale * LOG2E,
-        CAUSAL=causal, HAS_WINDOW=window is not None, BLOCK_D=_block_d(hs), DOT_PRECISION=_dot_precision(q.dtype),
-        **cfg,
+        nh, Lq, Lk, hs, nh // nh_kv, window or 0, sinks, frame, scale * LOG2E,
+        CAUSAL=causal, HAS_WINDOW=window is not None, HAS_FRAME=frame > 1, BLOCK_D=_block_d(hs),
+        DOT_PRECISION=_dot_precision(q.dtype), **cfg,
     )
     return out, lse
 
@@ -315,6 +342,7 @@ def flash_forward(
 def flash_backward(
     do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
     causal: bool, window: int | None, sinks: int, scale: float, block_m: int | None = None, block_n: int | None = None,
+    frame: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Launch the backward kernels -> dq (like q), dk (like k), dv (like v)."""
     _check_launch(q, k, v)
@@ -333,9 +361,9 @@ def flash_backward(
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
     )
-    meta = dict(CAUSAL=causal, HAS_WINDOW=window is not None, BLOCK_D=_block_d(hs),
+    meta = dict(CAUSAL=causal, HAS_WINDOW=window is not None, HAS_FRAME=frame > 1, BLOCK_D=_block_d(hs),
                 DOT_PRECISION=_dot_precision(q.dtype), **cfg)
-    args = (Lq, Lk, hs, nh // nh_kv, window or 0, sinks, scale, scale * LOG2E)
+    args = (Lq, Lk, hs, nh // nh_kv, window or 0, sinks, frame, scale, scale * LOG2E)
     _flash_bwd_dq_kernel[(triton.cdiv(Lq, cfg["BLOCK_M"]), B * nh)](q, k, v, do, lse, delta, dq, *common, nh, *args, **meta)
     _flash_bwd_dkdv_kernel[(triton.cdiv(Lk, cfg["BLOCK_N"]), B * nh_kv)](q, k, v, do, lse, delta, dk, dv, *common, nh_kv, *args, **meta)
     return dq, dk, dv
@@ -351,14 +379,15 @@ def _unit_stride(t: torch.Tensor) -> torch.Tensor:
 
 @torch.library.custom_op("arvid::flash_attention", mutates_args=())
 def flash_attention_op(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, window: int | None, sinks: int, scale: float
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, window: int | None, sinks: int, scale: float,
+    frame: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(out (B, nh, Lq, hs), lse (B, nh, Lq) float32, base 2)."""
-    return flash_forward(_unit_stride(q), _unit_stride(k), _unit_stride(v), causal, window, sinks, scale)
+    return flash_forward(_unit_stride(q), _unit_stride(k), _unit_stride(v), causal, window, sinks, scale, frame=frame)
 
 
 @flash_attention_op.register_fake
-def _flash_attention_fake(q, k, v, causal, window, sinks, scale):
+def _flash_attention_fake(q, k, v, causal, window, sinks, scale, frame):
     B, nh, Lq, hs = q.shape
     return q.new_empty((B, nh, Lq, hs)), q.new_empty((B, nh, Lq), dtype=torch.float32)
 
@@ -366,29 +395,29 @@ def _flash_attention_fake(q, k, v, causal, window, sinks, scale):
 @torch.library.custom_op("arvid::flash_attention_backward", mutates_args=())
 def flash_attention_backward_op(
     do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
-    causal: bool, window: int | None, sinks: int, scale: float,
+    causal: bool, window: int | None, sinks: int, scale: float, frame: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv), each contiguous, in the dtype of q, k, v."""
-    return flash_backward(do, q, k, v, out, lse, causal, window, sinks, scale)
+    return flash_backward(do, q, k, v, out, lse, causal, window, sinks, scale, frame=frame)
 
 
 @flash_attention_backward_op.register_fake
-def _flash_attention_backward_fake(do, q, k, v, out, lse, causal, window, sinks, scale):
+def _flash_attention_backward_fake(do, q, k, v, out, lse, causal, window, sinks, scale, frame):
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, causal, window, sinks, scale = inputs
+    q, k, v, causal, window, sinks, scale, frame = inputs
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse)
-    ctx.args = (causal, window, sinks, scale)
+    ctx.args = (causal, window, sinks, scale, frame)
     ctx.mark_non_differentiable(lse)
 
 
 def _backward(ctx, dout, _dlse):
     q, k, v, out, lse = ctx.saved_tensors
     dq, dk, dv = flash_attention_backward_op(dout, q, k, v, out, lse, *ctx.args)
-    return dq, dk, dv, None, None, None, None
+    return dq, dk, dv, None, None, None, None, None
 
 
 flash_attention_op.register_autograd(_backward, setup_context=_setup_context)

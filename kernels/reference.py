@@ -4,8 +4,13 @@ Shape legend: B batch, nh query heads, nh_kv key/value heads (nh is a multiple o
 queries, Lk keys, S cache slots, hs head size.
 
 The mask rule, shared by every path: a query at absolute position p sees a key at position j when
-    j >= 0 (an empty cache slot holds -1),  j <= p (causal),  and
-    (window is None  or  p - j < window  or  j < sinks)   (sliding window with attention sinks).
+    j >= 0 (an empty cache slot holds -1),  f(j) <= f(p) (causal),  and
+    (window is None  or  f(p) - f(j) < window  or  j < sinks)   (sliding window with attention sinks),
+where f(x) = x // frame * frame is the first position of x's frame. With frame = 1 (the default) f is the
+position itself: token-causal with a sliding window of tokens. With frame = F (the F tokens of a latent frame
+sit at positions tF .. tF + F - 1) it is frame-causal: a query sees every token of its own frame and of the
+earlier frames whose start is less than `window` positions before its frame's start (window = W·F: the W
+latent frames up to its own), plus the sinks.
 A query that sees no key returns zeros, never NaN.
 
 `masked_attention_reference` is the float32 reference the tests compare the kernels against;
@@ -20,30 +25,35 @@ import torch
 import torch.nn.functional as F
 
 
-def visible(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None = None, sinks: int = 0) -> torch.Tensor:
+def visible(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None = None, sinks: int = 0,
+            frame: int = 1) -> torch.Tensor:
     """Boolean mask (..., Lq, Lk): which keys each query sees. q_pos (..., Lq), k_pos (..., Lk)."""
     qp = q_pos[..., :, None]  # (..., Lq, 1)
     kp = k_pos[..., None, :]  # (..., 1, Lk)
-    mask = (kp >= 0) & (kp <= qp)
+    qf, kf = qp, kp
+    if frame != 1:  # the first position of each one's frame
+        qf, kf = qp.div(frame, rounding_mode="floor") * frame, kp.div(frame, rounding_mode="floor") * frame
+    mask = (kp >= 0) & (kf <= qf)
     if window is not None:
-        mask = mask & ((qp - kp < window) | (kp < sinks))
+        mask = mask & ((qf - kf < window) | (kp < sinks))
     return mask
 
 
 def flash_mask(
-    Lq: int, Lk: int, *, causal: bool = True, window: int | None = None, sinks: int = 0, device=None
+    Lq: int, Lk: int, *, causal: bool = True, window: int | None = None, sinks: int = 0, frame: int = 1, device=None
 ) -> torch.Tensor:
     """Boolean mask (Lq, Lk) of flash_attention: query i sits at position Lk - Lq + i."""
     if not causal:
         return torch.ones(Lq, Lk, dtype=torch.bool, device=device)
     q_pos = torch.arange(Lk - Lq, Lk, device=device)
     k_pos = torch.arange(Lk, device=device)
-    return visible(q_pos, k_pos, window, sinks)
+    return visible(q_pos, k_pos, window, sinks, frame)
 
 
-def decode_mask(cache_pos: torch.Tensor, q_pos: torch.Tensor, window: int | None = None, sinks: int = 0) -> torch.Tensor:
+def decode_mask(cache_pos: torch.Tensor, q_pos: torch.Tensor, window: int | None = None, sinks: int = 0,
+                frame: int = 1) -> torch.Tensor:
     """Boolean mask (B, 1, Lq, S) of decode_attention. cache_pos (B, S), q_pos (B, Lq)."""
-    return visible(q_pos.long(), cache_pos.long(), window, sinks)[:, None]
+    return visible(q_pos.long(), cache_pos.long(), window, sinks, frame)[:, None]
 
 
 def _repeat_kv(x: torch.Tensor, nh: int) -> torch.Tensor:
@@ -78,11 +88,12 @@ def attention_reference(
     causal: bool = True,
     window: int | None = None,
     sinks: int = 0,
+    frame: int = 1,
     scale: float | None = None,
     upcast: bool = True,
 ) -> torch.Tensor:
     """Reference of flash_attention (same arguments), float32 inside unless upcast=False."""
-    mask = flash_mask(q.shape[2], k.shape[2], causal=causal, window=window, sinks=sinks, device=q.device)
+    mask = flash_mask(q.shape[2], k.shape[2], causal=causal, window=window, sinks=sinks, frame=frame, device=q.device)
     return masked_attention_reference(q, k, v, mask, scale, upcast)
 
 
@@ -95,11 +106,13 @@ def decode_attention_reference(
     *,
     window: int | None = None,
     sinks: int = 0,
+    frame: int = 1,
     scale: float | None = None,
     upcast: bool = True,
 ) -> torch.Tensor:
     """Reference of decode_attention (same arguments), float32 inside unless upcast=False."""
-    return masked_attention_reference(q, k_cache, v_cache, decode_mask(cache_pos, q_pos, window, sinks), scale, upcast)
+    mask = decode_mask(cache_pos, q_pos, window, sinks, frame)
+    return masked_attention_reference(q, k_cache, v_cache, mask, scale, upcast)
 
 
 def sdpa_attention(

@@ -111,6 +111,46 @@ def test_cached_decoding_equals_flash_attention_over_the_sequence():
     assert max_error(out, full[:, :, -Lq:]) <= 1e-4
 
 
+# A whole latent frame of queries against the ring (masked decoding): frames of F tokens, the queries being
+# one frame (or a frame and a half, a chunk crossing a frame's end), a window of W frames and sink frames.
+# (lengths, S, nh, nh_kv, Lq, hs, dtype, frame, window frames, sink frames)
+FRAME_CASES = [
+    ([30 * 9], 30 * 4 + 29, 4, 2, 30, 32, torch.float32, 30, 3, 1),  # a 6x5 frame, a wrapped ring
+    ([16 * 7, 16 * 3], 16 * 5, 2, 1, 16, 64, torch.float16, 16, 4, 0),
+    ([13 * 11 - 6], 13 * 6, 4, 4, 20, 32, torch.float32, 13, 4, 1),  # ends mid-frame: queries span two frames
+]
+
+
+@pytest.mark.parametrize("lengths,S,nh,nh_kv,Lq,hs,dtype,frame,w,s", FRAME_CASES)
+def test_frame_queries_against_the_ring_match_reference(lengths, S, nh, nh_kv, Lq, hs, dtype, frame, w, s):
+    q, k, v = make_qkv(len(lengths), nh, nh_kv, Lq, S, hs, dtype)
+    cache_pos, q_pos = ring_buffer(lengths, S, Lq, s * frame)
+    mask = dict(window=w * frame, sinks=s * frame, frame=frame)
+    for splits in (1, 3):
+        check(decode_attention(q, k, v, cache_pos, q_pos, num_splits=splits, **mask), q, k, v, cache_pos, q_pos, **mask)
+    # a query sees its whole frame: the frame's last key is visible to its first query (token rule: not)
+    seen = decode_mask(cache_pos, q_pos, frame=frame, **{k: v for k, v in mask.items() if k != "frame"})
+    first = int((q_pos[0] % frame == 0).nonzero()[0])  # the first query that starts a frame
+    last_key = int(q_pos[0, first]) + frame - 1
+    if last_key <= int(q_pos[0, -1]):
+        slot = int((cache_pos[0] == last_key).nonzero()[0])
+        assert seen[0, 0, first, slot] and not decode_mask(cache_pos, q_pos, mask["window"], mask["sinks"])[0, 0, first, slot]
+
+
+def test_frame_decoding_equals_frame_causal_flash_attention():
+    """A ring of W frames + one frame - 1 slots holds all that a frame's queries see: decoding the last frame
+    against it equals frame-causal flash_attention over the whole sequence."""
+    F, W, s, T = 12, 3, 1, 9
+    L, S = F * T, s * F + W * F + F - 1
+    q, k, v = make_qkv(1, 4, 2, L, L, 32, torch.float32)
+    full = flash_attention(q, k, v, window=W * F, sinks=s * F, frame=F)
+    cache_pos, q_pos = ring_buffer([L], S, F, s * F)
+    slots = cache_pos[0].clamp(min=0)
+    out = decode_attention(q[:, :, -F:], k[:, :, slots], v[:, :, slots], cache_pos, q_pos, window=W * F, sinks=s * F,
+                           frame=F, num_splits=2)
+    assert max_error(out, full[:, :, -F:]) <= 1e-4
+
+
 def test_slot_order_does_not_matter():
     q, k, v = make_qkv(2, 4, 2, 3, 70, 32, torch.float32)
     cache_pos, q_pos = ring_buffer([180, 50], 70, 3)
@@ -148,7 +188,7 @@ def test_split_heuristic_stays_in_range():
 def test_custom_op_fake_implementation():
     q, k, v = make_qkv(1, 2, 1, 2, 20, 32, torch.float32)
     cache_pos, q_pos = ring_buffer([33], 20, 2)
-    torch.library.opcheck(torch.ops.arvid.decode_attention.default, (q, k, v, cache_pos, q_pos, 8, 1, 0.2, 2),
+    torch.library.opcheck(torch.ops.arvid.decode_attention.default, (q, k, v, cache_pos, q_pos, 8, 1, 0.2, 2, 1),
                           test_utils=("test_schema", "test_faketensor"))
 
 
@@ -171,7 +211,7 @@ def _bad(**change):
 @pytest.mark.parametrize(
     "change,match",
     [
-        ({"q": torch.zeros(1, 2, 17, 32)}, "1 to 16"),
+        ({"q": torch.zeros(1, 2, 513, 32)}, "1 to 512"),
         ({"cache_pos": torch.zeros(1, 9, dtype=torch.int64)}, r"expected \(1, 8\)"),
         ({"cache_pos": torch.zeros(1, 8)}, "int32 or int64"),
         ({"q_pos": torch.zeros(2, 2, dtype=torch.int64)}, r"expected \(1, 2\)"),

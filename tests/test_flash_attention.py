@@ -110,6 +110,59 @@ def test_gradients_match_reference(B, nh, nh_kv, Lq, Lk, hs, dtype, window, sink
         assert err <= bound, f"d{name}: max error {err:.3g} > bound {bound:.3g}"
 
 
+# Frame-causal (frame = F > 1): a query sees its whole latent frame and the earlier frames in the window.
+# (B, nh, nh_kv, Lq, Lk, hs, dtype, window, sinks, frame): a 6x5-token frame (30), frames not aligned to the
+# 16- or 64-wide blocks, a cached prefix ending mid-frame, a window of two frames, one sink frame.
+FRAME_CASES = [
+    (1, 2, 1, 90, 90, 32, torch.float32, None, 0, 30),
+    (2, 4, 2, 45, 150, 32, torch.float32, 60, 30, 30),
+    (1, 2, 2, 64, 200, 64, torch.float16, 3 * 16, 16, 16),
+    (1, 2, 1, 7, 49, 32, torch.float32, 14, 7, 7),
+]
+
+
+@pytest.mark.parametrize("B,nh,nh_kv,Lq,Lk,hs,dtype,window,sinks,frame", FRAME_CASES)
+def test_frame_causal_forward_and_backward_match_reference(B, nh, nh_kv, Lq, Lk, hs, dtype, window, sinks, frame):
+    q, k, v = make_qkv(B, nh, nh_kv, Lq, Lk, hs, dtype, requires_grad=True)
+    mask = dict(window=window, sinks=sinks, frame=frame)
+    out = flash_attention(q, k, v, **mask)
+    assert_matches_reference(out, q, k, v, **mask)
+    do = torch.randn(B, nh, Lq, hs, generator=torch.Generator().manual_seed(1)).to(DEVICE, dtype)
+    grads = torch.autograd.grad(out, (q, k, v), do)
+    ref = torch.autograd.grad(attention_reference(q, k, v, **mask), (q, k, v), do)
+    low = torch.autograd.grad(attention_reference(q, k, v, upcast=False, **mask), (q, k, v), do)
+    for name, got, want, torch_err in zip("qkv", grads, ref, low):
+        err, bound = max_error(got, want), error_bound(want, torch_err, 2.0, floor_for(dtype))
+        assert err <= bound, f"d{name}: max error {err:.3g} > bound {bound:.3g}"
+
+
+@pytest.mark.parametrize("Lq,Lk,window,sinks,frame", [(60, 60, 20, 10, 10), (35, 91, 26, 13, 13), (30, 30, None, 0, 6)])
+def test_frame_causal_small_blocks_cross_frames(Lq, Lk, window, sinks, frame):
+    """16x16 tiles straddle frames of 6, 10 and 13 tokens: the block ranges of forward, dq and dk/dv must
+    reach each frame's last key from its first query and the window's last frame from its first key."""
+    q, k, v = make_qkv(2, 2, 1, Lq, Lk, 32, torch.float32)
+    mask = dict(window=window, sinks=sinks, frame=frame)
+    out, lse = flash_forward(q, k, v, True, window, sinks, 0.3, block_m=16, block_n=16, frame=frame)
+    assert_matches_reference(out, q, k, v, scale=0.3, **mask)
+    do = torch.randn_like(out)
+    grads = flash_backward(do, q, k, v, out, lse, True, window, sinks, 0.3, block_m=16, block_n=16, frame=frame)
+    q2, k2, v2 = (t.detach().requires_grad_() for t in (q, k, v))
+    ref = attention_reference(q2, k2, v2, scale=0.3, **mask)
+    for got, want in zip(grads, torch.autograd.grad(ref, (q2, k2, v2), do)):
+        assert max_error(got, want) <= 1e-4
+
+
+def test_frame_one_is_the_token_rule_and_frames_see_their_own_future():
+    from arvid.kernels.reference import flash_mask
+
+    assert torch.equal(flash_mask(40, 40, window=9, sinks=3, frame=1), flash_mask(40, 40, window=9, sinks=3))
+    m = flash_mask(12, 12, window=8, sinks=0, frame=4)  # three frames of 4, a window of two frames
+    assert m[0, 3] and not m[3, 4]  # a query sees the end of its own frame, not the next frame
+    assert m[8, 4] and not m[8, 3] and m[11, 4]  # frame 2 sees frame 1 and itself, not frame 0
+    m = flash_mask(12, 12, window=4, sinks=4, frame=4)
+    assert m[11, 0] and not m[11, 5] and m[11, 10]  # the sink frame stays; the window is frame 2 alone
+
+
 def test_strided_inputs_and_custom_scale():
     """q, k, v as views of (B, L, heads, hs) tensors, the layout a model produces before transposing."""
     g = torch.Generator().manual_seed(3)
@@ -133,7 +186,8 @@ def test_triton_and_pytorch_paths_agree_forward_and_backward():
 
 def test_custom_op_fake_and_autograd_registration():
     q, k, v = make_qkv(1, 2, 1, 17, 20, 32, torch.float32, requires_grad=True)
-    torch.library.opcheck(torch.ops.arvid.flash_attention.default, (q, k, v, True, 8, 2, 0.2))
+    torch.library.opcheck(torch.ops.arvid.flash_attention.default, (q, k, v, True, 8, 2, 0.2, 1))
+    torch.library.opcheck(torch.ops.arvid.flash_attention.default, (q, k, v, True, 8, 4, 0.2, 4))
 
 
 def test_torch_compile_fullgraph_traces_through_the_op():
@@ -160,6 +214,8 @@ def test_torch_compile_fullgraph_traces_through_the_op():
         (((1, 2, 4, 32), (1, 2, 8, 32), (1, 2, 8, 32)), {"window": 0}, "window=0"),
         (((1, 2, 4, 32), (1, 2, 8, 32), (1, 2, 8, 32)), {"sinks": -1}, "sinks=-1"),
         (((1, 2, 4, 32), (1, 2, 8, 32), (1, 2, 8, 32)), {"causal": False, "window": 3}, "causal=True"),
+        (((1, 2, 4, 32), (1, 2, 8, 32), (1, 2, 8, 32)), {"causal": False, "frame": 4}, "causal=True"),
+        (((1, 2, 4, 32), (1, 2, 8, 32), (1, 2, 8, 32)), {"frame": 0}, "frame=0"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(shapes, kwargs, match):
@@ -235,13 +291,14 @@ dt, hs = torch.float16, 128
 ptrs = {n: "*fp16" for n in ("Q", "K", "V", "Out", "DO", "DQ", "DK", "DV")}
 ptrs.update(Lse="*fp32", Delta="*fp32", PartOut="*fp32", PartLse="*fp32", CachePos="*i32", QPos="*i64",
             scale="fp32", scale_log2="fp32")
-meta = dict(CAUSAL=True, HAS_WINDOW=True, BLOCK_D=hs, DOT_PRECISION="tf32", Lq=1)  # Lq == 1 specialises
+meta = dict(CAUSAL=True, HAS_WINDOW=True, HAS_FRAME=True, BLOCK_D=hs, DOT_PRECISION="tf32", Lq=1)  # Lq == 1 specialises
 for kernels, config in (((flash._flash_fwd_kernel,), flash._fwd_config(hs, dt, torch.device("cuda"))),
                         ((flash._flash_bwd_dq_kernel, flash._flash_bwd_dkdv_kernel), flash._bwd_config(hs, dt, torch.device("cuda")))):
     opts = {k: config.pop(k) for k in ("num_warps", "num_stages")}
     for fn in kernels:
         build(fn, ptrs, {**meta, **config}, opts)
-build(decode._decode_split_kernel, ptrs, dict(HAS_WINDOW=True, BLOCK_M=16, BLOCK_N=64, BLOCK_D=hs, DOT_PRECISION="tf32"),
+build(decode._decode_split_kernel, ptrs, dict(HAS_WINDOW=True, HAS_FRAME=True, BLOCK_M=16, BLOCK_N=64, BLOCK_D=hs,
+                                             DOT_PRECISION="tf32"),
       dict(num_warps=4, num_stages=3))
 build(decode._decode_merge_kernel, ptrs, dict(BLOCK_P=4, BLOCK_D=hs), {})
 print("compiled")
