@@ -52,10 +52,10 @@ def task(tokens, out, steps, *extra):
     return task_from_args(args)
 
 
-def run(tokens, out, steps, resume=False):
+def run(tokens, out, steps, resume=False, *extra):
     cfg = TrainConfig(out_dir=str(out), steps=steps, batch_size=2, lr=3e-3, warmup_steps=1, ckpt_every=2,
                       log_every=1, device="cpu", resume=resume)
-    return train(task(tokens, out, steps), cfg)
+    return train(task(tokens, out, steps, *extra), cfg)
 
 
 def test_train_resume_is_exact_and_the_model_loads(tokens, tmp_path):
@@ -69,6 +69,32 @@ def test_train_resume_is_exact_and_the_model_loads(tokens, tmp_path):
     assert resumed["bits_per_token"] == straight["bits_per_token"]
     model = Generator.from_pretrained(tmp_path / "a")
     assert model.config.conditional and (model.config.window_frames, model.config.vocab_size) == (2, 32)
+
+
+def test_masked_training_resumes_exactly_scores_masked_tokens_and_starts_from_raster_weights(tokens, tmp_path):
+    straight = run(tokens, tmp_path / "a", 4, False, "--decoding", "masked")
+    assert {"bits_per_masked_token", "eval_bits_per_masked_token"} <= set(straight)
+    run(tokens, tmp_path / "b", 2, False, "--decoding", "masked")
+    resumed = run(tokens, tmp_path / "b", 4, True, "--decoding", "masked")
+    assert resumed["bits_per_masked_token"] == straight["bits_per_masked_token"]
+    model = Generator.from_pretrained(tmp_path / "a")
+    assert model.config.masked and model.config.frame == 16
+    t = task(tokens, tmp_path / "c", 2, "--decoding", "masked")
+    batch = t.batch(3, 0, 1, 4, torch.device("cpu"))
+    scored = batch["scored"]  # the masked inputs are the scored tokens, the rest is the clip itself
+    assert torch.equal(batch["inputs"] == t.config.mask_token, scored) and torch.equal(batch["clean"], batch["targets"])
+    assert (scored.view(4, -1, 16).sum(-1) >= 1).all()
+    # a raster run's weights start a masked run: the same parameters, another decoding
+    raster = run(tokens, tmp_path / "r", 2)
+    assert raster["bits_per_token"] > 0
+    t = task(tokens, tmp_path / "m", 2, "--init", str(tmp_path / "r"), "--decoding", "masked")
+    assert t.config.masked and t.config.d_model == Generator.from_pretrained(tmp_path / "r").config.d_model
+    # a run saved before `decoding` existed resumes as the raster run it is
+    for path in (tmp_path / "r").rglob("config.json"):
+        d = json.loads(path.read_text())
+        d["config"].pop("decoding", None)  # (the top-level file may be a link to the checkpoint's)
+        path.write_text(json.dumps(d))
+    assert run(tokens, tmp_path / "r", 3, True)["bits_per_token"] > 0
 
 
 def test_task_checks_its_options(tokens, tmp_path):

@@ -175,11 +175,12 @@ def test_build_takes_given_then_recommended_then_default():
 def test_each_setting_declares_its_default_off_value_and_help():
     for name in Sampling.settings():
         d = Sampling.describe(name)
-        assert d["help"] and d["rule"]
-        assert d["off"] is None or Sampling(**{name: d["off"]}) == Sampling(**{name: d["off"]})
-        if d["off"] is not None:  # a setting at its off value draws like the default
+        assert d["help"] and d["rule"] and getattr(Sampling(), name) == d["default"]
+        if d["off"] is not None:  # the off value is a valid value that switches the setting off
             assert not Sampling(**{name: d["off"]}).is_on(name)
-    assert Sampling().is_on("temperature") and not any(Sampling().is_on(n) for n in Sampling.settings()[1:])
+    # the filters and guidance are off unless asked for; temperature and steps always apply
+    assert not any(Sampling().is_on(n) for n in ("top_k", "top_p", "min_p", "guidance"))
+    assert Sampling().is_on("temperature") and Sampling().is_on("steps")
 
 
 def test_sampling_file_is_read_with_its_checks(tmp_path):

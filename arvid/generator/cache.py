@@ -12,7 +12,8 @@ Layout of the S = sinks + ring slots of each layer:
                           rotated afresh for each query frame (see rope.sink_shift)
     slots [sinks, S)      a ring: position p >= sinks lives in slot sinks + (p - sinks) % ring
 `ring = window + max_chunk - 1`, so a chunk of up to `max_chunk` new positions never overwrites a
-key that one of its queries still sees. `pos` holds the absolute position in each slot (-1: empty),
+key that one of its queries still sees (a masked model writes a whole latent frame at a time:
+max_chunk = F). `pos` holds the absolute position in each slot (-1: empty),
 which is all the attention kernel needs for the mask (window and sinks included).
 
 `sink_k` keeps the sink keys as written (at their own time), plus one scratch slot that absorbs
@@ -40,7 +41,9 @@ class KVCache:
 
     @classmethod
     def allocate(cls, cfg: GeneratorConfig, batch: int, device=None, dtype=torch.float32,
-                 max_chunk: int = 16) -> "KVCache":
+                 max_chunk: int | None = None) -> "KVCache":
+        if max_chunk is None:  # raster: prefill chunks of 16 tokens; masked: a whole frame
+            max_chunk = cfg.frame_tokens if cfg.masked else 16
         ring = cfg.window + max_chunk - 1
         S = cfg.sinks + ring
         shape = (cfg.n_layer, batch, cfg.n_kv_head, S, cfg.head_size)

@@ -1,14 +1,20 @@
 """The generator's configuration: one typed dataclass, named presets, validation of untrusted input.
 
 Token layout. A clip of latent tokens (t, h, w) becomes one sequence of N = t·F tokens, frame after
-frame, raster order inside a frame (F = h·w tokens per latent frame). Slot p of the sequence
-predicts token x_p; its input is the previous token x_{p-1} (slot 0 gets a begin-of-clip token, id
-`vocab_size`), and its position is that of x_p: latent frame p // F, row (p % F) // w, column p % w.
+frame, raster order inside a frame (F = h·w tokens per latent frame). Position p is latent frame
+p // F, row (p % F) // w, column p % w. Two decoding kinds read it:
 
-Attention of slot p sees the slots of the last `window_frames` latent frames (p - j < W·F) plus the
-`sink_frames` first latent frames (j < s·F), in training and in generation alike. Any s works with
-any W, s > W included: the mask is the union of the two sets, and the sink rotation (rope.sink_shift)
-never overlaps the window.
+raster   Slot p predicts token x_p from the tokens before it, one at a time: its input is the previous
+         token x_{p-1} (slot 0 gets a begin-of-clip token, id `vocab_size`). Slot p sees the slots of
+         the last `window_frames` latent frames (p - j < W·F, token-causal) plus the `sink_frames` first
+         latent frames (j < s·F).
+masked   A latent frame's F tokens are predicted together, by iterative masked decoding (MaskGIT):
+         its inputs are its tokens with some replaced by the mask token (id `vocab_size`), and it sees
+         all of its own frame, the W - 1 latent frames before it (frame-causal) and the sink frames.
+         Earlier frames are seen as they were decoded (clean), through the same KV cache.
+
+The window and sinks hold in training and in generation alike. Any s works with any W, s > W included:
+the mask is the union of the two sets, and the sink rotation (rope.sink_shift) never overlaps the window.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from arvid.errors import ArvidError
+
+DECODINGS = ("raster", "masked")
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,7 @@ class GeneratorConfig:
     labels_per_clip: int = 0  # k: labels per clip (Moving MNIST: two digits)
     rope_base: float = 10_000.0
     norm_eps: float = 1e-5
+    decoding: str = "raster"  # raster (token by token) or masked (a frame at a time, MaskGIT); see above
 
     def __post_init__(self) -> None:
         validate(self)
@@ -58,8 +67,21 @@ class GeneratorConfig:
         return self.sink_frames * self.frame_tokens
 
     @property
-    def bos_token(self) -> int:
+    def bos_token(self) -> int:  # raster: the input of slot 0
         return self.vocab_size
+
+    @property
+    def mask_token(self) -> int:  # masked: a token not decided yet (the same embedding row as bos_token)
+        return self.vocab_size
+
+    @property
+    def masked(self) -> bool:
+        return self.decoding == "masked"
+
+    @property
+    def frame(self) -> int:
+        """The attention's frame: 1 (token-causal) for raster, F (frame-causal) for masked."""
+        return self.frame_tokens if self.masked else 1
 
     @property
     def null_label(self) -> int:  # the "no label" class, for classifier-free guidance
@@ -86,6 +108,8 @@ class GeneratorConfig:
         if not isinstance(data, dict):
             raise ArvidError(f"{source}: the generator config must be a JSON object, got {type(data).__name__}")
         known = {f.name: f for f in fields(cls)}
+        if "decoding" not in data:  # files written before the masked kind existed are raster models
+            data = {**data, "decoding": "raster"}
         unknown = sorted(set(data) - set(known))
         missing = sorted(set(known) - set(data))
         if unknown or missing:
@@ -94,6 +118,11 @@ class GeneratorConfig:
         values = {}
         for name, f in known.items():
             v = data[name]
+            if f.type in ("str", str):
+                if not isinstance(v, str):
+                    raise ArvidError(f"{source}: generator config field {name!r} must be a string, got {v!r}")
+                values[name] = v
+                continue
             want = float if f.type in ("float", float) else int
             ok = isinstance(v, (int, float)) if want is float else isinstance(v, int)
             if not ok or isinstance(v, bool):
@@ -123,6 +152,8 @@ def validate(c: GeneratorConfig) -> None:
         bad.append(f"head size {c.d_model // c.n_head} (must be even and >= 6 for 3D rotary)")
     if (c.num_classes > 0) != (c.labels_per_clip > 0):
         bad.append(f"num_classes={c.num_classes}, labels_per_clip={c.labels_per_clip} (both 0 or both > 0)")
+    if c.decoding not in DECODINGS:
+        bad.append(f"decoding={c.decoding!r} (one of {', '.join(DECODINGS)})")
     if not 1 < c.rope_base < math.inf or not 0 < c.norm_eps < 1:
         bad.append(f"rope_base={c.rope_base}, norm_eps={c.norm_eps} (rope_base finite and > 1, 0 < norm_eps < 1)")
     if bad:
@@ -141,4 +172,4 @@ PRESETS: dict[str, GeneratorConfig] = {
                             window_frames=8),
 }
 
-__all__ = ["PRESETS", "GeneratorConfig", "validate"]
+__all__ = ["DECODINGS", "PRESETS", "GeneratorConfig", "validate"]

@@ -1,8 +1,12 @@
-"""The causal video transformer over latent tokens (see config.py for the token layout).
+"""The causal video transformer over latent tokens (see config.py for the token layout and the two
+decoding kinds, raster and masked).
 
 Two ways to run it, with the same weights, mask and rotations:
-    model(inputs, labels)                    full forward over slots 0 .. N-1: training, checks
-    model.decode(inputs, pos, cache, labels) a few new slots against the KV cache: generation
+    model(inputs, labels)                    raster: full forward over slots 0 .. N-1 (training, checks)
+    model(inputs, labels, clean=tokens)      masked: the frames `inputs` (masked tokens) see the clean
+                                             frames before them: two streams in one pass (training, checks)
+    model.decode(inputs, pos, cache, labels) new slots against the KV cache: a token (raster) or a whole
+                                             latent frame (masked): generation
 
 Pre-norm blocks: RMSNorm, grouped-query attention with 3D rotary positions through
 `arvid.kernels`, RMSNorm, SwiGLU MLP. A label condition (the sum of one embedding per label slot,
@@ -70,9 +74,16 @@ class Attention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(B, L, self.nh * self.hs))  # (B, L, C)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """Full forward over slots 0 .. N-1 (N a multiple of F)."""
+        """Full forward over slots 0 .. N-1 (N a multiple of F); masked: x (B, 2N, C) is the clean stream, then
+        the masked one, which sees the clean frames before its own (`masked_attention`)."""
         q, k, v = self._qkv(x, cos, sin)
-        return self._out(windowed_attention(self.cfg, q, k, v))
+        if not self.cfg.masked:
+            return self._out(windowed_attention(self.cfg, q, k, v))
+        N = q.shape[2] // 2
+        (q_c, q_m), (k_c, k_m), (v_c, v_m) = (t.split(N, dim=2) for t in (q, k, v))
+        out = torch.cat([windowed_attention(self.cfg, q_c, k_c, v_c),
+                         masked_attention(self.cfg, q_m, k_m, v_m, k_c, v_c)], dim=2)  # (B, nh, 2N, hs)
+        return self._out(out)
 
     def decode(self, x, cos, sin, layer: int, cache: KVCache, slots, sink_slots, sink_rot, pos_q):
         """New slots (B, L, C) at positions pos_q (B, L) against layer `layer` of the cache."""
@@ -84,7 +95,8 @@ class Attention(nn.Module):
             sink_k = cache.sink_k[layer]  # (B, nh_kv, sinks + 1, hs)
             sink_k.index_copy_(2, sink_slots, k)
             k_cache[:, :, : cache.sinks] = rope.rotate(sink_k[:, :, : cache.sinks], *sink_rot)
-        y = decode_attention(q, k_cache, v_cache, cache.pos, pos_q, window=self.cfg.window, sinks=self.cfg.sinks)
+        y = decode_attention(q, k_cache, v_cache, cache.pos, pos_q, window=self.cfg.window, sinks=self.cfg.sinks,
+                             frame=self.cfg.frame)
         return self._out(y)
 
 
@@ -95,16 +107,18 @@ def windowed_attention(cfg: GeneratorConfig, q, k, v) -> torch.Tensor:
     W + s see the sinks at their true time: one causal call. Each later frame t sees the sinks
     shifted to just before its window (rope.sink_shift): its F queries attend, in a batch of their
     own, to [shifted sinks, frames t-W .. t], laid out so the kernel's window and sink rule applies
-    unchanged (relative positions inside the window are the true ones).
+    unchanged (relative positions inside the window are the true ones). The rule is token-causal for
+    raster models and frame-causal (`frame` = F) for masked ones.
     """
     Fr, W, s = cfg.frame_tokens, cfg.window_frames, cfg.sink_frames
-    window, sinks = cfg.window, cfg.sinks
+    window, sinks, frame = cfg.window, cfg.sinks, cfg.frame
     if s == 0:
-        return flash_attention(q, k, v, causal=True, window=window)
+        return flash_attention(q, k, v, causal=True, window=window, frame=frame)
     B, nh, N, hs = q.shape
     nh_kv, T = k.shape[1], N // Fr
     n_a = min(T, W + s + 1) * Fr
-    out_a = flash_attention(q[:, :, :n_a], k[:, :, :n_a], v[:, :, :n_a], causal=True, window=window, sinks=sinks)
+    out_a = flash_attention(q[:, :, :n_a], k[:, :, :n_a], v[:, :, :n_a], causal=True, window=window, sinks=sinks,
+                            frame=frame)
     n_b = T - (W + s + 1)
     if n_b <= 0:
         return out_a
@@ -115,15 +129,61 @@ def windowed_attention(cfg: GeneratorConfig, q, k, v) -> torch.Tensor:
     def gather(x):  # (B, nh_kv, N, hs) -> windows (B·n_b, nh_kv, (W+1)F, hs)
         return x[:, :, idx].view(B, nh_kv, n_b, (W + 1) * Fr, hs).transpose(1, 2).reshape(B * n_b, nh_kv, -1, hs)
 
-    cos, sin = rope.time_rotation(cfg, rope.sink_shift(cfg, frames))  # (n_b, hs/2)
-    k_sink = rope.rotate(k[:, None, :, :sinks], cos[None, :, None, None], sin[None, :, None, None])
-    k_sink = k_sink.reshape(B * n_b, nh_kv, sinks, hs)  # (B·n_b, nh_kv, sinks, hs)
-    v_sink = v[:, None, :, :sinks].expand(B, n_b, nh_kv, sinks, hs).reshape(B * n_b, nh_kv, sinks, hs)
+    k_sink, v_sink = shifted_sinks(cfg, k, v, frames)  # (B·n_b, nh_kv, sinks, hs)
     k_b = torch.cat([k_sink, gather(k)], dim=2)  # (B·n_b, nh_kv, sinks + (W+1)F, hs)
     v_b = torch.cat([v_sink, gather(v)], dim=2)
-    out_b = flash_attention(q_b, k_b, v_b, causal=True, window=window, sinks=sinks)  # (B·n_b, nh, F, hs)
+    out_b = flash_attention(q_b, k_b, v_b, causal=True, window=window, sinks=sinks, frame=frame)  # (B·n_b, nh, F, hs)
     out_b = out_b.view(B, n_b, nh, Fr, hs).transpose(1, 2).reshape(B, nh, n_b * Fr, hs)
     return torch.cat([out_a, out_b], dim=2)  # (B, nh, N, hs)
+
+
+def shifted_sinks(cfg: GeneratorConfig, k: torch.Tensor, v: torch.Tensor, frames: torch.Tensor):
+    """The sink keys and values of a clip (B, nh_kv, N, hs), once per query frame in `frames` (n,), the keys
+    rotated by that frame's sink shift (rope.sink_shift) -> k, v (B·n, nh_kv, sinks, hs)."""
+    B, nh_kv, _, hs = k.shape
+    n, sinks = frames.shape[0], cfg.sinks
+    cos, sin = rope.time_rotation(cfg, rope.sink_shift(cfg, frames))  # (n, hs/2)
+    k_sink = rope.rotate(k[:, None, :, :sinks], cos[None, :, None, None], sin[None, :, None, None])
+    v_sink = v[:, None, :, :sinks].expand(B, n, nh_kv, sinks, hs)
+    return k_sink.reshape(B * n, nh_kv, sinks, hs), v_sink.reshape(B * n, nh_kv, sinks, hs)
+
+
+def masked_attention(cfg: GeneratorConfig, q, k, v, k_clean, v_clean) -> torch.Tensor:
+    """Attention of masked frames: each latent frame t of q (B, nh, N, hs) sees its own keys k, v (all of its frame)
+    and the clean keys k_clean, v_clean (B, nh_kv, N, hs) of the frames before it in the window, plus the sinks:
+    what a frame being decoded sees through the KV cache, whose earlier frames were decoded clean.
+
+    Frames up to W + s see the sinks at their true time: frame t attends, in a call of its own, to [clean frames
+    0 .. t-1, its own frame] under the frame-causal rule. Each later frame t attends, in a batch of its own, to
+    [the sinks shifted to just before its window, clean frames t-W+1 .. t-1, its own frame], all of it visible.
+    """
+    Fr, W, s = cfg.frame_tokens, cfg.window_frames, cfg.sink_frames
+    window, sinks = cfg.window, cfg.sinks
+    B, nh, N, hs = q.shape
+    nh_kv, T = k.shape[1], N // Fr
+    outs = []
+    for t in range(min(T, W + s + 1)):
+        own = slice(t * Fr, (t + 1) * Fr)
+        k_t = torch.cat([k_clean[:, :, : t * Fr], k[:, :, own]], dim=2)  # (B, nh_kv, (t+1)F, hs)
+        v_t = torch.cat([v_clean[:, :, : t * Fr], v[:, :, own]], dim=2)
+        outs.append(flash_attention(q[:, :, own], k_t, v_t, causal=True, window=window, sinks=sinks, frame=Fr))
+    n_b = T - (W + s + 1)
+    if n_b > 0:
+        frames = torch.arange(W + s + 1, T, device=q.device)  # (n_b,) query frames
+        ctx = ((frames - W + 1)[:, None] * Fr + torch.arange((W - 1) * Fr, device=q.device)).flatten()
+
+        def block(x_clean, x):  # -> (B·n_b, nh_kv, (W-1)F + F, hs): clean frames t-W+1 .. t-1, then frame t
+            window_part = x_clean[:, :, ctx].view(B, nh_kv, n_b, (W - 1) * Fr, hs)
+            own = x[:, :, (W + s + 1) * Fr:].view(B, nh_kv, n_b, Fr, hs)
+            return torch.cat([window_part, own], dim=3).transpose(1, 2).reshape(B * n_b, nh_kv, W * Fr, hs)
+
+        k_sink, v_sink = shifted_sinks(cfg, k_clean, v_clean, frames)
+        k_b = torch.cat([k_sink, block(k_clean, k)], dim=2)  # (B·n_b, nh_kv, sinks + W·F, hs)
+        v_b = torch.cat([v_sink, block(v_clean, v)], dim=2)
+        q_b = q[:, :, (W + s + 1) * Fr:].reshape(B, nh, n_b, Fr, hs).transpose(1, 2).reshape(B * n_b, nh, Fr, hs)
+        out_b = flash_attention(q_b, k_b, v_b, causal=True, window=window, sinks=sinks, frame=Fr)
+        outs.append(out_b.view(B, n_b, nh, Fr, hs).transpose(1, 2).reshape(B, nh, n_b * Fr, hs))
+    return torch.cat(outs, dim=2)  # (B, nh, N, hs)
 
 
 class Block(nn.Module):
@@ -179,8 +239,15 @@ class Generator(nn.Module):
 
     # -- the two ways to run
 
-    def forward(self, inputs: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (B, N, V) of slots 0 .. N-1 from their inputs (B, N) (see `slot_inputs`)."""
+    def forward(self, inputs: torch.Tensor, labels: torch.Tensor | None = None,
+                clean: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, N, V) of slots 0 .. N-1 from their inputs (B, N).
+
+        raster: inputs are the tokens shifted by one (see `slot_inputs`). masked: inputs are whole latent frames
+        of tokens, some replaced by the mask token, and `clean` (B, N) the same clip's tokens, whose frames the
+        masked frames see before their own (each frame t of `inputs` sees clean frames < t and itself)."""
+        if self.config.masked:
+            return self._forward_masked(inputs, labels, clean)
         B, N = inputs.shape
         Fr = self.config.frame_tokens
         pad = -N % Fr  # complete the last frame; causal, so padding changes no earlier slot
@@ -192,9 +259,22 @@ class Generator(nn.Module):
             x = block(x, cos, sin)
         return self.head(self.norm(x[:, :N]))
 
+    def _forward_masked(self, inputs: torch.Tensor, labels: torch.Tensor | None, clean: torch.Tensor | None):
+        B, N = inputs.shape
+        if clean is None or clean.shape != inputs.shape or N % self.config.frame_tokens:
+            raise ArvidError(f"a masked generator takes whole latent frames of inputs (B, t·{self.config.frame_tokens}) "
+                             f"and their clean tokens of the same shape, got {tuple(inputs.shape)} and "
+                             f"{None if clean is None else tuple(clean.shape)}")
+        x = self._embed(torch.cat([clean, inputs], dim=1), labels)  # (B, 2N, C): the clean stream, then the masked
+        cos, sin = rope.slot_angles(self.config, torch.arange(N, device=inputs.device).repeat(2))  # (2N, hs/2)
+        for block in self.blocks:
+            x = block(x, cos, sin)
+        return self.head(self.norm(x[:, N:]))
+
     def decode(self, inputs: torch.Tensor, pos: torch.Tensor, cache: KVCache, labels: torch.Tensor | None = None,
                logits: bool = True) -> torch.Tensor | None:
-        """Run new slots `pos` (L,) (inside one latent frame) with inputs (B, L) against `cache`.
+        """Run new slots `pos` (L,) (inside one latent frame; masked: the whole frame) with inputs (B, L) against
+        `cache`. Masked: the frame's slots are written again at every step of its decoding, last with its tokens.
 
         Writes their keys and values into the cache and returns their logits (B, L, V) (None with
         logits=False, for prefill). Static shapes, no host sync, no branch on tensor values.
@@ -273,4 +353,4 @@ def check_labels(cfg: GeneratorConfig, labels, batch: int, device=None) -> torch
     return t.expand(batch, -1).contiguous().to(device)
 
 
-__all__ = ["Generator", "check_labels", "check_tokens", "slot_inputs", "windowed_attention"]
+__all__ = ["Generator", "check_labels", "check_tokens", "masked_attention", "slot_inputs", "windowed_attention"]

@@ -8,9 +8,17 @@
     sample            one token per row: greedy, or the exponential race on given noise (no host sync)
     guide             classifier-free guidance: cond + (g - 1)·(cond - uncond); g = 1 returns cond exactly
     prefill           run a context into the KV cache, a chunk of slots at a time
-    decode_one_token  one slot through the cache, then sampling: static shapes, compilable
+    decode_one_token  raster: one slot through the cache, then sampling: static shapes, compilable
+    masked_step       masked: one step of a frame's decoding through the cache: static shapes, compilable
+    commit            masked: which of a frame's tokens a step decides (confidence order, annealed noise)
     window_logits     the baseline: recompute the receptive field (sinks + last n_layer·W frames)
     generate          the loop, yielding each latent frame's tokens
+
+Masked models decode a latent frame in `steps` passes (MaskGIT, Chang et al. 2022): every token starts masked;
+each pass predicts all of them at once, samples every masked one, and commits the most confident, keeping
+F·cos(π/2·(k+1)/K) masked after step k (the cosine schedule), until none is; the confidence of a sampled token
+is its log-probability plus Gumbel noise scaled by `choice_temperature`·(1 - (k+1)/K). A last pass writes the
+decided frame into the KV cache, where the next frames read it.
 
 The settings come as one `Sampling` value (sampling.py), passed down unchanged; a setting at its "off"
 value costs nothing (guidance 1 runs no unconditional pass).
@@ -96,6 +104,52 @@ def decode_one_token(model: Generator, cache: KVCache, inputs: torch.Tensor, pos
     return sample(guide(model.decode(inputs, pos, cache, labels)[:, -1], s), noise, s)
 
 
+def masked_schedule(frame_tokens: int, steps: int) -> list[int]:
+    """Tokens still masked after each step k = 0 .. steps-1: F·cos(π/2·(k+1)/K), rounded down (0 after the last)."""
+    return [int(frame_tokens * math.cos(math.pi / 2 * (k + 1) / steps) + 1e-9) if k + 1 < steps else 0
+            for k in range(steps)]
+
+
+def commit(logits: torch.Tensor, tokens: torch.Tensor, noise: torch.Tensor | None, gumbel: torch.Tensor | None,
+           keep_masked: torch.Tensor, mask_token: int, s: Sampling) -> torch.Tensor:
+    """One step's decisions for a frame: logits (B, F, V) (guided), tokens (B, F) with `mask_token` where undecided,
+    noise (B·F, V) ~ Exp(1) for sampling (None: greedy), gumbel (B, F) ~ Gumbel(0, 1) already scaled for this step
+    (None: none), keep_masked () int64: how many undecided tokens stay masked. -> the new tokens (B, F)."""
+    B, Fr, V = logits.shape
+    flat = logits.reshape(B * Fr, V)
+    sampled = sample(flat, noise, s).view(B, Fr)  # (B, F)
+    conf = torch.log_softmax(flat.float(), -1).gather(-1, sampled.view(-1, 1)).view(B, Fr)  # log p(sampled)
+    if gumbel is not None:
+        conf = conf + gumbel
+    undecided = tokens == mask_token
+    conf = conf.masked_fill(~undecided, float("inf"))
+    rank = conf.argsort(dim=-1).argsort(dim=-1)  # (B, F): 0 for the least confident
+    return torch.where(undecided & (rank >= keep_masked), sampled, tokens)
+
+
+def masked_step(model: Generator, cache: KVCache, tokens: torch.Tensor, pos: torch.Tensor, labels: torch.Tensor | None,
+                noise: torch.Tensor | None, gumbel: torch.Tensor | None, keep_masked: torch.Tensor,
+                s: Sampling) -> torch.Tensor:
+    """One decoding step of the frame at slots `pos` (F,): its tokens (B, F) (mask token where undecided) run
+    through the cache (rows repeated for guidance's unconditional pass), then `commit`. -> tokens (B, F)."""
+    mb = 1 if labels is None else labels.shape[0] // tokens.shape[0]
+    logits = guide(model.decode(tokens.repeat(mb, 1), pos, cache, labels), s)  # (B, F, V)
+    return commit(logits, tokens, noise, gumbel, keep_masked, model.config.mask_token, s)
+
+
+def frame_logits(model: Generator, clean: torch.Tensor, tokens: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """Masked: logits (B, F, V) of the frame `tokens` (B, F) after the clean frames `clean` (B, t·F), recomputed
+    from scratch over the receptive field (sinks + the last n_layer·W frames): the baseline of the cache."""
+    cfg = model.config
+    F, s = cfg.frame_tokens, cfg.sink_frames
+    t = clean.shape[1] // F
+    first = t - cfg.n_layer * cfg.window_frames
+    if first > s:
+        clean = torch.cat([clean[:, : s * F], clean[:, first * F:]], dim=1)
+    seq = torch.cat([clean, tokens], dim=1)
+    return model(seq, labels, clean=seq)[:, -F:]
+
+
 def window_logits(model: Generator, inputs: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
     """Logits (B, V) of the last slot of inputs (B, p+1), recomputed from scratch over what it depends on.
 
@@ -119,7 +173,11 @@ def _compiled_step():
     return torch.compile(decode_one_token, mode="reduce-overhead", fullgraph=True)
 
 
-@torch.no_grad()
+@functools.cache
+def _compiled_masked_step():
+    return torch.compile(masked_step, mode="reduce-overhead", fullgraph=True)
+
+
 def generate(model: Generator, num_frames: int, sampling: Sampling | None = None, *, batch: int = 1, labels=None,
              context: torch.Tensor | None = None, seed: int = 0, use_cache: bool = True,
              compile: bool | None = None) -> Iterator[torch.Tensor]:
@@ -127,7 +185,8 @@ def generate(model: Generator, num_frames: int, sampling: Sampling | None = None
 
     sampling: how tokens are drawn (default: `Sampling()`, temperature 1). labels: k labels for all clips or
     (B, k) (-1: none). use_cache=False recomputes the window for each token (the baseline). compile:
-    torch.compile the decode step (default: on CUDA).
+    torch.compile the decode step (default: on CUDA). The arguments are checked when this is called; the
+    frames come token by token (raster models) or a frame at a time in `steps` passes (masked models).
     """
     s = sampling if sampling is not None else Sampling()
     cfg, device = model.config, next(model.parameters()).device
@@ -141,8 +200,16 @@ def generate(model: Generator, num_frames: int, sampling: Sampling | None = None
     guided = s.is_on("guidance")
     if guided:  # (2B, k): conditional rows first, then the unconditional ones
         labels = torch.cat([labels, model.null_labels(batch, device)])
-    mb = 2 * batch if guided else batch  # the model's batch
+    compile = compile if compile is not None else device.type == "cuda"
+    if cfg.masked:
+        return _generate_masked(model, num_frames, s, batch, labels, context, seed, use_cache, compile)
+    return _generate_raster(model, num_frames, s, batch, labels, context, seed, use_cache, compile)
 
+
+@torch.no_grad()
+def _generate_raster(model, num_frames, s, batch, labels, context, seed, use_cache, compile):
+    cfg, device = model.config, next(model.parameters()).device
+    mb = 2 * batch if s.is_on("guidance") else batch  # the model's batch
     F = cfg.frame_tokens
     history = torch.full((mb, 1), cfg.bos_token, dtype=torch.long, device=device)  # inputs so far
     if context is not None and context.shape[1]:
@@ -153,7 +220,7 @@ def generate(model: Generator, num_frames: int, sampling: Sampling | None = None
     if use_cache:
         cache = KVCache.allocate(cfg, mb, device, next(model.parameters()).dtype)
         prefill(model, cache, history[:, :n0], labels)
-    step = _compiled_step() if (compile if compile is not None else device.type == "cuda") else decode_one_token
+    step = _compiled_step() if compile else decode_one_token
     gen = torch.Generator(device).manual_seed(int(seed))
     pos = torch.tensor([n0], device=device)
     prev = history[:, -1:]  # (MB, 1): input of the next slot
@@ -172,3 +239,44 @@ def generate(model: Generator, num_frames: int, sampling: Sampling | None = None
             if not use_cache:
                 history = torch.cat([history, prev], dim=1)  # (MB, p + 2)
         yield frame.view(batch, cfg.latent_h, cfg.latent_w)
+
+
+@torch.no_grad()
+def _generate_masked(model, num_frames, s, batch, labels, context, seed, use_cache, compile):
+    cfg, device = model.config, next(model.parameters()).device
+    mb = 2 * batch if s.is_on("guidance") else batch  # the model's batch
+    F, V, mask = cfg.frame_tokens, cfg.vocab_size, cfg.mask_token
+    clean = torch.empty(mb, 0, dtype=torch.long, device=device)  # decided frames (only without the cache)
+    if context is not None and context.shape[1]:
+        clean = context.reshape(batch, -1).repeat(mb // batch, 1)  # (MB, t0·F)
+    n0 = clean.shape[1]
+    cache = None
+    if use_cache:
+        cache = KVCache.allocate(cfg, mb, device, next(model.parameters()).dtype)
+        prefill(model, cache, clean, labels)
+        clean = clean[:, :0]
+    step = _compiled_masked_step() if compile else masked_step
+    gen = torch.Generator(device).manual_seed(int(seed))
+    schedule = [torch.tensor(n, device=device) for n in masked_schedule(F, s.steps)]
+    pos = torch.arange(n0, n0 + F, device=device)
+    for _ in range(num_frames):
+        tokens = torch.full((batch, F), mask, dtype=torch.long, device=device)
+        for k, keep in enumerate(schedule):
+            noise = None if s.temperature == 0 else \
+                torch.empty(batch * F, V, device=device).exponential_(generator=gen)
+            scale = s.choice_temperature * (1 - (k + 1) / s.steps)
+            gumbel = None
+            if scale > 0:
+                u = torch.empty(batch, F, device=device).uniform_(generator=gen)
+                gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7))) * scale
+            if use_cache:
+                tokens = step(model, cache, tokens, pos, labels, noise, gumbel, keep, s)
+            else:
+                logits = guide(frame_logits(model, clean, tokens.repeat(mb // batch, 1), labels), s)
+                tokens = commit(logits, tokens, noise, gumbel, keep, mask, s)
+        if use_cache:  # the decided frame into the cache, where the next frames read it
+            model.decode(tokens.repeat(mb // batch, 1), pos, cache, labels, logits=False)
+        else:
+            clean = torch.cat([clean, tokens.repeat(mb // batch, 1)], dim=1)
+        pos = pos + F
+        yield tokens.view(batch, cfg.latent_h, cfg.latent_w)

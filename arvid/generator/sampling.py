@@ -51,6 +51,14 @@ class Sampling:
     guidance: float = _setting(
         1.0, off=1.0, valid=lambda v: v >= 0, rule=">= 0 (1: off)",
         help="classifier-free guidance scale with labels: 1 turns it off, higher follows the labels more")
+    steps: int = _setting(
+        8, off=None, valid=lambda v: 1 <= v <= 1024, rule="a whole number in [1, 1024]", integer=True,
+        help="masked models: decoding steps per latent frame (each commits the most confident of the tokens "
+             "still masked; fewer is faster)")
+    choice_temperature: float = _setting(
+        1.0, off=0.0, valid=lambda v: v >= 0, rule=">= 0 (0: off)",
+        help="masked models: scale of the Gumbel noise added to each token's confidence when choosing which to "
+             "commit, annealed to 0 over the steps; 0 commits the most confident first")
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -8,6 +8,13 @@ is exact. The loss is next-token cross-entropy over every slot; the bar shows it
 token, and every --eval-every steps (and at the last step) the bits per token of a fixed set of
 held-out windows (eval_bits_per_token).
 
+Masked models (--decoding masked) learn to fill in a latent frame: each window is run twice in one
+pass, clean and masked. In the masked copy every latent frame has a random fraction of its tokens
+replaced by the mask token, the fraction r = cos(π/2·u) with u ~ U(0, 1) (MaskGIT's cosine schedule,
+at least one token), and each masked frame sees the clean frames before it, as it will through the KV
+cache. The loss is the cross-entropy of the masked tokens (bits per masked token on the bar; the
+held-out figure is measured on the same fixed masks at every evaluation).
+
 Conditioning: clips' labels enter as the label embedding; with probability --label-dropout a
 clip's labels are replaced by the null label, which is what classifier-free guidance needs.
 
@@ -24,7 +31,7 @@ import argparse
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +41,7 @@ import torch.nn.functional as F
 from arvid.data import make_dataset
 from arvid.errors import ArvidError
 from arvid.generator import PRESETS, Generator, GeneratorConfig, slot_inputs
+from arvid.generator.config import DECODINGS
 from arvid.tokenizer import Tokenizer
 from arvid.train.distributed import unwrap
 from arvid.train.tokens import TokenDataset, build_token_dataset
@@ -70,47 +78,81 @@ class GeneratorTask:
     def model_config(self) -> dict:
         return self.config.to_dict()
 
+    def normalize_config(self, saved: dict) -> dict:
+        """A checkpoint's config as this version writes it (settings added since take their defaults: a run
+        started before `decoding` existed is a raster run). A config that does not parse is left as it is."""
+        try:
+            return GeneratorConfig.from_dict(saved).to_dict()
+        except ArvidError:
+            return saved
+
     def batch(self, step: int, rank: int, world_size: int, batch_size: int, device) -> dict:
         rng = np.random.default_rng([self.seed, step, rank, world_size])
         tokens, labels = self.train_data.windows(rng, batch_size, self.train_frames)
         if self.config.conditional:
             drop = torch.from_numpy(rng.random(batch_size) < self.label_dropout)
             labels = torch.where(drop[:, None], self.config.null_label, labels)
-        return {"step": step, **self._tensors(tokens, labels, device)}
+        return {"step": step, **self._tensors(tokens, labels, device, rng)}
 
-    def _tensors(self, tokens: torch.Tensor, labels: torch.Tensor, device) -> dict:
-        return {"inputs": slot_inputs(tokens, self.config.bos_token).to(device),  # (B, N)
-                "targets": tokens.reshape(tokens.shape[0], -1).to(device),  # (B, N)
-                "labels": labels.to(device) if self.config.conditional else None}  # (B, k)
+    def _tensors(self, tokens: torch.Tensor, labels: torch.Tensor, device, rng: np.random.Generator) -> dict:
+        """raster: inputs (B, N) = the tokens shifted by one. masked: inputs = the tokens with each frame's random
+        share masked, `clean` = the tokens, `scored` (B, N) bool = the masked positions."""
+        flat = tokens.reshape(tokens.shape[0], -1)  # (B, N)
+        out = {"targets": flat.to(device), "labels": labels.to(device) if self.config.conditional else None}
+        if not self.config.masked:
+            return {**out, "inputs": slot_inputs(tokens, self.config.bos_token).to(device)}
+        scored = torch.from_numpy(mask_frames(rng, *tokens.shape[:2], self.config.frame_tokens)).reshape(flat.shape)
+        inputs = flat.masked_fill(scored, self.config.mask_token)
+        return {**out, "inputs": inputs.to(device), "clean": flat.to(device), "scored": scored.to(device)}
+
+    def _logits(self, model, b: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (n, V) and targets (n,) of the scored tokens: all (raster) or the masked ones (masked)."""
+        if not self.config.masked:
+            return model(b["inputs"], b["labels"]).flatten(0, 1), b["targets"].flatten()
+        logits = model(b["inputs"], b["labels"], clean=b["clean"])  # (B, N, V)
+        return logits[b["scored"]], b["targets"][b["scored"]]
 
     def loss(self, model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = model(batch["inputs"], batch["labels"])  # (B, N, V)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), batch["targets"].flatten())
-        metrics = {"bits_per_token": loss.item() / LN2}
+        logits, targets = self._logits(model, batch)
+        loss = F.cross_entropy(logits.float(), targets)
+        metrics = {self.metric: loss.item() / LN2}
         step = batch["step"]
         if self.eval_data is not None and (self._eval_value is None or step % self.eval_every == 0
                                            or step + 1 == self.steps):
             self._eval_value = self.evaluate(model, batch["inputs"].device)
         if self._eval_value is not None:
-            metrics["eval_bits_per_token"] = self._eval_value
+            metrics["eval_" + self.metric] = self._eval_value
         return loss, metrics
+
+    @property
+    def metric(self) -> str:
+        return "bits_per_masked_token" if self.config.masked else "bits_per_token"
 
     @torch.no_grad()
     def evaluate(self, model, device, batch_size: int = 16) -> float:
-        """Bits per token on a fixed set of held-out windows (the same windows at every call)."""
+        """Bits per (masked) token on a fixed set of held-out windows (the same windows and masks at every call)."""
         bare = unwrap(model)
         rng = np.random.default_rng(EVAL_SEED)
         total, count = 0.0, 0
         for first in range(0, self.eval_windows, batch_size):
             n = min(batch_size, self.eval_windows - first)
-            b = self._tensors(*self.eval_data.windows(rng, n, self.train_frames), device)
-            logits = bare(b["inputs"], b["labels"])
-            total += F.cross_entropy(logits.float().flatten(0, 1), b["targets"].flatten(), reduction="sum").item()
-            count += b["targets"].numel()
+            logits, targets = self._logits(bare, self._tensors(*self.eval_data.windows(rng, n, self.train_frames),
+                                                               device, rng))
+            total += F.cross_entropy(logits.float(), targets, reduction="sum").item()
+            count += targets.numel()
         return total / count / LN2
 
     def throughput(self, batch: dict) -> dict[str, float]:
         return {"tokens": float(batch["targets"].numel())}
+
+
+def mask_frames(rng: np.random.Generator, batch: int, frames: int, frame_tokens: int) -> np.ndarray:
+    """Which tokens to mask, bool (B, T, F): in each latent frame a share r = cos(π/2·u), u ~ U(0, 1), of its F tokens
+    (MaskGIT's cosine schedule; at least one), at random places."""
+    ratio = np.cos(np.pi / 2 * rng.random((batch, frames, 1)))  # (B, T, 1)
+    count = np.maximum(1, np.ceil(ratio * frame_tokens)).astype(np.int64)
+    order = rng.random((batch, frames, frame_tokens)).argsort(-1).argsort(-1)  # a random rank of each token
+    return order < count
 
 
 # ---------------------------------------------------------------- command line
@@ -139,6 +181,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         model.add_argument(f"--{flag.replace('_', '-')}", type=int, dest=flag, metavar="N",
                            help=f"override the preset's {name}")
     model.add_argument("--no-labels", action="store_true", help="train unconditionally even when clips have labels")
+    model.add_argument("--decoding", choices=DECODINGS, default=None,
+                       help="raster: a frame's tokens one at a time; masked: a frame's tokens together, by iterative "
+                            "masked decoding (default raster, or --init's; --init may give raster weights to a "
+                            "masked run: the parameters are the same)")
 
     run = parser.add_argument_group("generator training")
     run.add_argument("--train-frames", type=int, default=0,
@@ -171,11 +217,14 @@ def task_from_args(args: argparse.Namespace) -> GeneratorTask:
             raise ArvidError(f"--init {init}: its generator reads {config.vocab_size} codes on a {config.latent_h}x"
                              f"{config.latent_w} grid with {config.num_classes} classes; the training tokens have "
                              f"{want[0]} codes on {h}x{w} with {want[2]}: tokenize with the tokenizer it was trained on")
+        if getattr(args, "decoding", None):  # the same parameters learn the other decoding kind
+            config = replace(config, decoding=args.decoding)
     else:
         config = GeneratorConfig.from_name(
             args.preset, vocab_size=train_data.vocab_size, latent_h=h, latent_w=w,
             num_classes=train_data.num_classes if conditional else 0,
-            labels_per_clip=train_data.labels_per_clip if conditional else 0, **overrides)
+            labels_per_clip=train_data.labels_per_clip if conditional else 0, decoding=args.decoding or "raster",
+            **overrides)
     if eval_data is not None and (eval_data.latent_hw != (h, w) or eval_data.vocab_size != train_data.vocab_size):
         raise ArvidError(f"--eval-tokens {eval_data.folder} does not match the training tokens (frame or vocabulary)")
     frames = args.train_frames or train_data.frames
