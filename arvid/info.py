@@ -14,9 +14,10 @@ import sys
 import torch
 
 from arvid.errors import ArvidError
-from arvid.generator import Sampling
+from arvid.generator import GeneratorConfig, Sampling
 from arvid.kernels import attention_backend
 from arvid.pipeline import DEFAULT_MODEL_DIR
+from arvid.tokenizer import TokenizerConfig
 from arvid.version import __version__
 
 PACKAGES = ("torch", "triton", "numpy", "vector-quantize-pytorch", "av", "safetensors", "tqdm", "pillow")
@@ -81,12 +82,13 @@ def default_model_info() -> dict:
     if not DEFAULT_MODEL_DIR.is_dir():
         return {"shipped": False, "path": str(DEFAULT_MODEL_DIR)}
     out: dict = {"shipped": True, "path": str(DEFAULT_MODEL_DIR)}
-    for part in ("tokenizer", "generator"):
+    for part, config in (("tokenizer", TokenizerConfig), ("generator", GeneratorConfig)):
         cfg = DEFAULT_MODEL_DIR / part / "config.json"
         if cfg.is_file():
             try:
-                out[part] = json.loads(cfg.read_text()).get("config", {})
-            except (OSError, ValueError) as e:
+                parsed = config.from_dict(json.loads(cfg.read_text()).get("config", {}), source=str(cfg))
+                out[part] = parsed.applicable() if part == "tokenizer" else parsed.to_dict()
+            except (OSError, ValueError, ArvidError) as e:
                 out[part] = {"error": f"unreadable {cfg}: {e}"}
     sampling = DEFAULT_MODEL_DIR / "sampling.json"
     if sampling.is_file():

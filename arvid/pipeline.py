@@ -37,6 +37,7 @@ from arvid.errors import ArvidError
 from arvid.generator import Generator, Sampling, check_request, generate
 from arvid.tokenizer import Tokenizer, new_latent_frames, tail_start, tensor_to_video, video_to_tensor
 from arvid.utils import resolve_device
+from arvid.utils import threads as cpu_threads
 from arvid.utils.atomic import atomic_write_text
 from arvid.video import fit_video
 
@@ -59,7 +60,11 @@ class Arvid:
     """A tokenizer and a generator that belong together (the generator predicts the tokenizer's codes)."""
 
     def __init__(self, tokenizer: Tokenizer, generator: Generator, device: str | torch.device | None = None,
-                 recommended: dict | None = None):
+                 recommended: dict | None = None, threads: int | None = None):
+        """threads: CPU threads for generating (default: chosen for the work, see `arvid.utils.threads`)."""
+        if threads is not None:
+            cpu_threads.check(threads, "threads")
+        self.threads = threads
         self.device = resolve_device(device)
         self.tokenizer = tokenizer.to(self.device).eval()
         self.generator = generator.to(self.device).eval()
@@ -69,7 +74,8 @@ class Arvid:
 
     # ---- loading and saving ----------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike | None = None, device: str | torch.device | None = None) -> "Arvid":
+    def from_pretrained(cls, path: str | os.PathLike | None = None, device: str | torch.device | None = None,
+                        threads: int | None = None) -> "Arvid":
         """Load `path/tokenizer` and `path/generator` (and `path/sampling.json`); with no path, the default model."""
         root = Path(path) if path is not None else DEFAULT_MODEL_DIR
         if path is None and not root.is_dir():
@@ -83,7 +89,7 @@ class Arvid:
                                  "tokenizer/ and generator/ (as written by Arvid.save_pretrained)")
         recommended = Sampling.read_file(root / SAMPLING_FILE) if (root / SAMPLING_FILE).exists() else None
         return cls(Tokenizer.from_pretrained(root / "tokenizer", device="cpu"),
-                   Generator.from_pretrained(root / "generator", device="cpu"), device, recommended)
+                   Generator.from_pretrained(root / "generator", device="cpu"), device, recommended, threads)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         root = Path(path)
@@ -106,6 +112,14 @@ class Arvid:
     @property
     def temporal_factor(self) -> int:  # τ
         return self.tokenizer.temporal_factor
+
+    def thread_count(self) -> int:
+        """CPU threads a request runs with now: as asked, else chosen for this generator's steps (a raster model's
+        one-token steps take one thread; a masked model's whole-frame steps take the cores not busy now)."""
+        if self.device.type != "cpu":
+            return torch.get_num_threads()
+        work = cpu_threads.PARALLEL if self.generator.config.masked else cpu_threads.SMALL_STEPS
+        return cpu_threads.choose(work, self.threads)
 
     @property
     def fps(self) -> float:
@@ -172,19 +186,20 @@ class Arvid:
         """Yield `num_latent` new latent frames, int64 (B, h, w), after `prepared`'s context if given."""
         context = prepared.context.to(self.device) if prepared is not None else None
         return _inference(generate(self.generator, num_latent, sampling or Sampling(), batch=batch, labels=labels,
-                                   context=context, seed=seed))
+                                   context=context, seed=seed), self.thread_count())
 
     def render(self, latents: Iterable[torch.Tensor], num_frames: int, batch: int,
                prepared: Prepared | None = None) -> Iterator[np.ndarray]:
         """Decode latent frames (B, h, w) as they come into exactly `num_frames` frames, uint8 (B, H, W, C) each;
         after `prepared`, whose tokens first warm the decoder (their frames are the input's own)."""
         dec = self.tokenizer.decoder_stream(batch)
+        n_threads = self.thread_count()
         if prepared is not None:
-            with torch.inference_mode():
+            with torch.inference_mode(), cpu_threads.using(n_threads):
                 dec.push(prepared.context.to(self.device))
         left = num_frames
         for codes in latents:
-            with torch.inference_mode():
+            with torch.inference_mode(), cpu_threads.using(n_threads):
                 frames = tensor_to_video(dec.push(codes[:, None]))  # (B, n, H, W, C)
             for i in range(min(left, frames.shape[1])):
                 yield frames[:, i]
@@ -233,7 +248,8 @@ class Arvid:
         keep = self.generator.config.window_frames
         enc = self.tokenizer.encoder_stream(frames.shape[0])
         tail: list[torch.Tensor] = []
-        with torch.inference_mode():
+        n_threads = cpu_threads.choose(cpu_threads.PARALLEL, self.threads) if self.device.type == "cpu" else None
+        with torch.inference_mode(), cpu_threads.using(n_threads or torch.get_num_threads()):
             for start in range(skip, T, ENCODE_CHUNK):
                 x = video_to_tensor(frames[:, start:start + ENCODE_CHUNK], self.channels)  # (B, C, n, H, W)
                 codes = enc.push(x.to(self.device))  # (B, t_new, h, w)
@@ -245,11 +261,11 @@ class Arvid:
         return Prepared(frames=frames, context=context.contiguous(), notes=notes)
 
 
-def _inference(it: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
-    """Run a generator of tensors under inference mode, switched on only while it computes, so a paused
-    stream leaves the caller's mode alone."""
+def _inference(it: Iterator[torch.Tensor], n_threads: int) -> Iterator[torch.Tensor]:
+    """Run a generator of tensors under inference mode with `n_threads` CPU threads, both switched on only while
+    it computes, so a paused stream leaves the caller's settings alone."""
     while True:
-        with torch.inference_mode():
+        with torch.inference_mode(), cpu_threads.using(n_threads):
             try:
                 item = next(it)
             except StopIteration:

@@ -147,14 +147,20 @@ def test_reads_other_containers(tmp_path, suffix, codec):
 # --------------------------------------------------------------------------------- channels
 
 
-def test_gray_is_expanded_for_video_formats_and_converted_back(tmp_path):
+def test_gray_stays_gray_in_mp4_and_is_expanded_for_webm(tmp_path):
     gray = natural_clip()[..., :1]
-    path = write_video(tmp_path / "gray.mp4", gray)
-    rgb = read_video(path)
-    assert rgb.channels == 3
-    assert np.abs(rgb.frames.astype(int) - rgb.frames[..., :1]).max() <= 2  # R = G = B up to rounding
-    back = read_video(path, channels=1)
+    path = write_video(tmp_path / "gray.mp4", gray)  # H.264 4:0:0: luma only, any size
+    back = read_video(path)
     assert back.channels == 1 and psnr(back.frames, gray) > 35.0
+    odd = read_video(write_video(tmp_path / "odd.mp4", gray[:, :15, :17]))
+    assert odd.frames.shape == (gray.shape[0], 15, 17, 1)
+    rgb = read_video(path, channels=3)
+    assert rgb.channels == 3 and np.abs(rgb.frames.astype(int) - rgb.frames[..., :1]).max() <= 2  # R = G = B
+    path = write_video(tmp_path / "gray.webm", gray)  # VP9 has no gray coding
+    assert read_video(path, channels=1).channels == 1 and read_video(path).channels in (1, 3)
+    # a colour clip stays colour: its chroma is not neutral
+    colour = natural_clip()
+    assert read_video(write_video(tmp_path / "colour.mp4", colour)).channels == 3
 
 
 def test_channels_argument_converts(tmp_path):

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from arvid.cli._sampling import add_sampling_flags, flag, given
+from arvid.cli._common import THREADS_HELP, add_sampling_flags, flag, given, set_threads
 
 _TOKENIZER_HELP = """\
 Reconstruct held-out clips with a tokenizer and print a table: PSNR and SSIM (on uint8 frames),
@@ -151,6 +151,7 @@ def register_generation(kinds) -> None:
     p.add_argument("--batch", type=int, default=32, help="clips generated at once (default 32)")
     p.add_argument("--seed", type=int, default=0, help="seed of clips and sampling (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.set_defaults(kind_func=run_generation)
 
 
@@ -189,7 +190,8 @@ def run_generation(args: argparse.Namespace) -> int:
     if args.reader_steps < 0:
         raise ArvidError(f"--reader-steps must be at least 0, got {args.reader_steps}")
     check_target(args.out, is_dir=True)
-    model = Arvid.from_pretrained(args.model, device=args.device)
+    set_threads(args.threads)
+    model = Arvid.from_pretrained(args.model, device=args.device, threads=args.threads)
     if model.channels != 1 or model.resolution != (64, 64):
         raise ArvidError(f"arvid eval generation measures Moving MNIST models (64x64, 1 channel); this model makes "
                          f"{model.resolution[1]}x{model.resolution[0]} frames with {model.channels} channels")

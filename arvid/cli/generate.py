@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from arvid.cli._sampling import add_sampling_flags, flag, given
+from arvid.cli._common import THREADS_HELP, add_sampling_flags, flag, given
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
@@ -26,6 +26,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                    help="model folder with tokenizer/ and generator/ (default: the model shipped with arvid)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--fps", type=float, default=None, help="frame rate of the output (default: the input's, or 8)")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
 
 
 def register(sub) -> None:
@@ -41,7 +42,10 @@ def register(sub) -> None:
         description="Continue INPUT (mp4, webm, mkv, avi, gif, a folder of png/jpg frames, or .npy) by "
         "--frames new frames. The input is resized (short side) and centre-cropped to the model's "
         "resolution, tokenized, and its last latent frames prefill the cache. The output is the input's "
-        "frames followed by exactly --frames new ones.",
+        "frames (as fitted to the model) followed by exactly --frames new ones, all of them written in the "
+        "output's format: an .mp4, .webm or .gif output encodes the input's frames again (lossy: H.264 at CRF 18 "
+        "moves sharp edges by up to about 20 levels), while .npy and png-folder outputs keep them exactly. Gray "
+        "clips stay gray in .mp4 (H.264 4:0:0), .npy and png.",
     )
     e.add_argument("input", type=Path, help="the video to continue")
     _arguments(e)
@@ -65,6 +69,10 @@ def _request(args) -> tuple[list[int] | None, dict]:
         raise ArvidError(f"--batch must be at least 1, got {args.batch}")
     settings = given(args)
     Sampling.build(settings, name=flag)  # ranges, in the flags' own names
+    if args.threads is not None:
+        from arvid.utils.threads import check
+
+        check(args.threads)
     return labels, settings
 
 
@@ -89,7 +97,7 @@ def _run(args, input_path: Path | None = None) -> int:
 
     labels, settings = _request(args)
     outs = _outputs(args.out, args.batch, args.sheet)
-    model = Arvid.from_pretrained(args.model, device=args.device)
+    model = Arvid.from_pretrained(args.model, device=args.device, threads=args.threads)
     sampling = model.sampling(labels, **settings)
     model.check(sampling, labels, args.batch)  # against this model, before the input is read or a bar starts
     video = read_video(input_path) if input_path is not None else None

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from arvid.cli._common import THREADS_HELP, set_threads
+
 CHUNK_LATENT = 8  # latent frames per streaming step
 
 
@@ -23,7 +25,9 @@ def register(sub) -> None:
         "unless --size resizes them.",
     )
     p.add_argument("video", type=Path, help="video file or folder of frames")
-    p.add_argument("--model", required=True, type=Path, help="tokenizer folder (or training run folder)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="tokenizer folder, training run folder, or model folder with tokenizer/ (default: the "
+                        "tokenizer of the model shipped with arvid)")
     p.add_argument("--out", required=True, type=Path, help="code file to write (.npz)")
     p.add_argument("--fit", choices=("trim", "pad"), default=None,
                    help="make the frame count 1 + k·τ: trim frames from the end, or pad by repeating the last")
@@ -33,6 +37,7 @@ def register(sub) -> None:
                    help="context tokenizers: search STEPS gradient steps per latent frame for codes that decode "
                         "closer to the video (same bits, same decoder; slower encoding). Default 0")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.set_defaults(func=run_tokenize)
 
     d = sub.add_parser(
@@ -42,11 +47,22 @@ def register(sub) -> None:
         "the one that made the codes: a clear error says so otherwise.",
     )
     d.add_argument("codes", type=Path, help="code file (.npz)")
-    d.add_argument("--model", required=True, type=Path, help="tokenizer folder (or training run folder)")
+    d.add_argument("--model", type=Path, default=None,
+                   help="tokenizer folder, training run folder, or model folder with tokenizer/ (default: the "
+                        "tokenizer of the model shipped with arvid)")
     d.add_argument("--out", required=True, type=Path, help="video to write")
     d.add_argument("--fps", type=float, default=None, help="frame rate (default: the one stored with the codes)")
     d.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
+    d.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     d.set_defaults(func=run_detokenize)
+
+
+def tokenizer_folder(model: Path | None) -> Path:
+    """--model as a tokenizer folder: the shipped model's tokenizer by default, and a model folder's tokenizer/."""
+    from arvid.pipeline import DEFAULT_MODEL_DIR
+
+    folder = model if model is not None else DEFAULT_MODEL_DIR
+    return folder / "tokenizer" if (folder / "tokenizer").is_dir() else folder
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -81,7 +97,8 @@ def run_tokenize(args: argparse.Namespace) -> int:
     from arvid.tokenizer.codes import save_codes
     from arvid.video import fit_video, read_video
 
-    tok = Tokenizer.from_pretrained(args.model, device=args.device)
+    set_threads(args.threads)
+    tok = Tokenizer.from_pretrained(tokenizer_folder(args.model), device=args.device)
     tok.check_refine(args.refine)  # before reading the video
     video = read_video(args.video, channels=tok.config.channels)
     frames = video.frames
@@ -110,8 +127,9 @@ def run_detokenize(args: argparse.Namespace) -> int:
     from arvid.tokenizer.codes import load_codes
     from arvid.video import write_video
 
+    set_threads(args.threads)
     f = load_codes(args.codes)
-    tok = Tokenizer.from_pretrained(args.model, device=args.device)
+    tok = Tokenizer.from_pretrained(tokenizer_folder(args.model), device=args.device)
     f.check(tok)
     stream = tok.decoder_stream(1)
     codes = torch.from_numpy(f.codes)[None]  # (1, t, h, w)

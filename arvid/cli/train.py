@@ -12,6 +12,7 @@ import argparse
 import importlib
 import os
 
+from arvid.cli._common import THREADS_HELP, set_threads
 from arvid.errors import ArvidError
 
 # kind -> module with add_arguments(parser) and task_from_args(args)
@@ -31,6 +32,10 @@ kinds:
   tokenizer   the causal 3D-conv VQ video tokenizer
   generator   the transformer over tokenized clips
   toy         a tiny regression task that trains in seconds: checks a setup (GPU, torchrun)
+
+`--resume` continues the run in --out with the options it was started with (kept in its checkpoint):
+give only --out and --resume, and --steps to extend the schedule; an option given that differs from the
+run's is refused by name.
 
 Run `arvid train KIND --help` for every option of a kind. On several GPUs or nodes, launch with
 torchrun, e.g. `torchrun --nproc_per_node 8 -m arvid train generator ...` (--batch-size is per
@@ -56,7 +61,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig(out_dir="-")
     g = parser.add_argument_group("training")
     g.add_argument("--out", required=True, metavar="DIR", help="run folder: checkpoints and the final model")
-    g.add_argument("--resume", action="store_true", help="continue the checkpoint in --out (exactly)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the checkpoint in --out exactly, with the options the run was started with "
+                        "(give --steps to extend it)")
     g.add_argument("--steps", type=int, default=d.steps, help="total optimizer steps (default %(default)s)")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="batch per process (default %(default)s)")
     g.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (default %(default)s)")
@@ -71,6 +78,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--log-every", type=int, default=d.log_every, help="steps between bar updates (default %(default)s)")
     g.add_argument("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
     g.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
+    g.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=d.bf16,
                    help="bf16 autocast (default: on with CUDA, off on the CPU; on a CPU where `arvid info` "
                    "shows native bf16 it trained the Moving MNIST tokenizer 1.75x faster on 2 Zen 4 cores)")
@@ -84,7 +92,45 @@ def config_from_args(args: argparse.Namespace):
         weight_decay=args.weight_decay, warmup_steps=args.warmup, min_lr_ratio=args.min_lr_ratio,
         grad_clip=args.grad_clip, ckpt_every=args.ckpt_every, log_every=args.log_every, seed=args.seed,
         device=args.device, bf16=args.bf16, resume=args.resume,
+        options={k: str(v) if isinstance(v, os.PathLike) else v for k, v in vars(args).items()},
     )
+
+
+# options a resumed run may change: they do not change what is trained
+RESUME_MAY_CHANGE = ("out", "resume", "steps", "device", "threads", "log_every", "ckpt_every", "eval_every")
+
+
+def resume_options(parser: argparse.ArgumentParser, argv: list[str], opts: argparse.Namespace) -> argparse.Namespace:
+    """With --resume: the options the run in --out was started with, where the command line leaves them out. An
+    option given that differs from the run's is refused by name (--steps and the like excepted)."""
+    from arvid.train.checkpoint import saved_options
+
+    saved = saved_options(opts.out)
+    if saved is None:  # nothing to resume, or a run written before options were kept: as given
+        return opts
+    given = _given(parser, argv)
+    flags = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+    changed = [f"{flags.get(k, k)} {getattr(opts, k)!r} (the run has {v!r})" for k, v in saved.items()
+               if k in given and k not in RESUME_MAY_CHANGE and hasattr(opts, k) and getattr(opts, k) != v]
+    if changed:
+        raise ArvidError(f"--resume continues {opts.out} as it was started; these options differ: {'; '.join(changed)}. "
+                         "Drop them (the run's values are used), or give another --out")
+    for k, v in saved.items():
+        if k not in given and hasattr(opts, k):
+            setattr(opts, k, v)
+    return opts
+
+
+def _given(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The destinations of the options present on the command line."""
+    defaults = {a.dest: a.default for a in parser._actions}
+    try:
+        for a in parser._actions:
+            a.default = argparse.SUPPRESS
+        return set(vars(parser.parse_args(argv)))
+    finally:
+        for a in parser._actions:
+            a.default = defaults[a.dest]
 
 
 def load_task_module(kind: str):
@@ -117,6 +163,9 @@ def run(args: argparse.Namespace) -> int:
 
     parser, module = build_kind_parser(args.kind)
     opts = parser.parse_args(args.options)
+    if opts.resume:
+        opts = resume_options(parser, args.options, opts)
+    set_threads(opts.threads)
     cfg = config_from_args(opts)
     task = module.task_from_args(opts)
     metrics = train(task, cfg)

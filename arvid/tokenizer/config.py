@@ -75,6 +75,16 @@ class TokenizerConfig:
         """Channels at each resolution level, from the input level down to the latent level."""
         return tuple(min(self.width * 2**i, self.max_width) for i in range(self.num_down + 1))
 
+    def applicable(self) -> dict:
+        """The settings that apply to this tokenizer, for people to read: the quantizer's own settings only (FSQ
+        has levels, LFQ and VQ a number of codes...), and the codebook size they make."""
+        d = self.to_dict()
+        own = {"fsq": ("levels",), "lfq": ("num_codes", "entropy_weight", "commitment_weight"),
+               "vq": ("num_codes", "vq_dim", "vq_decay", "commitment_weight")}[self.quantizer]
+        for name in {"levels", "num_codes", "entropy_weight", "commitment_weight", "vq_dim", "vq_decay"} - set(own):
+            d.pop(name)
+        return {**d, "codebook_size": self.codebook_size}
+
     def fingerprint(self) -> str:
         """A short hash of every setting that changes what codes mean: not the notes, and not `warp`, which
         only changes how the decoder renders codes (a decoder trained further with it reads the same codes).

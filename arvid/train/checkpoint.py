@@ -137,6 +137,16 @@ def sweep_temporaries(out_dir: str | os.PathLike) -> None:
                 p.unlink()
 
 
+def saved_options(out_dir: str | os.PathLike) -> dict | None:
+    """The command-line options the run in `out_dir` was started with (its latest checkpoint's), or None."""
+    folder = latest_checkpoint(out_dir)
+    if folder is None:
+        return None
+    state = read_json(folder / STATE_FILE)
+    options = state.get("train_config", {}).get("options") if isinstance(state, dict) else None
+    return options if isinstance(options, dict) else None
+
+
 def load_checkpoint(folder: Path, kind: str, layout: Layout | None = None) -> Checkpoint:
     """Read and validate one step folder written by `save_checkpoint` (its model files checked against `layout`)."""
     model = load_model_files(folder, kind, layout)

@@ -47,6 +47,7 @@ class TrainConfig:
     device: str = "auto"
     bf16: bool | None = None  # None: bf16 autocast on CUDA only
     resume: bool = False
+    options: dict | None = None  # the command line's options, kept in the checkpoint so --resume can reuse them
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)

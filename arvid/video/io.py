@@ -7,7 +7,7 @@ Read (`read_video`):
     a single .png/.jpg                    a one-frame clip
     .npy                                  uint8 (T, H, W) or (T, H, W, C) with C in {1, 3}
 Write (`write_video`), by suffix:
-    .mp4   H.264 (libx264, yuv420p, crf 18); width and height must be even (H.264 4:2:0 needs it)
+    .mp4   H.264 (libx264, crf 18): yuv420p, whose width and height must be even; gray clips as 4:0:0
     .webm  VP9 (libvpx-vp9, yuv420p, crf 32)
     .gif   a palette per frame: exact when a frame has at most 256 colours, else median-cut
            quantised; frame delays are whole centiseconds (at least 2), so the stored frame rate
@@ -22,7 +22,8 @@ Channels. Reading keeps grayscale as C=1 where the source is grayscale (gray PNG
 (gray = ITU-R 601 luma, the same weights as Pillow). Images with an alpha channel (RGBA, LA) have
 the alpha dropped; palette and CMYK images become RGB; 16-bit and float images are refused. A .npy
 array with 2 or 4 channels is refused: its channels have no declared meaning. Writing keeps gray
-as gray in .png folders and .npy and expands it to RGB for .mp4, .webm and .gif.
+as gray in .png folders, .npy and .mp4 (H.264 4:0:0) and expands it to RGB for .webm and .gif, which
+have no gray coding.
 
 Frame rates. Videos carry theirs. A png folder written by arvid stores it in each frame's
 `arvid:fps` text chunk; .npy files and other frame folders have none and read as 8.0 fps.
@@ -201,7 +202,12 @@ def _read_av(path: Path, limits: ReadLimits, channels: int | None) -> Video:
         height, width = (ctx.height, ctx.width) if ctx.width and ctx.height else _header_size(path)
         limits.check(path, frames=exact or estimate, height=height, width=width, declared=True)
         gray = channels == 1 or (channels is None and (ctx.pix_fmt or "").startswith(("gray", "ya")))
-        frames = _decode(path, container, stream, limits, gray)
+        # H.264 gray (4:0:0, as arvid writes gray clips) decodes as 4:2:0 with neutral chroma: gray, if every
+        # frame's chroma is neutral; else the clip is read again in colour
+        neutral = channels is None and not gray and ctx.name == "h264" and ctx.pix_fmt in ("yuv420p", "yuvj420p")
+        frames = _decode(path, container, stream, limits, gray or neutral, check_neutral=neutral)
+    if frames is None:
+        return _read_av(path, limits, 3)
     if not frames:
         raise ArvidError(f"{path}: has a video stream but zero video frames")
     if exact and len(frames) < exact:
@@ -248,7 +254,9 @@ def _declared_frames(stream, container, fps: float) -> tuple[int | None, int | N
     return None, math.ceil(seconds * fps)
 
 
-def _decode(path: Path, container, stream, limits: ReadLimits, gray: bool) -> list[np.ndarray]:
+def _decode(path: Path, container, stream, limits: ReadLimits, gray: bool,
+            check_neutral: bool = False) -> list[np.ndarray] | None:
+    """Decoded frames (H, W, 1 or 3); with `check_neutral`, None as soon as a frame's chroma is not neutral."""
     frames: list[np.ndarray] = []
     channels = 1 if gray else 3
     for frame in container.decode(stream):
@@ -257,8 +265,19 @@ def _decode(path: Path, container, stream, limits: ReadLimits, gray: bool) -> li
             raise ArvidError(f"{path}: the frame size changes mid-video ({frames[0].shape[1]}x"
                              f"{frames[0].shape[0]} to {frame.width}x{frame.height} at frame {len(frames)})")
         limits.check(path, frames=len(frames) + 1, height=frame.height, width=frame.width, channels=channels)
+        if check_neutral and not _neutral_chroma(frame):
+            return None
         frames.append(_frame_to_array(frame, gray))
     return frames
+
+
+def _neutral_chroma(frame: "av.VideoFrame") -> bool:
+    """Whether both chroma planes of a 4:2:0 frame hold 128 everywhere (no colour at all)."""
+    for plane in frame.planes[1:3]:
+        rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, :plane.width]
+        if not (rows == 128).all():
+            return False
+    return True
 
 
 def _frame_to_array(frame: "av.VideoFrame", gray: bool) -> np.ndarray:
@@ -564,12 +583,13 @@ def _check_crf(path: Path, crf, default: int, top: int) -> str:
 
 
 def _write_mp4(path: Path, frames: np.ndarray, fps: float, crf) -> None:
-    _, height, width, _ = frames.shape
-    if height % 2 or width % 2:
+    _, height, width, channels = frames.shape
+    gray = channels == 1  # H.264 codes gray as 4:0:0 (luma only): it reads back gray, with no chroma to lose
+    if (height % 2 or width % 2) and not gray:
         raise ArvidError(f"{path}: H.264 (yuv420p) needs an even width and height, got {width}x{height}; "
                          "crop or pad with arvid.video.fit_video, or write .webm, .gif or png frames")
     options = {"crf": _check_crf(path, crf, 18, 51), "preset": "medium"}
-    _write_av(path, frames, fps, "mp4", "libx264", "yuv420p", options)
+    _write_av(path, frames, fps, "mp4", "libx264", "gray" if gray else "yuv420p", options)
 
 
 def _write_webm(path: Path, frames: np.ndarray, fps: float, crf) -> None:
@@ -595,6 +615,8 @@ def _write_av(path: Path, frames: np.ndarray, fps: float, muxer: str, codec: str
         if pix_fmt == "yuv420p":  # tag what swscale's RGB -> YUV conversion produced: BT.601, limited range
             ctx = stream.codec_context
             ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = 6, 6, 6, 1
+        elif pix_fmt == "gray":  # the levels as they are: full range
+            stream.codec_context.color_range = 2
         for frame in frames:
             for packet in stream.encode(_av_frame(frame, pix_fmt)):
                 container.mux(packet)
@@ -603,9 +625,11 @@ def _write_av(path: Path, frames: np.ndarray, fps: float, muxer: str, codec: str
 
 
 def _av_frame(frame: np.ndarray, pix_fmt: str) -> "av.VideoFrame":
-    """One (H, W, C) uint8 frame as a PyAV frame in `pix_fmt` (yuv420p or pal8)."""
+    """One (H, W, C) uint8 frame as a PyAV frame in `pix_fmt` (yuv420p, gray or pal8)."""
     if pix_fmt == "pal8":
         return av.VideoFrame.from_ndarray(_palettize(frame), format="pal8")
+    if pix_fmt == "gray":
+        return av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[..., 0]), format="gray")
     if frame.shape[2] == 1:
         return av.VideoFrame.from_ndarray(frame[..., 0], format="gray").reformat(format="yuv420p")
     # RGB -> 4:4:4 -> 4:2:0 with an area filter: better chroma than swscale's direct path.

@@ -1,4 +1,5 @@
-"""The decoding flags of `arvid generate`, `extend` and `eval generation`, made from `Sampling`'s fields.
+"""Flags more than one command shares: the decoding flags of `arvid generate`, `extend` and `eval generation`,
+made from `Sampling`'s fields, and --threads of the commands that compute.
 
 Each setting of `arvid.generator.sampling.Sampling` becomes a flag (`top_k` -> `--top-k`) with its help text,
 type and default from the dataclass: a new setting appears here without an edit. A flag left out is None
@@ -8,6 +9,9 @@ type and default from the dataclass: a new setting appears here without an edit.
 from __future__ import annotations
 
 import argparse
+
+THREADS_HELP = ("CPU threads (default: chosen for the work: the cores not busy when it starts, or one for a raster "
+                "model's token-by-token steps; OMP_NUM_THREADS overrides the choice)")
 
 
 def add_sampling_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -29,3 +33,14 @@ def given(args: argparse.Namespace) -> dict:
 def flag(name: str) -> str:
     """The flag of a setting: top_k -> --top-k."""
     return "--" + name.replace("_", "-")
+
+
+def set_threads(requested: int | None) -> None:
+    """This command's CPU threads: as asked, else the cores not busy now (`arvid.utils.threads`)."""
+    import torch
+
+    from arvid.utils.threads import PARALLEL, check, choose
+
+    if requested is not None:
+        check(requested)
+    torch.set_num_threads(choose(PARALLEL, requested))
