@@ -1,9 +1,10 @@
-"""Ctrl-C during `arvid generate`: exit 130, one clean line, no output file and no temporary left.
+"""Ctrl-C and SIGTERM during `arvid generate` and `extend`: the frames made so far are kept as a valid,
+shorter video at the output path, one clean line says how many, the exit code is 130 (143 for SIGTERM), and
+no temporary is left.
 
-The first test interrupts a real `python -m arvid generate` subprocess once its progress bar has
-started. The others interrupt the writing itself (in this process, by making the writer raise
-KeyboardInterrupt halfway), which is the moment a partial file could appear: the temporary must go,
-and a file already at the output path must be left exactly as it was.
+The first tests stop a real `python -m arvid` subprocess once its progress bar has counted frames. The
+others interrupt the writing itself (in this process, by making the writer raise KeyboardInterrupt in the
+middle of a frame), which is the moment a broken frame could appear: the frames before it stay whole.
 """
 
 from __future__ import annotations
@@ -54,29 +55,53 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_ctrl_c_during_generation(model_dir, tmp_path):
+def stop_while_generating(model_dir, tmp_path, sig, command=("generate",)):
+    """Run arvid until its bar has counted frames, send `sig`; -> (exit code, stderr lines, stdout)."""
     out = tmp_path / "out"
-    out.mkdir()
+    out.mkdir(exist_ok=True)
     env = {**os.environ, "ARVID_ATTENTION_BACKEND": "pytorch", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "arvid", "generate", "--model", str(model_dir), "--frames", "100000",
+    proc = subprocess.Popen([sys.executable, "-m", "arvid", *command, "--model", str(model_dir), "--frames", "100000",
                              "--out", str(out / "clip.mp4"), "--device", "cpu"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, preexec_fn=_default_sigint)
     try:
         seen = read_until(proc, STARTED, timeout=120)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         stdout, rest = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     err = (seen + rest).decode()
-    lines = [line.strip() for line in re.split(r"[\r\n]", err) if line.strip()]
-    assert proc.returncode == 130, err[-2000:]
-    assert lines[-1] == "arvid: interrupted", err[-2000:]
-    assert all(line.startswith("generating:") for line in lines[:-1]), err[-2000:]  # nothing but the bar before it
-    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    return proc.returncode, [line.strip() for line in re.split(r"[\r\n]", err) if line.strip()], stdout, out
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stopped_generation_keeps_the_frames_made_so_far(model_dir, tmp_path, sig, code):
+    from arvid.video import read_video
+
+    returncode, lines, stdout, out = stop_while_generating(model_dir, tmp_path, sig)
+    assert returncode == code, lines[-5:]
+    said = re.fullmatch(r"arvid: interrupted: (.*clip\.mp4) holds the (\d+) frames made so far", lines[-1])
+    assert said, lines[-5:]
+    assert all(line.startswith("generating:") for line in lines[:-1]), lines[-5:]  # nothing but the bar before it
+    assert not any("Traceback" in line or "KeyboardInterrupt" in line for line in lines)
     assert stdout == b""
-    assert list(out.iterdir()) == []  # no output, no temporary
+    assert [p.name for p in out.iterdir()] == ["clip.mp4"]  # the video, no temporary
+    assert read_video(out / "clip.mp4").frames.shape[0] == int(said.group(2)) >= 1
+
+
+def test_a_stopped_extension_keeps_the_input_and_the_frames_made_so_far(model_dir, tmp_path):
+    from arvid.video import read_video, write_video
+
+    clip = np.random.default_rng(0).integers(0, 255, (5, 16, 16, 1), dtype=np.uint8)
+    write_video(tmp_path / "in.npy", clip)
+    before = (tmp_path / "in.npy").read_bytes()
+    returncode, lines, _, out = stop_while_generating(model_dir, tmp_path, signal.SIGINT,
+                                                      ("extend", str(tmp_path / "in.npy")))
+    said = re.fullmatch(r"arvid: interrupted: .* holds the (\d+) frames made so far", lines[-1])
+    assert returncode == 130 and said, lines[-5:]
+    assert read_video(out / "clip.mp4").frames.shape[0] == int(said.group(1)) > 5  # the input's 5, then new ones
+    assert (tmp_path / "in.npy").read_bytes() == before
 
 
 @pytest.fixture
@@ -103,29 +128,34 @@ def interrupt_on_call(n: int):
     return wrap
 
 
-def clean_interrupt(code: int, err: str) -> None:
+def clean_interrupt(code: int, err: str, frames: int) -> None:
     lines = [line.strip() for line in re.split(r"[\r\n]", err) if line.strip()]
-    assert code == 130 and lines[-1] == "arvid: interrupted", err
+    assert code == 130 and lines[-1].endswith(f"holds the {frames} frames made so far"), err
     assert "Traceback" not in err and all(line.startswith("generating:") for line in lines[:-1]), err
 
 
-def test_ctrl_c_while_writing_npy_keeps_the_old_file(model_dir, tmp_path, cli, monkeypatch):
+def test_ctrl_c_in_the_middle_of_an_npy_frame_keeps_the_whole_frames(model_dir, tmp_path, cli, monkeypatch):
+    import arvid.video.io as vio
+
     old = tmp_path / "clip.npy"
     np.save(old, np.zeros((2, 16, 16, 1), np.uint8))
-    before = old.read_bytes()
-    real = np.lib.format.write_array
+    real = vio.VideoWriter._write_one
 
-    def half_then_ctrl_c(f, array, *args, **kwargs):
-        f.write(array.tobytes()[: array.nbytes // 2])  # half the frames are on disk when Ctrl-C comes
-        raise KeyboardInterrupt
-    monkeypatch.setattr(np.lib.format, "write_array", half_then_ctrl_c)
-    clean_interrupt(*cli("generate", "--model", model_dir, "--frames", 4, "--out", old, "--device", "cpu"))
-    monkeypatch.setattr(np.lib.format, "write_array", real)
-    assert [p.name for p in tmp_path.iterdir()] == ["clip.npy"] and old.read_bytes() == before
+    def half_then_ctrl_c(self, frame):
+        if self.frames == 3:  # half of the fourth frame is on disk when Ctrl-C comes
+            self._sink.write(np.ascontiguousarray(frame).tobytes()[: frame.nbytes // 2])
+            raise KeyboardInterrupt
+        return real(self, frame)
+    monkeypatch.setattr(vio.VideoWriter, "_write_one", half_then_ctrl_c)
+    clean_interrupt(*cli("generate", "--model", model_dir, "--frames", 6, "--out", old, "--device", "cpu"), 3)
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.npy"]
+    kept = np.load(old)
+    assert kept.shape == (3, 16, 16, 1) and old.stat().st_size == 128 + kept.nbytes  # no half frame at the end
 
 
-def test_ctrl_c_while_writing_png_frames_leaves_no_folder(model_dir, tmp_path, cli, monkeypatch):
+def test_ctrl_c_while_writing_png_frames_keeps_the_whole_ones(model_dir, tmp_path, cli, monkeypatch):
     monkeypatch.setattr(Image.Image, "save", interrupt_on_call(3)(Image.Image.save))  # during the third frame
     clean_interrupt(*cli("generate", "--model", model_dir, "--frames", 5, "--out", tmp_path / "frames",
-                         "--device", "cpu"))
-    assert list(tmp_path.iterdir()) == []
+                         "--device", "cpu"), 2)
+    assert [p.name for p in tmp_path.iterdir()] == ["frames"]
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == ["frame_00000.png", "frame_00001.png"]

@@ -76,8 +76,10 @@ def _request(args) -> tuple[list[int] | None, dict]:
     return labels, settings
 
 
-def _outputs(out: Path, batch: int, sheet: Path | None) -> list[Path]:
-    """The output paths, each checked as write_video will check it (and --sheet as a PNG), before any work."""
+def _outputs(out: Path, batch: int, sheet: Path | None, inputs: tuple[Path, ...] = ()) -> list[Path]:
+    """The output paths, each checked as the writer will check it (and --sheet as a PNG), before any work; none
+    may be an input (the same file or folder under another name)."""
+    from arvid.utils.atomic import refuse_aliases
     from arvid.video.io import check_output
 
     outs = [out] if batch == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(batch)]
@@ -85,6 +87,7 @@ def _outputs(out: Path, batch: int, sheet: Path | None) -> list[Path]:
         check_output(path)
     if sheet is not None:
         check_output(sheet, image=True)
+    refuse_aliases([*outs, *([sheet] if sheet else [])], inputs)
     return outs
 
 
@@ -92,11 +95,11 @@ def _run(args, input_path: Path | None = None) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from arvid.pipeline import Arvid, join_input
-    from arvid.video import clips_sheet, read_video, write_video
+    from arvid.pipeline import Arvid
+    from arvid.video import VideoWriter, clip_sheet_frames, clips_sheet, read_video
 
     labels, settings = _request(args)
-    outs = _outputs(args.out, args.batch, args.sheet)
+    outs = _outputs(args.out, args.batch, args.sheet, (input_path,) if input_path is not None else ())
     model = Arvid.from_pretrained(args.model, device=args.device, threads=args.threads)
     sampling = model.sampling(labels, **settings)
     model.check(sampling, labels, args.batch)  # against this model, before the input is read or a bar starts
@@ -104,26 +107,54 @@ def _run(args, input_path: Path | None = None) -> int:
     prepared = model.prepare(video.frames, args.batch) if video is not None else None
     for note in prepared.notes if prepared else []:
         print(f"arvid: {note}", file=sys.stderr)
-    frames, start = [], time.perf_counter()
-    stream = model.stream(args.frames, prepared, seed=args.seed, labels=labels, batch=args.batch, sampling=sampling)
-    with tqdm(total=args.frames, unit="frame", desc="generating", file=sys.stderr, dynamic_ncols=True) as bar:
-        for f in stream:
-            frames.append(f)
-            bar.update(1)
-    clip = np.stack(frames, axis=1)  # (B, N, H, W, C)
-    if prepared is not None:
-        clip = join_input(prepared, clip)
     fps = args.fps or (video.fps if video is not None else None) or model.fps
-    for out, c in zip(outs, clip):
-        write_video(out, c, fps=fps)
+    given = prepared.frames.shape[1] if prepared is not None else 0
+    total = given + args.frames
+    shown = set(clip_sheet_frames(total)) if args.sheet is not None else set()
+    kept: list[np.ndarray] = []  # the frames the contact sheet shows: memory does not grow with the clip
+    writers = [VideoWriter(out, fps) for out in outs]
+    written, start = 0, time.perf_counter()
+
+    def put(frames: np.ndarray) -> None:  # (B, H, W, C): the next frame of every clip
+        nonlocal written
+        for writer, frame in zip(writers, np.broadcast_to(frames, (len(writers), *frames.shape[1:]))):
+            writer.write(frame)
+        if written in shown:
+            kept.append(np.array(np.broadcast_to(frames, (len(writers), *frames.shape[1:]))))
+        written += 1
+
+    stream = model.stream(args.frames, prepared, seed=args.seed, labels=labels, batch=args.batch, sampling=sampling)
+    try:
+        for t in range(given):  # the input's own frames first, as fitted to the model
+            put(prepared.frames[:, t])
+        with tqdm(total=args.frames, unit="frame", desc="generating", file=sys.stderr, dynamic_ncols=True) as bar:
+            for frames in stream:
+                put(frames)
+                bar.update(1)
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: keep what was made, a valid shorter video
+        done = [w.close() for w in writers]
+        where = _where([p for p in done if p is not None])
+        stop.args = (f"{where} holds the {written} frames made so far" if where else "nothing was written",)
+        raise
+    except BaseException:
+        for w in writers:
+            w.abort()
+        raise
+    for w in writers:
+        w.close()
     if args.sheet is not None:
-        clips_sheet(list(clip), args.sheet, titles=[o.name for o in outs])
+        clips = np.stack(kept, axis=1)  # (B, n, H, W, C)
+        clips_sheet(list(clips), args.sheet, titles=[o.name for o in outs], numbers=sorted(shown))
     elapsed = time.perf_counter() - start
-    where = outs[0] if len(outs) == 1 else f"{outs[0]} ... {outs[-1]}"
-    print(f"wrote {where}: {clip.shape[1]} frames of {clip.shape[3]}x{clip.shape[2]} at {fps:g} fps "
+    h, w = model.resolution
+    print(f"wrote {_where(outs)}: {written} frames of {w}x{h} at {fps:g} fps "
           f"({args.frames} generated in {elapsed:.1f} s, {args.frames * args.batch / elapsed:.1f} frames/s)"
           + (f"; contact sheet {args.sheet}" if args.sheet else ""))
     return 0
+
+
+def _where(paths: list[Path]) -> str:
+    return "" if not paths else str(paths[0]) if len(paths) == 1 else f"{paths[0]} ... {paths[-1]}"
 
 
 def run_generate(args: argparse.Namespace) -> int:

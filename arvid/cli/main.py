@@ -2,7 +2,8 @@
 
 Every module in `arvid.cli` (other than this one) that defines `register(subparsers)` adds one
 subcommand; `register` sets `func` on its parser, a callable taking the parsed arguments and
-returning an exit code. `ArvidError` becomes one line on stderr and exit code 2; Ctrl-C exits 130.
+returning an exit code. `ArvidError` becomes one line on stderr and exit code 2; Ctrl-C exits 130 and
+SIGTERM 143, after a command that writes video has finished its output with the frames made so far.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import signal
 import sys
 
 from arvid.errors import ArvidError
@@ -47,14 +49,28 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0 if args.command is None else 2
+    previous = signal.signal(signal.SIGTERM, _terminate)  # what timeout, Docker and Slurm send: as Ctrl-C
     try:
         return int(args.func(args) or 0)
     except ArvidError as e:
         print(f"arvid: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("arvid: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        said = " ".join(str(a) for a in e.args if a)
+        print("arvid: interrupted" + (f": {said}" if said else ""), file=sys.stderr)
+        return getattr(e, "exit_code", 130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is (the output keeps what was made), with its own exit code."""
+
+    exit_code = 143
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
 
 
 if __name__ == "__main__":  # pragma: no cover

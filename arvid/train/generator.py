@@ -19,7 +19,8 @@ Conditioning: clips' labels enter as the label embedding; with probability --lab
 clip's labels are replaced by the null label, which is what classifier-free guidance needs.
 
 `--init DIR` starts from a trained generator (its weights and architecture; a fresh optimizer and schedule),
-for instance to train it further on more clips.
+for instance to train it further on more clips, or to start a masked generator from a raster one's weights
+(--decoding masked). --window and --sinks may differ from DIR's: no weight depends on how far attention reaches.
 
 Use --train-frames of at least window + sinks + 2 latent frames, so that training shows the sinks
 at the distance they keep for ever in long generation (see `arvid.generator.rope.sink_shift`).
@@ -157,6 +158,7 @@ def mask_frames(rng: np.random.Generator, batch: int, frames: int, frame_tokens:
 
 # ---------------------------------------------------------------- command line
 
+_EXTENT = ("window_frames", "sink_frames")  # how far attention reaches: no parameter depends on it, so --init takes it
 _MODEL_FLAGS = {  # flag -> GeneratorConfig field
     "n_layer": "n_layer", "n_head": "n_head", "n_kv_head": "n_kv_head", "d_model": "d_model",
     "mlp_hidden": "mlp_hidden", "window": "window_frames", "sinks": "sink_frames",
@@ -203,8 +205,8 @@ def task_from_args(args: argparse.Namespace) -> GeneratorTask:
     init_model = Generator.from_pretrained(init) if init is not None else None  # fails before any tokenizing
     if init_model is not None:
         other = [f"--{flag.replace('_', '-')} {getattr(args, flag)} (it has {getattr(init_model.config, name)})"
-                 for flag, name in _MODEL_FLAGS.items()
-                 if name in overrides and overrides[name] != getattr(init_model.config, name)]
+                 for flag, name in _MODEL_FLAGS.items() if name not in _EXTENT
+                 and name in overrides and overrides[name] != getattr(init_model.config, name)]
         if other:
             raise ArvidError(f"--init {init} brings its own architecture: leave out {', '.join(other)}")
     train_data, eval_data = _data_from_args(args)
@@ -219,6 +221,7 @@ def task_from_args(args: argparse.Namespace) -> GeneratorTask:
                              f"{want[0]} codes on {h}x{w} with {want[2]}: tokenize with the tokenizer it was trained on")
         if getattr(args, "decoding", None):  # the same parameters learn the other decoding kind
             config = replace(config, decoding=args.decoding)
+        config = replace(config, **{name: v for name, v in overrides.items() if name in _EXTENT})
     else:
         config = GeneratorConfig.from_name(
             args.preset, vocab_size=train_data.vocab_size, latent_h=h, latent_w=w,

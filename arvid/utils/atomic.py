@@ -99,3 +99,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def refuse_aliases(outputs, inputs) -> None:
+    """ArvidError if an output names an input (the same file or folder, through links, '..' or another spelling),
+    or a folder holding it: writing it would destroy what the user gave."""
+    ins = [Path(os.path.realpath(p)) for p in inputs if p is not None]
+    for out in outputs:
+        real = Path(os.path.realpath(out))
+        for src, given in zip(ins, [p for p in inputs if p is not None]):
+            if real == src or real in src.parents:
+                raise ArvidError(f"--out {out} is the input {given} (or holds it): arvid never writes over its input; "
+                                 "give another output name")

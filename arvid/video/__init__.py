@@ -5,9 +5,10 @@ for the formats, `arvid.video.transforms` for resizing and cropping, `arvid.vide
 contact sheets, `arvid.video.flow` for optical flow (OpenCV) and warping along it.
 """
 
-from arvid.video.io import ReadLimits, Video, check_output, read_video, write_video
-from arvid.video.sheet import clips_sheet, contact_sheet
+from arvid.video.io import ReadLimits, Video, VideoWriter, check_output, read_video, write_video
+from arvid.video.sheet import clip_sheet_frames, clips_sheet, contact_sheet
 from arvid.video.transforms import center_crop, fit_video, resize_video
 
-__all__ = ["ReadLimits", "Video", "center_crop", "check_output", "clips_sheet", "contact_sheet", "fit_video", "read_video",
+__all__ = ["ReadLimits", "Video", "VideoWriter", "center_crop", "check_output", "clip_sheet_frames", "clips_sheet",
+           "contact_sheet", "fit_video", "read_video",
            "resize_video", "write_video"]

@@ -42,7 +42,9 @@ import contextlib
 import math
 import os
 import re
+import shutil
 import struct
+import tempfile
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
@@ -506,18 +508,229 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | Video, fps: float 
     '/' is a folder of PNG frames. `fps` defaults to the Video's own, else 8.0. `crf` sets the
     quality of .mp4 (0-51, default 18) and .webm (0-63, default 32) and is ignored otherwise.
     """
-    raw = os.fspath(path)
-    path = Path(raw).expanduser()
     if fps is None:
         fps = frames.fps if isinstance(frames, Video) else DEFAULT_FPS
-    fps = _check_fps(fps, f"fps for {path}")
-    frames = _check_frames_to_write(path, frames.frames if isinstance(frames, Video) else frames)
-    if _is_folder_target(raw, path):
-        _write_png_folder(path, frames, fps)
-        return path
-    _check_suffix(path)
-    _WRITERS[path.suffix.lower()](path, frames, fps, crf)
-    return path
+    with VideoWriter(path, fps, crf=crf) as writer:
+        frames = _check_frames_to_write(writer.path, frames.frames if isinstance(frames, Video) else frames)
+        writer.write(frames)
+    return writer.path
+
+
+class VideoWriter:
+    """A video written a frame at a time: memory does not grow with its length.
+
+        with VideoWriter("clip.mp4", fps=8) as out:    # or .webm, .gif, .npy, a png folder
+            for frame in frames:                        # uint8 (H, W, C), or (n, H, W, C) at once
+                out.write(frame)
+
+    Frames go into a temporary file (or folder) beside the target, `.NAME.XXXX.tmp.SUFFIX`, which
+    `close()` renames into place: readers see a complete video or none. Leaving the block normally
+    closes it; an exception aborts it (the temporary is removed, the target untouched), except a
+    KeyboardInterrupt (Ctrl-C, or SIGTERM as the CLI raises it), which closes it with the frames written
+    so far: a valid, shorter video. A png folder replaces an existing folder only when that folder holds
+    nothing but arvid's frame files (frame_NNNNN.png); a .npy file's header is written for the final frame
+    count when it closes.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float, *, crf: int | None = None):
+        raw = os.fspath(path)
+        self.path = Path(raw).expanduser()
+        self.fps = _check_fps(fps, f"fps for {self.path}")
+        self.folder = _is_folder_target(raw, self.path)
+        if not self.folder:
+            _check_suffix(self.path)
+        check_output(raw)
+        self.suffix = "" if self.folder else self.path.suffix.lower()
+        self.crf, self.frames, self.shape = crf, 0, None
+        self._tmp: Path | None = None
+        self._sink = None  # the open container or file
+        self._stream = None
+
+    # -- the block
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, kind, error, tb) -> None:
+        if kind is None or issubclass(kind, KeyboardInterrupt):
+            self.close()
+        else:
+            self.abort()
+
+    # -- writing
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append one frame (H, W, C) or (H, W), or several (n, H, W, C), uint8."""
+        frames = np.asarray(frames)
+        if frames.ndim in (2, 3) and (frames.ndim == 2 or frames.shape[-1] in (1, 3) and frames.ndim == 3):
+            frames = frames[None]
+        frames = _check_frames_to_write(self.path, frames)
+        if self.shape is None:
+            self._open(frames.shape[1:])
+        elif frames.shape[1:] != self.shape:
+            raise ArvidError(f"{self.path}: frames of {frames.shape[1:]} after frames of {self.shape}: a video's "
+                             "frames all have one size")
+        with self._errors():
+            for frame in frames:
+                try:
+                    self._write_one(frame)
+                except BaseException:  # Ctrl-C in the middle of a frame: the frames before it stay whole
+                    self._drop_partial()
+                    raise
+                self.frames += 1
+
+    def close(self) -> Path | None:
+        """Finish the file and rename it into place; the path, or None when no frame was written (nothing is
+        left behind then)."""
+        if self._tmp is None:
+            return None
+        try:
+            with self._errors():
+                self._finish()
+            tmp, self._tmp = self._tmp, None
+            if self.folder:
+                _replace_folder(tmp, self.path)
+            else:
+                os.chmod(tmp, 0o666 & ~_umask())
+                os.replace(tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Remove the temporary; the target stays as it was."""
+        if self._sink is not None:
+            with contextlib.suppress(Exception):
+                self._sink.close()
+            self._sink = None
+        if self._tmp is not None:
+            if self._tmp.is_dir():
+                shutil.rmtree(self._tmp, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    self._tmp.unlink()
+            self._tmp = None
+
+    # -- the formats
+
+    def _open(self, shape: tuple[int, int, int]) -> None:
+        height, width, channels = shape
+        self.shape = shape
+        parent = self.path.parent
+        with self._errors():
+            if self.folder:
+                _check_no_strangers(self.path)
+                self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=parent))
+                self._png_info = PngImagePlugin.PngInfo()
+                self._png_info.add_text(_FPS_KEY, repr(self.fps))
+                return
+            fd, name = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".tmp{self.suffix}", dir=parent)
+            os.close(fd)
+            self._tmp = Path(name)
+            if self.suffix == ".npy":
+                self._sink = open(self._tmp, "wb")
+                self._sink.write(_npy_header((0, *shape)))
+                return
+            if self.suffix == ".mp4":
+                gray = channels == 1  # H.264 codes gray as 4:0:0 (luma only): it reads back gray, no chroma to lose
+                if (height % 2 or width % 2) and not gray:
+                    raise ArvidError(f"{self.path}: H.264 (yuv420p) needs an even width and height, got "
+                                     f"{width}x{height}; crop or pad with arvid.video.fit_video, or write .webm, "
+                                     ".gif or png frames")
+                codec, pix_fmt = "libx264", "gray" if gray else "yuv420p"
+                options = {"crf": _check_crf(self.path, self.crf, 18, 51), "preset": "medium"}
+                fps = self.fps
+            elif self.suffix == ".webm":
+                codec, pix_fmt, fps = "libvpx-vp9", "yuv420p", self.fps
+                options = {"crf": _check_crf(self.path, self.crf, 32, 63), "b": "0", "deadline": "good",
+                           "cpu-used": "4", "row-mt": "1"}
+            else:  # .gif: delays are whole centiseconds (players slow down delays under 2): one constant delay,
+                # so the clip reads back at the rate it plays at; FFmpeg's frame-difference optimisations compare
+                # palette indices, wrong when every frame has its own palette: off
+                codec, pix_fmt, options = "gif", "pal8", {"gifflags": "0"}
+                fps = 100 / min(max(2, round(100 / self.fps)), 65535)
+            self._pix_fmt = pix_fmt
+            self._sink = av.open(str(self._tmp), "w", format={".mp4": "mp4", ".webm": "webm", ".gif": "gif"}[self.suffix])
+            stream = self._sink.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=options)
+            stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+            if pix_fmt == "yuv420p":  # tag what swscale's RGB -> YUV conversion produced: BT.601, limited range
+                ctx = stream.codec_context
+                ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = 6, 6, 6, 1
+            elif pix_fmt == "gray":  # the levels as they are: full range
+                stream.codec_context.color_range = 2
+            self._stream = stream
+
+    def _write_one(self, frame: np.ndarray) -> None:
+        if self.folder:
+            image = Image.fromarray(frame[..., 0] if frame.shape[2] == 1 else frame)
+            image.save(self._tmp / f"frame_{self.frames:05d}.png", pnginfo=self._png_info)
+        elif self.suffix == ".npy":
+            self._sink.write(np.ascontiguousarray(frame).tobytes())
+        else:
+            for packet in self._stream.encode(_av_frame(frame, self._pix_fmt)):
+                self._sink.mux(packet)
+
+    def _drop_partial(self) -> None:
+        """Remove what a frame interrupted in the middle left (the frames before it stay)."""
+        with contextlib.suppress(Exception):
+            if self.folder:
+                (self._tmp / f"frame_{self.frames:05d}.png").unlink(missing_ok=True)
+            elif self.suffix == ".npy":
+                self._sink.truncate(_NPY_HEADER_BYTES + self.frames * math.prod(self.shape))
+                self._sink.seek(0, os.SEEK_END)
+
+    def _finish(self) -> None:
+        if self.suffix == ".npy":
+            self._sink.seek(0)
+            self._sink.write(_npy_header((self.frames, *self.shape)))
+            self._sink.close()
+        elif not self.folder:
+            for packet in self._stream.encode():
+                self._sink.mux(packet)
+            self._sink.close()
+        self._sink = None
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (OSError, av.FFmpegError) as e:
+            self.abort()
+            raise ArvidError(f"{self.path}: cannot write it ({type(e).__name__}: {_short(e)})") from e
+
+
+_NPY_HEADER_BYTES = 128  # the .npy header, padded to this length, so the final shape fits where the first was
+
+
+def _npy_header(shape: tuple[int, ...]) -> bytes:
+    """A .npy (version 1.0) header for uint8 `shape`, always _NPY_HEADER_BYTES long."""
+    text = repr({"descr": "|u1", "fortran_order": False, "shape": tuple(int(n) for n in shape)})
+    body = text.encode("latin1")
+    pad = _NPY_HEADER_BYTES - 10 - len(body) - 1
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", _NPY_HEADER_BYTES - 10) + body + b" " * pad + b"\n"
+
+
+def _replace_folder(new: Path, path: Path) -> None:
+    """Put the folder `new` at `path`. An existing folder there is moved aside under a fresh temporary name,
+    then removed: it holds only arvid's frame files (checked when writing began, and again now)."""
+    if path.exists():
+        _check_no_strangers(path)
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+        os.replace(path, old)  # onto an empty folder of a name no one else uses
+        os.replace(new, path)
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+    else:
+        os.replace(new, path)
+    os.chmod(path, 0o777 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def check_output(path: str | os.PathLike, *, image: bool = False) -> Path:
@@ -582,48 +795,6 @@ def _check_crf(path: Path, crf, default: int, top: int) -> str:
     return str(int(crf))
 
 
-def _write_mp4(path: Path, frames: np.ndarray, fps: float, crf) -> None:
-    _, height, width, channels = frames.shape
-    gray = channels == 1  # H.264 codes gray as 4:0:0 (luma only): it reads back gray, with no chroma to lose
-    if (height % 2 or width % 2) and not gray:
-        raise ArvidError(f"{path}: H.264 (yuv420p) needs an even width and height, got {width}x{height}; "
-                         "crop or pad with arvid.video.fit_video, or write .webm, .gif or png frames")
-    options = {"crf": _check_crf(path, crf, 18, 51), "preset": "medium"}
-    _write_av(path, frames, fps, "mp4", "libx264", "gray" if gray else "yuv420p", options)
-
-
-def _write_webm(path: Path, frames: np.ndarray, fps: float, crf) -> None:
-    options = {"crf": _check_crf(path, crf, 32, 63), "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"}
-    _write_av(path, frames, fps, "webm", "libvpx-vp9", "yuv420p", options)
-
-
-def _write_gif(path: Path, frames: np.ndarray, fps: float, crf) -> None:
-    # GIF delays are whole centiseconds (and players slow down delays under 2): write one constant
-    # delay rather than FFmpeg's alternating ones, so the clip reads back at the rate it plays at.
-    # FFmpeg's frame-difference optimisations compare palette indices, which is wrong when every
-    # frame has its own palette: switch them off.
-    fps = 100 / min(max(2, round(100 / fps)), 65535)
-    _write_av(path, frames, fps, "gif", "gif", "pal8", {"gifflags": "0"})
-
-
-def _write_av(path: Path, frames: np.ndarray, fps: float, muxer: str, codec: str, pix_fmt: str,
-              options: dict[str, str]) -> None:
-    _, height, width, _ = frames.shape
-    with _writing(path) as tmp, av.open(str(tmp), "w", format=muxer) as container:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=options)
-        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-        if pix_fmt == "yuv420p":  # tag what swscale's RGB -> YUV conversion produced: BT.601, limited range
-            ctx = stream.codec_context
-            ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = 6, 6, 6, 1
-        elif pix_fmt == "gray":  # the levels as they are: full range
-            stream.codec_context.color_range = 2
-        for frame in frames:
-            for packet in stream.encode(_av_frame(frame, pix_fmt)):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 def _av_frame(frame: np.ndarray, pix_fmt: str) -> "av.VideoFrame":
     """One (H, W, C) uint8 frame as a PyAV frame in `pix_fmt` (yuv420p, gray or pal8)."""
     if pix_fmt == "pal8":
@@ -656,28 +827,13 @@ def _palettize(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(quantized), palette
 
 
-def _write_npy(path: Path, frames: np.ndarray, fps: float, crf) -> None:
-    with _writing(path) as tmp, open(tmp, "wb") as f:
-        np.lib.format.write_array(f, np.ascontiguousarray(frames), allow_pickle=False)
-
-
 def _check_no_strangers(path: Path) -> None:
     if path.is_dir():
-        strangers = [p.name for p in path.iterdir() if not re.fullmatch(r"frame_\d+\.png", p.name)]
+        strangers = [p.name for p in path.iterdir() if not (re.fullmatch(r"frame_\d+\.png", p.name) and p.is_file()
+                                                            and not p.is_symlink())]
         if strangers:
             raise ArvidError(f"{path}: the folder exists and holds other files ({strangers[0]}, ...); "
                              "writing frames would replace it, so choose a new or empty folder")
-
-
-def _write_png_folder(path: Path, frames: np.ndarray, fps: float) -> None:
-    _check_no_strangers(path)
-    info = PngImagePlugin.PngInfo()
-    info.add_text(_FPS_KEY, repr(fps))
-    digits = max(5, len(str(len(frames) - 1)))
-    with _writing(path, is_dir=True) as tmp:
-        for i, frame in enumerate(frames):
-            image = Image.fromarray(frame[..., 0] if frame.shape[2] == 1 else frame)
-            image.save(tmp / f"frame_{i:0{digits}d}.png", pnginfo=info)
 
 
 @contextlib.contextmanager
@@ -690,7 +846,7 @@ def _writing(path: Path, is_dir: bool = False) -> Iterator[Path]:
         raise ArvidError(f"{path}: cannot write it ({type(e).__name__}: {_short(e)})") from e
 
 
-_WRITERS = {".mp4": _write_mp4, ".webm": _write_webm, ".gif": _write_gif, ".npy": _write_npy}
+_WRITERS = (".mp4", ".webm", ".gif", ".npy")  # the file formats written; a path without a suffix: png frames
 
 
 # ---------------------------------------------------------------------------------------- helpers

@@ -38,15 +38,17 @@ def sheet_indices(num_frames: int, every: int = 1, max_frames: int = 64) -> list
 
 def contact_sheet(frames: np.ndarray | Video, path: str | os.PathLike | None = None, *, every: int = 1,
                   cols: int | None = None, max_frames: int = 64, scale: float | None = None,
-                  labels: bool = True, title: str | None = None) -> Image.Image:
+                  labels: bool = True, title: str | None = None, numbers: list[int] | None = None) -> Image.Image:
     """Lay out every `every`-th frame of uint8 (T, H, W, C) in a grid; write it as PNG if `path`.
 
     The sheet is `cols` tiles wide (default: up to 8) and as many rows as needed; each tile is a
     frame scaled by `scale` (default: enlarged to at least 128 pixels wide), with GAP pixels
-    between tiles and around the edge, and a title strip on top when `title` is given.
+    between tiles and around the edge, and a title strip on top when `title` is given. `numbers`: the
+    frames are these frames of a longer clip (kept from a stream, `sheet_indices`): all are shown,
+    labelled with their numbers.
     """
     frames = _check_frames(frames.frames if isinstance(frames, Video) else frames)
-    indices = sheet_indices(frames.shape[0], every, max_frames)
+    indices = sheet_indices(frames.shape[0], every, max_frames) if numbers is None else range(len(frames))
     cols = _check_cols(cols, len(indices))
     rows = math.ceil(len(indices) / cols)
     tile_h, tile_w = _tile_size(frames.shape[1], frames.shape[2], scale)
@@ -61,26 +63,28 @@ def contact_sheet(frames: np.ndarray | Video, path: str | os.PathLike | None = N
         y = title_h + GAP + (k // cols) * (tile_h + GAP)
         sheet.paste(_tile(frames[i], tile_h, tile_w), (x, y))
         if labels:
-            _label(draw, font, str(i), x, y)
+            _label(draw, font, str(i if numbers is None else numbers[i]), x, y)
     if path is not None:
         _save(sheet, Path(path).expanduser())
     return sheet
 
 
 def clips_sheet(clips, path: str | os.PathLike | None = None, *, titles=None, every: int | None = None,
-                max_frames: int = 16) -> Image.Image:
+                max_frames: int = 16, numbers: list[int] | None = None) -> Image.Image:
     """One row per clip (uint8 (T, H, W, C) each), every `every`-th frame, titled; PNG if `path`.
 
-    `every` defaults to showing about `max_frames` frames of the longest clip.
+    `every` defaults to showing about `max_frames` frames of the longest clip. `numbers`: the clips hold only
+    these frames of longer clips (`clip_sheet_frames`), all shown, labelled with their numbers.
     """
     clips = list(clips)
     if not clips:
         raise ArvidError("a contact sheet needs at least one clip")
     longest = max(len(c) for c in clips)
     every = every or max(1, math.ceil(longest / max_frames))
-    cols = len(sheet_indices(longest, every, max_frames))
+    cols = len(sheet_indices(longest, every, max_frames)) if numbers is None else len(numbers)
     titles = list(titles) if titles is not None else [None] * len(clips)
-    rows = [contact_sheet(c, every=every, cols=cols, max_frames=max_frames, title=t) for c, t in zip(clips, titles)]
+    rows = [contact_sheet(c, every=every, cols=cols, max_frames=max_frames, title=t, numbers=numbers)
+            for c, t in zip(clips, titles)]
     sheet = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), BACKGROUND)
     y = 0
     for r in rows:
@@ -89,6 +93,11 @@ def clips_sheet(clips, path: str | os.PathLike | None = None, *, titles=None, ev
     if path is not None:
         _save(sheet, Path(path).expanduser())
     return sheet
+
+
+def clip_sheet_frames(num_frames: int, max_frames: int = 16) -> list[int]:
+    """The frames `clips_sheet` shows of clips of `num_frames` frames: what to keep of a stream for its sheet."""
+    return sheet_indices(num_frames, max(1, math.ceil(num_frames / max_frames)), max_frames)
 
 
 def _check_cols(cols, n: int) -> int:
