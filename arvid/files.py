@@ -31,6 +31,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from arvid.errors import ArvidError
+from arvid.utils import jsonfile
 from arvid.utils.atomic import atomic_path, atomic_write_text
 from arvid.version import __version__
 
@@ -160,17 +161,7 @@ def model_folder(dir) -> Path:
 
 
 def read_json(path: Path):
-    if not path.is_file():
-        raise ArvidError(f"{path} is missing")
-    if path.stat().st_size > MAX_JSON_BYTES:
-        raise ArvidError(f"{path} is {path.stat().st_size} bytes, too large for a config file")
-    try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArvidError(f"{path} is not valid JSON ({e})") from None
-    except RecursionError:
-        raise ArvidError(f"{path} is not an arvid config: its JSON is nested too deeply to read "
-                         "(a config is a flat object); copy or write it again") from None
+    return jsonfile.read_json(path, MAX_JSON_BYTES)
 
 
 def read_envelope(path: Path, kind: str) -> dict:

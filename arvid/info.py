@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import platform
 import sys
@@ -18,6 +17,7 @@ from arvid.generator import GeneratorConfig, Sampling
 from arvid.kernels import attention_backend
 from arvid.pipeline import DEFAULT_MODEL_DIR
 from arvid.tokenizer import TokenizerConfig
+from arvid.files import read_envelope
 from arvid.version import __version__
 
 PACKAGES = ("torch", "triton", "numpy", "vector-quantize-pytorch", "av", "safetensors", "tqdm", "pillow")
@@ -86,7 +86,7 @@ def default_model_info() -> dict:
         cfg = DEFAULT_MODEL_DIR / part / "config.json"
         if cfg.is_file():
             try:
-                parsed = config.from_dict(json.loads(cfg.read_text()).get("config", {}), source=str(cfg))
+                parsed = config.from_dict(read_envelope(cfg, part), source=str(cfg))
                 out[part] = parsed.applicable() if part == "tokenizer" else parsed.to_dict()
             except (OSError, ValueError, ArvidError) as e:
                 out[part] = {"error": f"unreadable {cfg}: {e}"}

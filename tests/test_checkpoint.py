@@ -78,7 +78,7 @@ def test_garbage_weights_fail_naming_the_file(tmp_path):
         ('{"kind": "toy", "arvid_version": "0.1.0", "config": {}, "code": "import os"}', r"unknown keys \['code'\]"),
         ('{"kind": "toy", "arvid_version": "0.1.0"}', r"missing keys \['config'\]"),
         ('{"kind": "toy", "arvid_version": "0.1.0", "config": [1]}', "config must be a JSON object"),
-        (b"\xff\xfe".decode("latin-1"), "not valid JSON"),
+        (b"\xff\xfe".decode("latin-1"), "not UTF-8 text"),
     ],
 )
 def test_bad_config_json_fails_naming_the_file(tmp_path, text, message):
@@ -128,7 +128,7 @@ def test_check_state_dict_refuses_integers_for_floats_and_casts_other_float_prec
 def test_deeply_nested_config_json_is_refused(tmp_path):
     _, folder = _saved(tmp_path)
     (folder / "config.json").write_text("{" + '"a": {' * 50_000)
-    with pytest.raises(ArvidError, match="config.json is not an arvid config: its JSON is nested too deeply"):
+    with pytest.raises(ArvidError, match="config.json is not an arvid file: its JSON is nested too deeply"):
         load_model_files(folder, "toy")
 
 

@@ -44,3 +44,24 @@ def set_threads(requested: int | None) -> None:
     if requested is not None:
         check(requested)
     torch.set_num_threads(choose(PARALLEL, requested))
+
+
+MAX_SEED = 2**63 - 1  # torch's generators take a signed 64-bit seed
+MAX_FPS = 1000.0
+
+
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    from arvid.errors import ArvidError
+
+    if not 0 <= seed <= MAX_SEED:
+        raise ArvidError(f"{flag} must be a whole number from 0 to 2**63 - 1, got {seed}")
+
+
+def check_fps(fps: float | None, flag: str = "--fps") -> None:
+    """None (unset) or a finite frame rate in (0, 1000]; 0 is refused, not ignored."""
+    import math
+
+    from arvid.errors import ArvidError
+
+    if fps is not None and not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
+        raise ArvidError(f"{flag} must be a frame rate in (0, {MAX_FPS:g}] frames per second, got {fps}")

@@ -9,6 +9,8 @@ import argparse
 import json
 from pathlib import Path
 
+from arvid.cli._common import check_fps, check_seed
+
 FORMATS = ("mp4", "webm", "gif", "npy", "png")
 
 
@@ -38,6 +40,21 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _made_by_arvid_data(folder: Path) -> bool:
+    """Whether `folder` holds only what an earlier `arvid data` wrote: its labels.json names its samples, and
+    nothing else is there but those samples and sheet.png."""
+    import re
+
+    try:
+        labels = json.loads((folder / "labels.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    sample = re.compile(r"sample_\d{3,}(\.(mp4|webm|gif|npy))?")
+    if not isinstance(labels, dict) or not all(isinstance(k, str) and sample.fullmatch(k) for k in labels):
+        return False
+    return all(p.name in labels or p.name in ("labels.json", "sheet.png") for p in folder.iterdir())
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -48,8 +65,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.count < 1:
         raise ArvidError(f"--count must be at least 1, got {args.count}")
+    check_fps(args.fps)
+    check_seed(args.seed)
     if args.out.exists() and not args.out.is_dir():
         raise ArvidError(f"--out {args.out} exists and is not a folder")
+    names = [f"sample_{i:03d}" + ("" if args.format == "png" else f".{args.format}") for i in range(args.count)]
+    if args.out.is_dir() and any(args.out.iterdir()) and not _made_by_arvid_data(args.out):
+        raise ArvidError(f"--out {args.out} is a folder arvid data did not write (it holds "
+                         f"{', '.join(sorted(p.name for p in args.out.iterdir())[:3])}, ...): give a new or empty folder")
     if not args.out.parent.exists():
         raise ArvidError(f"cannot create {args.out}: its parent folder {args.out.parent} does not exist")
     ds = make_dataset(args.dataset, frames=args.frames, size=args.size, split=args.split, seed=args.seed,
@@ -59,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     clips, titles, labels = [], [], {}
     for i in tqdm(range(args.count), desc=f"writing {args.dataset}", unit="clip"):
         clip = ds[i]
-        name = f"sample_{i:03d}" + ("" if args.format == "png" else f".{args.format}")
+        name = names[i]
         write_video(args.out / name, clip.video, fps=fps)
         names = [ds.class_names[j] if ds.class_names else str(j) for j in clip.labels.tolist()]
         labels[name] = names

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from arvid.cli._common import THREADS_HELP, add_sampling_flags, flag, given
+from arvid.cli._common import THREADS_HELP, add_sampling_flags, check_fps, check_seed, flag, given
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
@@ -67,6 +67,8 @@ def _request(args) -> tuple[list[int] | None, dict]:
         raise ArvidError(f"--frames must be a positive number, got {args.frames}")
     if args.batch < 1:
         raise ArvidError(f"--batch must be at least 1, got {args.batch}")
+    check_seed(args.seed)
+    check_fps(args.fps)
     settings = given(args)
     Sampling.build(settings, name=flag)  # ranges, in the flags' own names
     if args.threads is not None:

@@ -26,10 +26,20 @@ Run `arvid COMMAND --help` for the options of each command.
 """
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `arvid generate: error: ...` (the usage is what --help shows)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {printable(message)} (see {self.prog} --help)\n")
+
+
+def printable(text: str) -> str:
+    """`text` on one line: control characters (a newline in a file name) written as escapes."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="arvid", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = Parser(prog="arvid", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"arvid {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     import arvid.cli as pkg
@@ -45,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_joined_values(sys.argv[1:] if argv is None else list(argv)))
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0 if args.command is None else 2
@@ -53,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ArvidError as e:
-        print(f"arvid: error: {e}", file=sys.stderr)
+        print(f"arvid: error: {printable(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:
         said = " ".join(str(a) for a in e.args if a)
@@ -61,6 +71,22 @@ def main(argv: list[str] | None = None) -> int:
         return getattr(e, "exit_code", 130)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+VALUE_FLAGS = ("--label",)  # flags whose values may start with '-' (a label -1 means none)
+
+
+def _joined_values(argv: list[str]) -> list[str]:
+    """`--label -1,3` as `--label=-1,3`: argparse reads a value starting with '-' as a flag otherwise."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in VALUE_FLAGS and i + 1 < len(argv) and argv[i + 1].startswith("-") and argv[i + 1][1:2].isdigit():
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 class Terminated(KeyboardInterrupt):

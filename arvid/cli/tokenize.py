@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from arvid.cli._common import THREADS_HELP, set_threads
+from arvid.cli._common import THREADS_HELP, check_fps, set_threads
 
 CHUNK_LATENT = 8  # latent frames per streaming step
 
@@ -95,8 +95,10 @@ def run_tokenize(args: argparse.Namespace) -> int:
 
     from arvid.tokenizer import Tokenizer, check_frames, fit_frames, video_to_tensor
     from arvid.tokenizer.codes import save_codes
+    from arvid.utils.atomic import refuse_aliases
     from arvid.video import fit_video, read_video
 
+    refuse_aliases([args.out], [args.video])
     set_threads(args.threads)
     tok = Tokenizer.from_pretrained(tokenizer_folder(args.model), device=args.device)
     tok.check_refine(args.refine)  # before reading the video
@@ -125,8 +127,11 @@ def run_detokenize(args: argparse.Namespace) -> int:
 
     from arvid.tokenizer import Tokenizer, tensor_to_video
     from arvid.tokenizer.codes import load_codes
+    from arvid.utils.atomic import refuse_aliases
     from arvid.video import write_video
 
+    check_fps(args.fps)
+    refuse_aliases([args.out], [args.codes])
     set_threads(args.threads)
     f = load_codes(args.codes)
     tok = Tokenizer.from_pretrained(tokenizer_folder(args.model), device=args.device)

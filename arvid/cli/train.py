@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+from pathlib import Path
 
 from arvid.cli._common import THREADS_HELP, set_threads
 from arvid.errors import ArvidError
@@ -151,8 +152,10 @@ def load_task_module(kind: str):
 
 def build_kind_parser(kind: str):
     module = load_task_module(kind)
-    parser = argparse.ArgumentParser(prog=f"arvid train {kind}", description=(module.__doc__ or "").strip(),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from arvid.cli.main import Parser
+
+    parser = Parser(prog=f"arvid train {kind}", description=(module.__doc__ or "").strip(),
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(parser)
     module.add_arguments(parser)
     return parser, module
@@ -163,6 +166,9 @@ def run(args: argparse.Namespace) -> int:
 
     parser, module = build_kind_parser(args.kind)
     opts = parser.parse_args(args.options)
+    out = Path(opts.out)
+    if not str(opts.out).strip() or (out.exists() and not out.is_dir()):
+        raise ArvidError(f"--out {opts.out!r} must name a folder for the run (it is {'empty' if not str(opts.out).strip() else 'a file'})")
     if opts.resume:
         opts = resume_options(parser, args.options, opts)
     set_threads(opts.threads)

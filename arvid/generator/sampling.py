@@ -17,7 +17,6 @@ known (`arvid.generator.sampler.check_request`).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from arvid.errors import ArvidError
+from arvid.utils.jsonfile import read_json
 
 MAX_FILE_BYTES = 1 << 16
 
@@ -109,11 +109,9 @@ class Sampling:
         """A model folder's sampling.json -> {setting: value} (the settings it sets), every key and value checked."""
         path = Path(path)
         try:
-            if path.stat().st_size > MAX_FILE_BYTES:
-                raise ArvidError(f"{path}: {path.stat().st_size} bytes is too large for sampling settings")
-            d = json.loads(path.read_bytes().decode("utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as e:
-            raise ArvidError(f"{path}: cannot read sampling settings ({e.__class__.__name__}: {e})") from None
+            d = read_json(path, MAX_FILE_BYTES)
+        except ArvidError as e:
+            raise ArvidError(f"cannot read sampling settings: {e}") from None
         if not isinstance(d, dict) or set(d) - set(_FIELDS):
             raise ArvidError(f"{path}: expected a JSON object with some of {', '.join(_FIELDS)}, got "
                              f"{sorted(d) if isinstance(d, dict) else type(d).__name__}")

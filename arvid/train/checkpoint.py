@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -101,7 +102,7 @@ def save_checkpoint(
             save_file(saveable(model.state_dict()), str(tmp / MODEL_FILE), metadata=meta)
             (tmp / CONFIG_FILE).write_text(envelope_json(model_config, kind))
             save_file(saveable(opt_tensors), str(tmp / OPTIMIZER_FILE), metadata=meta)
-            (tmp / STATE_FILE).write_text(json.dumps(state, allow_nan=True))
+            (tmp / STATE_FILE).write_text(json.dumps(_finite(state)))
             _fsync_folder(tmp)
         for old in checkpoint_folders(out)[:-1]:
             shutil.rmtree(old, ignore_errors=True)
@@ -142,22 +143,80 @@ def saved_options(out_dir: str | os.PathLike) -> dict | None:
     folder = latest_checkpoint(out_dir)
     if folder is None:
         return None
-    state = read_json(folder / STATE_FILE)
-    options = state.get("train_config", {}).get("options") if isinstance(state, dict) else None
-    return options if isinstance(options, dict) else None
+    state = check_state(read_json(folder / STATE_FILE), folder / STATE_FILE)
+    options = state["train_config"].get("options")
+    if options is not None and not (isinstance(options, dict) and all(isinstance(k, str) for k in options)
+                                    and all(v is None or isinstance(v, (str, int, float, bool)) for v in options.values())):
+        raise ArvidError(f"{folder / STATE_FILE}: train_config.options must map option names to plain values")
+    return options
 
 
 def load_checkpoint(folder: Path, kind: str, layout: Layout | None = None) -> Checkpoint:
     """Read and validate one step folder written by `save_checkpoint` (its model files checked against `layout`)."""
     model = load_model_files(folder, kind, layout)
-    state = read_json(folder / STATE_FILE)
-    if not isinstance(state, dict) or not isinstance(state.get("step"), int) or "optimizer" not in state:
-        raise ArvidError(f"{folder / STATE_FILE} is not an arvid trainer state (no step or optimizer entry)")
+    state = check_state(read_json(folder / STATE_FILE), folder / STATE_FILE)
     m = _STEP_DIR.match(folder.name)
     if m and int(m.group(1)) != state["step"]:
         raise ArvidError(f"{folder / STATE_FILE} says step {state['step']} but its folder is {folder.name}")
     optimizer, _ = read_safetensors(folder / OPTIMIZER_FILE)
     return Checkpoint(folder, model, optimizer, state)
+
+
+def _finite(value):
+    """A JSON-able value with NaN and infinities as null: JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def check_state(state, path: Path) -> dict:
+    """Every field of a trainer_state.json, checked as untrusted input: its step, optimizer entry, training config,
+    per-process RNG states and metrics history have the types and sizes arvid writes (ArvidError otherwise)."""
+    def bad(what: str):
+        return ArvidError(f"{path} is not an arvid trainer state: {what}; it was edited or written by another program")
+
+    def number(x) -> bool:
+        return x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
+
+    if not isinstance(state, dict):
+        raise bad("it is not a JSON object")
+    if not isinstance(state.get("step"), int) or isinstance(state["step"], bool) or not 0 <= state["step"] < 1 << 40:
+        raise bad(f"step must be a whole number >= 0, got {state.get('step')!r}")
+    opt = state.get("optimizer")
+    if not (isinstance(opt, dict) and isinstance(opt.get("param_groups"), list)
+            and all(isinstance(g, dict) for g in opt["param_groups"]) and isinstance(opt.get("scalars", {}), dict)
+            and all(number(v) for v in opt.get("scalars", {}).values())):
+        raise bad("optimizer must hold a list of parameter groups and numeric scalars")
+    if not isinstance(state.get("train_config", {}), dict):
+        raise bad("train_config must be an object")
+    state.setdefault("train_config", {})
+    history = state.get("history", [])
+    if not (isinstance(history, list) and all(isinstance(h, dict) and all(isinstance(k, str) and number(v)
+                                                                           for k, v in h.items()) for h in history)):
+        raise bad("history must be a list of {metric: number} objects")
+    states = state.get("rng", [])
+    if not isinstance(states, list) or not all(_rng_state_ok(r) for r in states):
+        raise bad("rng must be a list of the random-number states arvid captures (torch, python, numpy, cuda)")
+    return state
+
+
+def _rng_state_ok(r) -> bool:
+    """The shape of one process's RNG state (`arvid.train.rng.capture`)."""
+    try:
+        py, npy = r["python"], r["numpy"]
+        return (isinstance(r["torch"], str) and len(r["torch"]) < 1 << 16 and (r["cuda"] is None or isinstance(r["cuda"], str))
+                and isinstance(py, list) and len(py) == 3 and isinstance(py[0], int) and isinstance(py[1], list)
+                and len(py[1]) == 625 and all(isinstance(x, int) and 0 <= x < 1 << 32 for x in py[1])
+                and (py[2] is None or isinstance(py[2], float))
+                and isinstance(npy, list) and len(npy) == 5 and npy[0] == "MT19937" and isinstance(npy[1], list)
+                and len(npy[1]) == 624 and all(isinstance(x, int) and 0 <= x < 1 << 32 for x in npy[1])
+                and isinstance(npy[2], int) and 0 <= npy[2] <= 624 and isinstance(npy[3], int) and isinstance(npy[4], float))
+    except (KeyError, TypeError, IndexError):
+        return False
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

@@ -22,6 +22,7 @@ import torch
 from arvid.errors import ArvidError
 from arvid.tokenizer import video_to_tensor
 from arvid.utils.atomic import atomic_path
+from arvid.utils.jsonfile import read_json
 
 TOKENS, LABELS, META = "tokens.npy", "labels.npy", "meta.json"
 
@@ -122,12 +123,9 @@ def build_token_dataset(tokenizer, dataset, count: int, folder: str | os.PathLik
 
 
 def _read_meta(path: Path) -> dict:
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ArvidError(f"{path} is missing: not a token dataset folder (build one with --tokenizer and --dataset)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArvidError(f"{path} is not readable JSON: {e}") from None
+    if not path.exists():
+        raise ArvidError(f"{path} is missing: not a token dataset folder (build one with --tokenizer and --dataset)")
+    meta = read_json(path, 1 << 20)
     ints = ("vocab_size", "num_classes", "labels_per_clip")
     if not isinstance(meta, dict) or any(not isinstance(meta.get(k), int) or meta[k] < 0 for k in ints) \
             or meta["vocab_size"] < 2:

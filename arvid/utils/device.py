@@ -15,6 +15,8 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
         device = torch.device(name)
     except (RuntimeError, TypeError) as e:
         raise ArvidError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from e
+    if device.type not in ("cpu", "cuda"):
+        raise ArvidError(f"device {name!r} cannot run arvid: use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ArvidError(f"device {name!r} asked for, but this machine has no CUDA GPU: use --device cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():

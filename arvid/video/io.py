@@ -741,6 +741,7 @@ def check_output(path: str | os.PathLike, *, image: bool = False) -> Path:
     `image=True` checks a single .png image instead (a contact sheet)."""
     raw = os.fspath(path)
     path = Path(raw).expanduser()
+    check_name(raw, path)
     if image:
         if path.suffix.lower() != ".png":
             raise ArvidError(f"{path}: an image (a contact sheet) is written as PNG; give a path ending in .png")
@@ -752,6 +753,19 @@ def check_output(path: str | os.PathLike, *, image: bool = False) -> Path:
         _check_suffix(path)
         check_target(path)
     return path
+
+
+def check_name(raw: str, path: Path) -> None:
+    """An output must name something new or arvid's own: not empty, not '.' or '..' (a folder the user is in),
+    and a name the file system can hold."""
+    if not raw.strip():
+        raise ArvidError("the output path is empty: give a file name such as clip.mp4")
+    if path.name in ("", ".", "..") or path.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
+        raise ArvidError(f"{raw!r} is the current folder or one above it: give a file name such as clip.mp4, or a new "
+                         "folder for png frames")
+    if len(os.fsencode(path.name)) > 255:
+        raise ArvidError(f"the output name is {len(os.fsencode(path.name))} bytes long; file systems hold at most "
+                         f"255: give a shorter name than {path.name[:40]}...")
 
 
 def _is_folder_target(raw: str, path: Path) -> bool:
