@@ -38,6 +38,7 @@ from arvid.generator import Generator, Sampling, check_request, generate
 from arvid.tokenizer import Tokenizer, new_latent_frames, tail_start, tensor_to_video, video_to_tensor
 from arvid.utils import resolve_device
 from arvid.utils import threads as cpu_threads
+from arvid.utils.memory import check_fits
 from arvid.utils.atomic import atomic_write_text
 from arvid.video import fit_video
 
@@ -140,10 +141,26 @@ class Arvid:
 
     def check(self, s: Sampling, labels=None, batch: int = 1) -> None:
         """ArvidError now, before any work, if the request cannot run on this model: labels of the wrong count or
-        range, guidance without labels, or a batch below 1."""
+        range, guidance without labels, a batch below 1 or one whose buffers would not fit in memory."""
         if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
             raise ArvidError(f"batch must be a positive integer, got {batch!r}")
         check_request(self.generator, s, labels, int(batch))
+        check_fits(self.request_bytes(int(batch), s.is_on("guidance")), f"generating a batch of {batch} clip(s)",
+                   "lower --batch (batch=)")
+
+    def request_bytes(self, batch: int, guided: bool) -> float:
+        """An upper estimate of the large buffers generating a batch holds: the KV cache (twice the rows with
+        guidance), a frame step's logits and noise, and the decoder's activations for a latent frame."""
+        cfg, tok = self.generator.config, self.tokenizer.config
+        rows = batch * (2 if guided else 1)
+        chunk = cfg.frame_tokens if cfg.masked else 16
+        slots = cfg.sinks + cfg.window + chunk - 1
+        elt = next(self.generator.parameters()).element_size()
+        cache = cfg.n_layer * rows * cfg.n_kv_head * (2 * slots + cfg.sinks + 1) * cfg.head_size * elt
+        step = rows * chunk * (cfg.vocab_size * 3 + cfg.mlp_hidden * 4 + cfg.d_model * 8) * 4
+        H, W = self.resolution
+        decoder = batch * tok.temporal_factor * H * W * (tok.channels + 2 * tok.width) * 4
+        return cache + step + decoder
 
     # ---- the three uses -------------------------------------------------------------------------------
     def stream(self, num_frames: int, video: np.ndarray | Prepared | None = None, *, seed: int = 0, labels=None,

@@ -69,6 +69,10 @@ def _request(args) -> tuple[list[int] | None, dict]:
         raise ArvidError(f"--batch must be at least 1, got {args.batch}")
     check_seed(args.seed)
     check_fps(args.fps)
+    from arvid.utils.memory import MAX_BATCH, MAX_FRAMES, check_count
+
+    check_count(args.frames, MAX_FRAMES, "--frames")
+    check_count(args.batch, MAX_BATCH, "--batch")
     settings = given(args)
     Sampling.build(settings, name=flag)  # ranges, in the flags' own names
     if args.threads is not None:

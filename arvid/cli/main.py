@@ -65,6 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     except ArvidError as e:
         print(f"arvid: error: {printable(str(e))}", file=sys.stderr)
         return e.exit_code
+    except MemoryError:
+        print("arvid: error: out of memory: ask for less (fewer frames at once, a smaller --batch or --size)",
+              file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # the allocators say so in a RuntimeError
+        if not any(s in str(e) for s in ("can't allocate memory", "out of memory", "Cannot allocate memory")):
+            raise
+        print(f"arvid: error: out of memory ({printable(str(e).splitlines()[0])[:160]}): ask for less (a smaller "
+              "--batch or --size)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as e:
         said = " ".join(str(a) for a in e.args if a)
         print("arvid: interrupted" + (f": {said}" if said else ""), file=sys.stderr)

@@ -96,16 +96,23 @@ def run_tokenize(args: argparse.Namespace) -> int:
     from arvid.tokenizer import Tokenizer, check_frames, fit_frames, video_to_tensor
     from arvid.tokenizer.codes import save_codes
     from arvid.utils.atomic import refuse_aliases
+    from arvid.utils.memory import check_fits
     from arvid.video import fit_video, read_video
 
     refuse_aliases([args.out], [args.video])
     set_threads(args.threads)
     tok = Tokenizer.from_pretrained(tokenizer_folder(args.model), device=args.device)
     tok.check_refine(args.refine)  # before reading the video
+    size = parse_size(args.size) if args.size is not None else None
     video = read_video(args.video, channels=tok.config.channels)
     frames = video.frames
-    if args.size is not None:
-        frames = fit_video(frames, parse_size(args.size), mode="crop")
+    h, w = size or frames.shape[1:3]
+    # the resized clip, and the encoder's activations for a chunk of frames (float32, its first level's width)
+    check_fits(len(frames) * h * w * tok.config.channels + min(len(frames), CHUNK_LATENT * tok.temporal_factor) * h * w
+               * (tok.config.channels + 2 * tok.config.width) * 4, f"tokenizing {len(frames)} frames of {h}x{w}",
+               "give a smaller --size, or a shorter clip")
+    if size is not None:
+        frames = fit_video(frames, size, mode="crop")
     if args.fit is not None:
         frames = fit_frames(frames, tok.temporal_factor, mode=args.fit)
     check_frames(len(frames), tok.temporal_factor, what=str(args.video))
@@ -122,25 +129,30 @@ def run_tokenize(args: argparse.Namespace) -> int:
 
 
 def run_detokenize(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
     from arvid.tokenizer import Tokenizer, tensor_to_video
     from arvid.tokenizer.codes import load_codes
     from arvid.utils.atomic import refuse_aliases
-    from arvid.video import write_video
+    from arvid.utils.memory import check_fits
+    from arvid.video import VideoWriter, check_output
 
     check_fps(args.fps)
     refuse_aliases([args.out], [args.codes])
+    check_output(args.out)
     set_threads(args.threads)
     f = load_codes(args.codes)
     tok = Tokenizer.from_pretrained(tokenizer_folder(args.model), device=args.device)
     f.check(tok)
+    t, h, w = f.codes.shape
+    s, tau, c = tok.spatial_factor, tok.temporal_factor, tok.config.channels
+    check_fits(CHUNK_LATENT * tau * h * s * w * s * (c + 2 * tok.config.width) * 4,
+               f"decoding {args.codes} ({h}x{w} tokens a latent frame: frames of {h * s}x{w * s})",
+               "these codes make frames too large for this machine")
     stream = tok.decoder_stream(1)
     codes = torch.from_numpy(f.codes)[None]  # (1, t, h, w)
-    parts = [tensor_to_video(stream.push(codes[:, i:i + CHUNK_LATENT]))[0] for i in range(0, codes.shape[1], CHUNK_LATENT)]
-    frames = np.concatenate(parts)  # (T, H, W, C)
-    path = write_video(args.out, frames, fps=args.fps or f.fps)
-    print(f"{args.codes}: {f.codes.shape[0]} latent frames -> {len(frames)} frames "
-          f"{frames.shape[1]}x{frames.shape[2]} in {path}")
+    with VideoWriter(args.out, args.fps or f.fps) as out:  # frames go to the file as they are decoded
+        for i in range(0, t, CHUNK_LATENT):
+            out.write(tensor_to_video(stream.push(codes[:, i:i + CHUNK_LATENT]))[0])  # (n, H, W, C)
+    print(f"{args.codes}: {t} latent frames -> {out.frames} frames {h * s}x{w * s} in {out.path}")
     return 0
