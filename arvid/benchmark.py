@@ -47,7 +47,8 @@ from arvid.version import __version__
 
 SUITES = {
     "kernels": ("bench_kernels.py",),
-    "generation": ("bench_generator.py", "bench_pipeline.py", "bench_threads.py", "bench_decoding.py"),
+    "generation": ("bench_generator.py", "bench_pipeline.py", "bench_threads.py", "bench_decoding.py",
+                   "bench_memory.py"),
     "tokenizer": ("bench_tokenizer.py",),
 }
 SUITE_NAMES = (*SUITES, "all")

@@ -143,7 +143,7 @@ def test_cli_writes_the_report_and_refuses_bad_input(model_dir, tmp_path, capsys
     assert all(v["motion"] >= 0 and v["speed"] >= 0 and v["sharpness"] >= 0 and 0 <= v["labels"] <= 1
                for v in rows.values())
     # no sampling.json in this model: guidance is off by default, and the sweep adds scale 5 beside it
-    assert figures["settings"]["sampling"] == {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "guidance": 1.0}
+    assert figures["settings"]["sampling"] == Sampling().to_dict()
     assert cons["guidance_sweep"] == {"scales": [1.0, 5.0], "names": ["generated", "generated, guidance 5"]}
     report = (out / "report.md").read_text()
     assert "## Acceptance checks" in report and "H.264" in report

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     check_seed(args.seed)
     if args.out.exists() and not args.out.is_dir():
         raise ArvidError(f"--out {args.out} exists and is not a folder")
-    names = [f"sample_{i:03d}" + ("" if args.format == "png" else f".{args.format}") for i in range(args.count)]
+    files = [f"sample_{i:03d}" + ("" if args.format == "png" else f".{args.format}") for i in range(args.count)]
     if args.out.is_dir() and any(args.out.iterdir()) and not _made_by_arvid_data(args.out):
         raise ArvidError(f"--out {args.out} is a folder arvid data did not write (it holds "
                          f"{', '.join(sorted(p.name for p in args.out.iterdir())[:3])}, ...): give a new or empty folder")
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     clips, titles, labels = [], [], {}
     for i in tqdm(range(args.count), desc=f"writing {args.dataset}", unit="clip"):
         clip = ds[i]
-        name = names[i]
+        name = files[i]
         write_video(args.out / name, clip.video, fps=fps)
         names = [ds.class_names[j] if ds.class_names else str(j) for j in clip.labels.tolist()]
         labels[name] = names

@@ -55,13 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(_joined_values(sys.argv[1:] if argv is None else list(argv)))
+    try:
+        args = parser.parse_args(_joined_values(sys.argv[1:] if argv is None else list(argv)))
+    except SystemExit as e:  # --help (0), or a parser error already said in one line (2)
+        return e.code if isinstance(e.code, int) else 2
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0 if args.command is None else 2
     previous = signal.signal(signal.SIGTERM, _terminate)  # what timeout, Docker and Slurm send: as Ctrl-C
     try:
         return int(args.func(args) or 0)
+    except SystemExit as e:  # a command's own parser (arvid train KIND): --help, or its one-line error
+        return e.code if isinstance(e.code, int) else 2
     except ArvidError as e:
         print(f"arvid: error: {printable(str(e))}", file=sys.stderr)
         return e.exit_code
