@@ -207,3 +207,67 @@ def bench_decode_cpu(benchmark, impl):
         seconds = seconds_per_call(benchmark, fn, iters=20, rounds=5)
     assert out.shape == q.shape and torch.isfinite(out).all()
     record(benchmark, impl, seconds, bytes_read=2 * k_cache.numel() * k_cache.element_size())
+
+
+# ----------------------------------------------------------------------------------------------
+# arvid's own masks (window + sinks, frame-causal) against FlexAttention, what a PyTorch user would pick for a
+# custom mask (compiled, the same mask as a block mask), and SDPA given the dense mask. bf16, hs 128.
+
+ARVID_MASKS = [  # (name, B, nh, L, frame, window, sinks)
+    ("window+sinks", 4, 16, 4096, 1, 1024, 64),
+    ("frame-causal", 4, 16, 4096, 64, 8 * 64, 64),  # 8x8-token frames, a window of 8 frames, one sink frame
+]
+
+
+def flex_mask_mod(L: int, frame: int, window: int, sinks: int):
+    """The mask rule of arvid.kernels.reference.visible as a FlexAttention mask_mod (queries and keys at 0..L-1)."""
+    def mask_mod(b, h, q_idx, kv_idx):
+        qf, kf = (q_idx // frame) * frame, (kv_idx // frame) * frame
+        return (kf <= qf) & ((qf - kf < window) | (kv_idx < sinks))
+    return mask_mod
+
+
+def flex_call(q, k, v, L, frame, window, sinks, compiled: bool):
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    block = create_block_mask(flex_mask_mod(L, frame, window, sinks), None, None, L, L, device=q.device)
+    fn = torch.compile(flex_attention) if compiled else flex_attention
+    return lambda: fn(q, k, v, block_mask=block)
+
+
+@needs_cuda
+@pytest.mark.parametrize("impl", ["arvid", "flex", "sdpa"])
+@pytest.mark.parametrize("name,B,nh,L,frame,window,sinks", ARVID_MASKS, ids=lambda x: str(x))
+def bench_arvid_masks_cuda(benchmark, impl, name, B, nh, L, frame, window, sinks):
+    q, k, v = (torch.randn(B, nh, L, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    benchmark.group = f"arvid mask {name} B={B} nh={nh} L={L} hs=128 bf16"
+    if impl == "arvid":
+        fn = lambda: flash_attention(q, k, v, window=window, sinks=sinks, frame=frame)  # noqa: E731
+    elif impl == "flex":
+        fn = flex_call(q, k, v, L, frame, window, sinks, compiled=True)
+    else:
+        from arvid.kernels.reference import flash_mask
+
+        mask = flash_mask(L, L, window=window, sinks=sinks, frame=frame, device="cuda")
+        fn = lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # noqa: E731
+    with use_backend("triton" if impl == "arvid" else "pytorch"):
+        fn()
+        seconds = seconds_per_call(benchmark, fn, iters=10, rounds=5)
+    benchmark.extra_info["baseline"] = impl == "flex"
+    record(benchmark, impl, seconds)
+
+
+@cpu_only
+@pytest.mark.parametrize("name,frame,window,sinks", [("window+sinks", 1, 20, 5), ("frame-causal", 6, 18, 6)])
+def bench_arvid_masks_match_flex_cpu(benchmark, name, frame, window, sinks):
+    """On the CPU (eager FlexAttention, small shapes): the flex mask above is arvid's rule, so the GPU rows
+    compare the same attention."""
+    L = 60
+    q, k, v = (torch.randn(1, 2, L, 32) for _ in range(3))
+    benchmark.group = f"cpu arvid mask {name} vs flex (eager) L={L}"
+    flex = flex_call(q, k, v, L, frame, window, sinks, compiled=False)
+    with use_backend("pytorch"):
+        ours = flash_attention(q, k, v, window=window, sinks=sinks, frame=frame)
+        seconds = seconds_per_call(benchmark, flex, iters=2, rounds=3)
+    assert (flex() - ours).abs().max().item() < 1e-4
+    record(benchmark, "flex-eager", seconds)

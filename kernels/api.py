@@ -11,8 +11,8 @@ import math
 import torch
 
 from arvid.kernels.checks import AttentionArgumentError, check_attention_args
-from arvid.kernels.dispatch import uses_triton
-from arvid.kernels.reference import decode_mask, flash_mask, sdpa_attention
+from arvid.kernels.dispatch import case_class, uses_triton
+from arvid.kernels.reference import decode_mask, flash_mask, sdpa_attention, sdpa_causal
 
 MAX_DECODE_QUERIES = 512  # a whole latent frame or two (a 16x16-token frame is 256 queries)
 
@@ -43,8 +43,11 @@ def flash_attention(
     if not causal and (window is not None or sinks or frame != 1):
         raise AttentionArgumentError("flash_attention: window, sinks and frame need causal=True.")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    if uses_triton(q):
+    masked = window is not None or sinks > 0 or frame != 1
+    if uses_triton(q, case_class("flash", hs=q.shape[-1], length=Lk, masked=masked)):
         return torch.ops.arvid.flash_attention(q, k, v, causal, window, sinks, scale, frame)[0]
+    if window is None and not sinks and frame == 1:  # a plain (or no) causal mask: SDPA's own, no dense mask
+        return sdpa_causal(q, k, v, causal, scale)
     mask = flash_mask(Lq, Lk, causal=causal, window=window, sinks=sinks, frame=frame, device=q.device)
     return sdpa_attention(q, k, v, mask, scale)
 
@@ -95,7 +98,9 @@ def decode_attention(
         raise AttentionArgumentError(f"decode_attention: num_splits={num_splits!r}; use None or a positive int.")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k_cache, v_cache))
-    if uses_triton(q) and not needs_grad:
+    case = case_class("decode", hs=q.shape[-1], length=k_cache.shape[2], queries=q.shape[2],
+                      batch=q.shape[0] * k_cache.shape[1])
+    if uses_triton(q, case) and not needs_grad:
         from arvid.kernels.decode import choose_num_splits
 
         splits = choose_num_splits(q, k_cache) if num_splits is None else num_splits

@@ -4,15 +4,21 @@ under TRITON_INTERPRET=1) or PyTorch's scaled_dot_product_attention with arvid's
 The choice, made at every call:
 1. `use_backend(...)` context manager, when one is active;
 2. else the environment variable ARVID_ATTENTION_BACKEND = auto | triton | pytorch;
-3. "auto": Triton for CUDA tensors, and for any tensors when the kernels were built under the
-   Triton interpreter; PyTorch otherwise.
+3. "auto": on a GPU, the path measured fastest for the call's case class (`case_class`): a row of
+   dispatch_table.json (made on a GPU by `python -m arvid.kernels.tune`), else the rule that SDPA runs
+   what it can run without a dense mask (plain causal attention, one-token decoding) and the Triton
+   kernels what it cannot (windows, sinks, frame-causal masks, several queries against a ring cache);
+   the Triton kernels for any tensors when they were built under the interpreter; PyTorch otherwise.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
+import json
 import os
+from pathlib import Path
 
 import torch
 
@@ -84,12 +90,49 @@ def attention_backend(device: torch.device | str) -> str:
     return "pytorch"
 
 
+TABLE_FILE = Path(__file__).with_name("dispatch_table.json")
+
+
+def case_class(op: str, *, hs: int, length: int = 0, queries: int = 1, batch: int = 1, masked: bool = False) -> dict:
+    """The class of an attention call, as dispatch_table.json's rows name it. op "flash": its mask ("causal" when
+    SDPA runs it without a dense mask, else "arvid"), head size and length ("short" up to 4k keys, "long" above);
+    op "decode": its queries ("one", "few" up to 16, "frame" beyond), batch x kv heads ("small" under 64) and cache
+    ("short" up to 4k slots)."""
+    if op == "flash":
+        return {"op": op, "mask": "arvid" if masked else "causal", "hs": hs, "length": "long" if length > 4096 else "short"}
+    return {"op": op, "queries": "one" if queries == 1 else "few" if queries <= 16 else "frame",
+            "batch": "small" if batch < 64 else "large", "cache": "long" if length > 4096 else "short"}
+
+
+@functools.cache
+def _table() -> tuple[tuple[frozenset, str], ...]:
+    try:
+        rows = json.loads(TABLE_FILE.read_text())["rows"]
+        return tuple((frozenset((k, v) for k, v in r.items() if k not in ("choice", "ratio")), r["choice"]) for r in rows)
+    except (OSError, ValueError, KeyError, TypeError):
+        return ()
+
+
+def measured_choice(case: dict) -> str:
+    """"triton" or "pytorch" for a case class on a GPU: its table row, else the rule of the module docstring."""
+    items = frozenset(case.items())
+    for key, choice in _table():
+        if key <= items:
+            return choice
+    if case["op"] == "flash":
+        return "pytorch" if case["mask"] == "causal" else "triton"
+    return "pytorch" if case["queries"] == "one" else "triton"
+
+
 @torch.compiler.assume_constant_result
-def _uses_triton(device_type: str) -> bool:
-    return attention_backend(torch.device(device_type)) != "pytorch"
+def _uses_triton(device_type: str, case: tuple) -> bool:
+    backend = attention_backend(torch.device(device_type))
+    if backend == "triton" and requested_backend() == "auto" and case:
+        return measured_choice(dict(case)) == "triton"
+    return backend != "pytorch"
 
 
-def uses_triton(t: torch.Tensor) -> bool:
-    """True when attention on t's device goes to the Triton kernels. Under torch.compile the choice
-    is made once, when the function is traced."""
-    return _uses_triton(t.device.type)
+def uses_triton(t: torch.Tensor, case: dict | None = None) -> bool:
+    """True when attention on t's device goes to the Triton kernels; on a GPU with the automatic choice, for the
+    call's case class (`case_class`). Under torch.compile the choice is made once, when the function is traced."""
+    return _uses_triton(t.device.type, tuple(sorted(case.items())) if case else ())

@@ -127,6 +127,20 @@ def sdpa_attention(
     return out * any_visible.to(out.dtype)
 
 
+def sdpa_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float | None = None) -> torch.Tensor:
+    """The PyTorch path without a dense mask: causal bottom-right aligned (queries are the last Lq positions) or
+    none, so SDPA may take its fused kernels (FlashAttention on a GPU). Differentiable."""
+    Lq, Lk = q.shape[2], k.shape[2]
+    gqa = q.shape[1] != k.shape[1]
+    if not causal:
+        return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa)
+    if Lq == Lk:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
+    from torch.nn.attention.bias import causal_lower_right
+
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(Lq, Lk), scale=scale, enable_gqa=gqa)
+
+
 def error_bound(reference: torch.Tensor, pytorch_out: torch.Tensor, multiple: float = 2.0, floor: float = 1e-5) -> float:
     """The tolerance rule of ANCHORS.md: a kernel's max error against the float32 `reference` may be
     `multiple` times PyTorch's own max error (`pytorch_out`, the same math in the test dtype) plus an

@@ -184,6 +184,18 @@ def test_triton_and_pytorch_paths_agree_forward_and_backward():
         assert max_error(a, b) <= 1e-4
 
 
+@pytest.mark.parametrize("Lq,Lk,causal", [(23, 50, True), (50, 50, True), (17, 40, False)])
+def test_the_pytorch_path_without_a_dense_mask_matches_the_reference(Lq, Lk, causal):
+    """A plain causal (or no) mask goes to SDPA's own causal kernels, bottom-right aligned, GQA, with gradients."""
+    q, k, v = make_qkv(1, 4, 2, Lq, Lk, 32, torch.float32, requires_grad=True)
+    with use_backend("pytorch"):
+        out = flash_attention(q, k, v, causal=causal)
+    ref = attention_reference(q, k, v, causal=causal)
+    assert max_error(out, ref) <= 1e-5
+    for a, b in zip(torch.autograd.grad(out.square().sum(), (q, k, v)), torch.autograd.grad(ref.square().sum(), (q, k, v))):
+        assert max_error(a, b) <= 1e-4
+
+
 def test_custom_op_fake_and_autograd_registration():
     q, k, v = make_qkv(1, 2, 1, 17, 20, 32, torch.float32, requires_grad=True)
     torch.library.opcheck(torch.ops.arvid.flash_attention.default, (q, k, v, True, 8, 2, 0.2, 1))
@@ -257,6 +269,28 @@ def test_backend_choice_env_var_and_context_manager(monkeypatch):
     with pytest.raises(ArvidError, match="unknown"):
         with use_backend("cudnn"):
             pass
+
+
+def test_the_automatic_choice_on_a_gpu_follows_the_measured_table_then_the_rule():
+    from arvid.kernels.dispatch import _table, case_class, measured_choice
+
+    assert _table(), "dispatch_table.json is shipped and parses"
+    # measured on the H200 (issue 25): SDPA wins plain causal attention and one-token decoding
+    assert measured_choice(case_class("flash", hs=128, length=16384)) == "pytorch"
+    assert measured_choice(case_class("decode", hs=128, length=8192, queries=1, batch=8)) == "pytorch"
+    assert measured_choice(case_class("decode", hs=128, length=65536, queries=4, batch=32)) == "triton"
+    # no row: SDPA where it needs no dense mask, the kernels where it would
+    assert measured_choice(case_class("flash", hs=32, length=100, masked=True)) == "triton"
+    assert measured_choice(case_class("decode", hs=32, length=100, queries=64, batch=2)) == "triton"
+    assert measured_choice(case_class("flash", hs=32, length=100)) == "pytorch"
+
+
+def test_tune_refuses_without_a_gpu(capsys):
+    if DEVICE == "cuda":
+        pytest.skip("on a GPU the tuner measures (a minute or two)")
+    from arvid.kernels.tune import main as tune
+
+    assert tune(["--out", "/dev/null"]) == 2 and "this machine has none" in capsys.readouterr().out
 
 
 def test_env_var_selects_the_pytorch_path(monkeypatch):
