@@ -101,6 +101,28 @@ def test_the_quick_start_installs_only_what_generate_needs_and_ci_runs_the_readm
     assert ci.index(first) < ci.index(tests[0])
 
 
+def test_the_quick_start_sheet_is_what_the_quick_start_command_makes(tmp_path, monkeypatch):
+    """The README's picture comes from its own command (same seed, same model), so its text can be checked
+    against it by eye; regenerate docs/images/quickstart-sheet.png with that command when the model changes."""
+    import shlex
+
+    import cv2
+
+    readme = (ROOT / "README.md").read_text()
+    quick = readme[readme.index("## Quick start"):readme.index("## Commands")]
+    command = _fenced_commands(quick)[0].split("&&")[-1].strip()
+    argv = shlex.split(command)
+    assert argv[:2] == ["arvid", "generate"] and "--sheet" in argv
+    monkeypatch.chdir(tmp_path)
+    assert main(argv[1:]) == 0
+    made = cv2.imread(argv[argv.index("--sheet") + 1])
+    shown = cv2.imread(str(ROOT / "docs" / "images" / "quickstart-sheet.png"))
+    assert made is not None and shown is not None and made.shape == shown.shape
+    # the frames must match; the captions' font rendering may differ a little between OpenCV builds
+    differ = np.abs(made.astype(np.int16) - shown.astype(np.int16)).max(axis=-1) > 8
+    assert differ.mean() < 0.005, f"{differ.mean():.2%} of the sheet's pixels differ from the README's picture"
+
+
 def test_the_packages_generate_needs_are_the_base_install():
     import tomllib
 

@@ -228,3 +228,106 @@ def test_fuzzed_sampling_files_load_or_fail_in_one_line(model_dir, tmp_path, cap
     assert (code == 0 and not err) or (code == 2 and len(err) == 1 and err[0].startswith("arvid: error:")), err
     if (tmp_path / "x.npy").exists():
         os.unlink(tmp_path / "x.npy")
+
+
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=False),
+              st.text(max_size=12), st.sampled_from([0, 1, -1, 2**31, 1e300, "raster", "masked", "fsq"])),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=6)
+
+
+def _one_line_outcome(capsys, argv) -> tuple[int, list[str]]:
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    err = [line for line in re.split(r"[\r\n]", capsys.readouterr().err)
+           if line.strip() and not line.startswith(("generating", "train", "decoding"))]
+    assert (code == 0 and not err) or (code == 2 and len(err) == 1 and err[0].startswith("arvid")
+                                       and "error:" in err[0] and "Traceback" not in err[0]), (argv, code, err)
+    return code, err
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(part=st.sampled_from(["generator", "tokenizer"]), data=st.data())
+def test_fuzzed_model_configs_load_or_fail_in_one_line(model_dir, tmp_path, capsys, part, data):
+    """Any field of a model folder's config.json set to any JSON value (or a key added or removed)."""
+    import shutil
+
+    model = tmp_path / "m"
+    shutil.rmtree(model, ignore_errors=True)
+    shutil.copytree(model_dir, model)
+    path = model / part / "config.json"
+    config = json.loads(path.read_text())
+    key = data.draw(st.sampled_from(sorted(config) + ["unknown_field"]), label="key")
+    if data.draw(st.booleans(), label="remove") and key in config:
+        del config[key]
+    else:
+        config[key] = data.draw(JSON_VALUES, label="value")
+    path.write_text(json.dumps(config))
+    out = tmp_path / "x.npy"
+    _one_line_outcome(capsys, ["generate", "--frames", 1, "--out", out, "--model", model])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+    out.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("toy") / "run"
+    assert main(["train", "toy", "--out", str(out), "--steps", "2", "--ckpt-every", "1"]) == 0
+    return out
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzzed_trainer_states_resume_or_fail_in_one_line(toy_run, tmp_path, capsys, data):
+    """Any field of trainer_state.json (at any depth of its first level) set to any JSON value, then --resume."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    shutil.copytree(toy_run, run_dir)
+    path = run_dir / "trainer_state.json"
+    state = json.loads(path.read_text())
+    key = data.draw(st.sampled_from(sorted(state)), label="key")
+    value = state[key]
+    if isinstance(value, dict) and value and data.draw(st.booleans(), label="deeper"):
+        inner = data.draw(st.sampled_from(sorted(value)), label="inner key")
+        value[inner] = data.draw(JSON_VALUES, label="inner value")
+    else:
+        state[key] = data.draw(JSON_VALUES, label="value")
+    path.write_text(json.dumps(state))
+    _one_line_outcome(capsys, ["train", "toy", "--out", run_dir, "--resume", "--steps", 3])
+
+
+@pytest.fixture(scope="module")
+def code_file(model_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("codes")
+    np.save(folder / "clip.npy", clip(5))
+    assert main(["tokenize", str(folder / "clip.npy"), "--model", str(model_dir), "--out", str(folder / "c.npz")]) == 0
+    with np.load(folder / "c.npz") as f:
+        return {k: f[k] for k in f.files}
+
+
+ARRAYS = st.one_of(
+    st.sampled_from([np.zeros((0,), np.uint16), np.zeros((3, 1024, 1024), np.uint8), np.array("x"), np.array(1.5),
+                     np.array([1, 2]), np.full((3, 4, 4), 65535, np.uint16), np.full((3, 4, 4), -1, np.int32),
+                     np.array(2**62), np.array(-7), np.zeros((2, 2, 2, 2), np.int64), np.zeros((3, 4, 4), np.float32)]),
+    st.integers(-2**63, 2**63 - 1).map(np.array))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzzed_code_files_decode_or_fail_in_one_line(model_dir, code_file, tmp_path, capsys, data):
+    """Any array of a code file replaced (or dropped, or one added), then detokenize."""
+    arrays = dict(code_file)
+    key = data.draw(st.sampled_from(sorted(arrays) + ["extra"]), label="key")
+    if data.draw(st.booleans(), label="remove") and key in arrays:
+        del arrays[key]
+    else:
+        arrays[key] = data.draw(ARRAYS, label="array")
+    path = tmp_path / "c.npz"
+    np.savez(path, **arrays)
+    out = tmp_path / "back.npy"
+    _one_line_outcome(capsys, ["detokenize", path, "--model", model_dir, "--out", out])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    out.unlink(missing_ok=True)
