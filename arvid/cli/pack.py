@@ -7,9 +7,8 @@ The folder holds tokenizer/ and generator/ (model.safetensors + config.json each
 state), which is what `Arvid.from_pretrained(path)` and `--model PATH` read. The two must belong
 together: the generator was trained on this tokenizer's codes (same codebook and latent grid).
 With --sampling FILE, the folder also holds sampling.json: the decoding settings `arvid generate`
-uses where its flags leave them unset (some of the settings of `arvid generate --help`: temperature,
-top_k, top_p, min_p, guidance), for example {"top_p": 0.9, "guidance": 3.0}. Measure them first:
-`arvid eval generation` sweeps them.
+uses where its flags leave them unset (some of the settings listed below), for example
+{"top_p": 0.9, "guidance": 3.0}. Measure them first: `arvid eval generation` sweeps them.
 """
 
 from __future__ import annotations
@@ -19,8 +18,11 @@ from pathlib import Path
 
 
 def register(sub) -> None:
+    from arvid.generator.sampling import Sampling
+
+    settings = ", ".join(Sampling.settings())
     p = sub.add_parser("pack", help="join a trained tokenizer and generator into one model folder",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=f"{__doc__}\nThe settings a sampling.json may hold: {settings}.", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tokenizer", type=Path, required=True, help="tokenizer folder or its training run folder")
     p.add_argument("--generator", type=Path, required=True, help="generator folder or its training run folder")
     p.add_argument("--out", type=Path, required=True, help="model folder to write (must not exist yet)")
