@@ -153,7 +153,7 @@ class Arvid:
         guidance), a frame step's logits and noise, and the decoder's activations for a latent frame."""
         cfg, tok = self.generator.config, self.tokenizer.config
         rows = batch * (2 if guided else 1)
-        chunk = cfg.frame_tokens if cfg.masked else 16
+        chunk = cfg.decode_chunk
         slots = cfg.sinks + cfg.window + chunk - 1
         elt = next(self.generator.parameters()).element_size()
         cache = cfg.n_layer * rows * cfg.n_kv_head * (2 * slots + cfg.sinks + 1) * cfg.head_size * elt

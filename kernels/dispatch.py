@@ -18,6 +18,7 @@ import contextvars
 import functools
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -104,12 +105,21 @@ def case_class(op: str, *, hs: int, length: int = 0, queries: int = 1, batch: in
             "batch": "small" if batch < 64 else "large", "cache": "long" if length > 4096 else "short"}
 
 
+CASE_KEYS = ("op", "mask", "hs", "length", "queries", "batch", "cache")  # what case_class names; other fields
+# of a row (its ratio, the shape it was measured at, a note) are the record, not the key
+
+
 @functools.cache
 def _table() -> tuple[tuple[frozenset, str], ...]:
     try:
         rows = json.loads(TABLE_FILE.read_text())["rows"]
-        return tuple((frozenset((k, v) for k, v in r.items() if k not in ("choice", "ratio")), r["choice"]) for r in rows)
-    except (OSError, ValueError, KeyError, TypeError):
+        table = tuple((frozenset((k, r[k]) for k in CASE_KEYS if k in r), r["choice"]) for r in rows)
+        if any(choice not in ("triton", "pytorch") for _, choice in table):
+            raise ValueError("a choice other than triton or pytorch")
+        return table
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        warnings.warn(f"{TABLE_FILE} cannot be read ({type(e).__name__}: {e}); the automatic attention choice "
+                      "falls back to its rule (python -m arvid.kernels.tune writes the table again)", stacklevel=2)
         return ()
 
 

@@ -353,3 +353,24 @@ def test_kernels_compile_for_sm90_without_a_gpu(tmp_path):
     env["TRITON_CACHE_DIR"] = str(tmp_path)  # compile for real, not from a cache
     done = subprocess.run([sys.executable, "-c", AOT_COMPILE], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-3000:]
+
+
+def test_a_table_written_by_tune_is_read_with_its_record_fields(tmp_path, monkeypatch):
+    """tune's rows carry the ratio and the shape they were measured at: the key is the case class alone."""
+    import json
+
+    from arvid.kernels import dispatch
+
+    table = tmp_path / "dispatch_table.json"
+    table.write_text(json.dumps({"rows": [{"op": "flash", "mask": "causal", "hs": 64, "length": "short",
+                                           "choice": "triton", "ratio": 1.3, "shape": [4, 16, 2048, 64]}]}))
+    monkeypatch.setattr(dispatch, "TABLE_FILE", table)
+    dispatch._table.cache_clear()
+    try:
+        assert dispatch.measured_choice(dispatch.case_class("flash", hs=64, length=2048)) == "triton"
+        table.write_text("{not json")
+        dispatch._table.cache_clear()
+        with pytest.warns(UserWarning, match="falls back to its rule"):
+            assert dispatch.measured_choice(dispatch.case_class("flash", hs=64, length=2048)) == "pytorch"
+    finally:
+        dispatch._table.cache_clear()

@@ -98,7 +98,8 @@ def test_a_stopped_extension_keeps_the_input_and_the_frames_made_so_far(model_di
     before = (tmp_path / "in.npy").read_bytes()
     returncode, lines, _, out = stop_while_generating(model_dir, tmp_path, signal.SIGINT,
                                                       ("extend", str(tmp_path / "in.npy")))
-    said = re.fullmatch(r"arvid: interrupted: .* holds the (\d+) frames made so far", lines[-1])
+    said = re.fullmatch(r"arvid: interrupted: .* holds the (\d+) frames made so far "
+                        r"\(5 of the input, the rest generated\)", lines[-1])
     assert returncode == 130 and said, lines[-5:]
     assert read_video(out / "clip.mp4").frames.shape[0] == int(said.group(1)) > 5  # the input's 5, then new ones
     assert (tmp_path / "in.npy").read_bytes() == before

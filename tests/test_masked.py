@@ -169,3 +169,13 @@ def test_the_pipeline_generates_and_extends_with_a_masked_model(tmp_path):
     assert np.load(tmp_path / "c.npy").shape == (5, 16, 16, 1)
     assert main(["generate", "--model", str(tmp_path / "m"), "--frames", "5", "--steps", "0",
                  "--out", str(tmp_path / "d.npy")]) == 2
+
+
+def test_a_masked_config_refuses_frames_larger_than_one_decode_call():
+    from arvid.errors import ArvidError
+    from arvid.generator import GeneratorConfig
+
+    GeneratorConfig.from_name("tiny", vocab_size=32, latent_h=16, latent_w=16, decoding="masked")  # 256: fine
+    with pytest.raises(ArvidError, match="at most 512 tokens"):
+        GeneratorConfig.from_name("tiny", vocab_size=32, latent_h=24, latent_w=24, decoding="masked")
+    GeneratorConfig.from_name("tiny", vocab_size=32, latent_h=24, latent_w=24)  # raster decodes token by token

@@ -182,7 +182,7 @@ def test_json_with_huge_integers_or_nan_is_one_line_error(model_dir, tmp_path, c
 # ---------------------------------------------------------------- fuzz
 
 
-FLAG_VALUES = st.sampled_from(["0", "-1", "1", "2", "3.5", "nan", "inf", "-inf", "1e308", "x", "", "9" * 40, "-0"])
+FLAG_VALUES = st.sampled_from(["0", "-1", "1", "2", "3.5", "nan", "inf", "-inf", "1e308", "x", "", "9" * 40, "9" * 400, "-0"])
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -336,3 +336,34 @@ def test_fit_pad_and_stretch():
         fit_video(frames, (32, 32), mode="zoom")
     with pytest.raises(ArvidError, match="positive"):
         fit_video(frames, (0, 32))
+
+
+def test_a_writer_that_cannot_rename_into_place_leaves_nothing_behind(tmp_path):
+    from arvid.errors import ArvidError
+    from arvid.video.io import VideoWriter
+
+    frames = np.zeros((2, 8, 8, 1), np.uint8)
+    out = VideoWriter(tmp_path / "c.npy", fps=8)
+    out.write(frames)
+    (tmp_path / "c.npy").mkdir()  # the target became a folder while the video was written
+    with pytest.raises(ArvidError, match="became a folder"):
+        out.close()
+    folder = VideoWriter(tmp_path / "frames", fps=8)
+    folder.write(frames)
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "frames" / "notes.txt").write_text("mine")  # a user's file appeared in the target folder
+    with pytest.raises(ArvidError, match="notes.txt"):
+        folder.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npy", "frames"]
+    assert (tmp_path / "frames" / "notes.txt").read_text() == "mine"
+
+
+def test_a_size_the_format_refuses_creates_nothing(tmp_path):
+    from arvid.errors import ArvidError
+    from arvid.video.io import VideoWriter
+
+    out = VideoWriter(tmp_path / "odd.mp4", fps=8)  # used without a with-block
+    with pytest.raises(ArvidError, match="even width and height"):
+        out.write(np.zeros((7, 9, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+    assert out.shape is None

@@ -9,9 +9,12 @@ type and default from the dataclass: a new setting appears here without an edit.
 from __future__ import annotations
 
 import argparse
+import re
 
 THREADS_HELP = ("CPU threads (default: chosen for the work: the cores not busy when it starts, or one for a raster "
                 "model's token-by-token steps; OMP_NUM_THREADS overrides the choice)")
+PARALLEL_THREADS_HELP = ("CPU threads (default: the cores not busy when it starts; OMP_NUM_THREADS overrides the "
+                         "choice)")
 
 
 def add_sampling_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -47,9 +50,6 @@ def set_threads(requested: int | None) -> None:
 
 
 MAX_SEED = 2**63 - 1  # torch's generators take a signed 64-bit seed
-MAX_FPS = 1000.0
-
-
 def check_seed(seed: int, flag: str = "--seed") -> None:
     from arvid.errors import ArvidError
 
@@ -59,9 +59,22 @@ def check_seed(seed: int, flag: str = "--seed") -> None:
 
 def check_fps(fps: float | None, flag: str = "--fps") -> None:
     """None (unset) or a finite frame rate in (0, 1000]; 0 is refused, not ignored."""
-    import math
+    from arvid.video.io import check_fps as check
 
-    from arvid.errors import ArvidError
+    if fps is not None:
+        check(fps, flag)
 
-    if fps is not None and not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
-        raise ArvidError(f"{flag} must be a frame rate in (0, {MAX_FPS:g}] frames per second, got {fps}")
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `arvid generate: error: ...` (the usage is what --help shows)."""
+
+    def error(self, message: str):
+        # a value of thousands of characters is named by its start and its length, not echoed whole
+        message = re.sub(r"'([^']{60,})'", lambda m: f"'{m[1][:24]}...' ({len(m[1])} characters)", message)
+        self.exit(2, f"{self.prog}: error: {printable(message)} (see {self.prog} --help)\n")
+
+
+def printable(text: str) -> str:
+    """`text` on one line: control characters (a newline in a file name) written as escapes."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
+

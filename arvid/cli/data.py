@@ -45,9 +45,12 @@ def _made_by_arvid_data(folder: Path) -> bool:
     nothing else is there but those samples and sheet.png."""
     import re
 
+    from arvid.errors import ArvidError
+    from arvid.utils.jsonfile import read_json
+
     try:
-        labels = json.loads((folder / "labels.json").read_text())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        labels = read_json(folder / "labels.json")
+    except ArvidError:  # missing, too large, not JSON: not a folder arvid data wrote
         return False
     sample = re.compile(r"sample_\d{3,}(\.(mp4|webm|gif|npy))?")
     if not isinstance(labels, dict) or not all(isinstance(k, str) and sample.fullmatch(k) for k in labels):

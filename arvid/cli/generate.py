@@ -11,7 +11,7 @@ from arvid.cli._common import THREADS_HELP, add_sampling_flags, check_fps, check
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--frames", type=int, required=True, help="number of new frames to generate (any positive number)")
+    p.add_argument("--frames", type=int, required=True, help="number of new frames to generate (1 to 10,000,000)")
     p.add_argument("--out", type=Path, required=True,
                    help="output video: .mp4 (H.264), .webm, .gif, .npy, or a folder of png frames (no suffix); "
                         "with --batch B > 1, one file per clip: NAME_0.mp4, NAME_1.mp4, ...")
@@ -138,16 +138,18 @@ def _run(args, input_path: Path | None = None) -> int:
                 put(frames)
                 bar.update(1)
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: keep what was made, a valid shorter video
-        done = [w.close() for w in writers]
+        done = _close_all(writers)
         where = _where([p for p in done if p is not None])
-        stop.args = (f"{where} holds the {written} frames made so far" if where else "nothing was written",)
+        counts = sorted({w.frames for w in writers})  # a stop inside a batch: one clip may hold one more
+        held = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        made = f" ({given} of the input, the rest generated)" if given else ""
+        stop.args = (f"{where} holds the {held} frames made so far{made}" if where else "nothing was written",)
         raise
     except BaseException:
         for w in writers:
             w.abort()
         raise
-    for w in writers:
-        w.close()
+    _close_all(writers)
     if args.sheet is not None:
         clips = np.stack(kept, axis=1)  # (B, n, H, W, C)
         clips_sheet(list(clips), args.sheet, titles=[o.name for o in outs], numbers=sorted(shown))
@@ -157,6 +159,16 @@ def _run(args, input_path: Path | None = None) -> int:
           f"({args.frames} generated in {elapsed:.1f} s, {args.frames * args.batch / elapsed:.1f} frames/s)"
           + (f"; contact sheet {args.sheet}" if args.sheet else ""))
     return 0
+
+
+def _close_all(writers) -> list[Path | None]:
+    """Close every writer; if one fails, the others are aborted too (no temporary stays) and the error goes on."""
+    try:
+        return [w.close() for w in writers]
+    except BaseException:
+        for w in writers:
+            w.abort()  # a closed writer has nothing left to remove
+        raise
 
 
 def _where(paths: list[Path]) -> str:

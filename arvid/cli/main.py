@@ -14,6 +14,7 @@ import pkgutil
 import signal
 import sys
 
+from arvid.cli._common import Parser, printable
 from arvid.errors import ArvidError
 from arvid.version import __version__
 
@@ -24,18 +25,6 @@ A causal 3D-conv VQ tokenizer turns frames into tokens; a causal transformer wit
 attention and a static KV cache samples the next token; clips of any length decode back to video.
 Run `arvid COMMAND --help` for the options of each command.
 """
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: `arvid generate: error: ...` (the usage is what --help shows)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {printable(message)} (see {self.prog} --help)\n")
-
-
-def printable(text: str) -> str:
-    """`text` on one line: control characters (a newline in a file name) written as escapes."""
-    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,8 @@
 """`arvid tokenize VIDEO --out codes.npz` and `arvid detokenize codes.npz --out VIDEO`.
 
-Both stream: the clip goes through the tokenizer a few latent frames at a time, carrying the
-causal convolutions' state, so long clips use constant memory and give the same codes and frames
-as one whole-clip pass.
+Both run the tokenizer a few latent frames at a time, carrying the causal convolutions' state, so its
+activations do not grow with the clip and the codes and frames equal one whole-clip pass. `tokenize`
+holds the clip it reads and its codes; `detokenize` writes each frame to the file as it is decoded.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from arvid.cli._common import THREADS_HELP, check_fps, set_threads
+from arvid.cli._common import PARALLEL_THREADS_HELP, check_fps, set_threads
 
 CHUNK_LATENT = 8  # latent frames per streaming step
 
@@ -37,7 +37,7 @@ def register(sub) -> None:
                    help="context tokenizers: search STEPS gradient steps per latent frame for codes that decode "
                         "closer to the video (same bits, same decoder; slower encoding). Default 0")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    p.add_argument("--threads", type=int, default=None, help=PARALLEL_THREADS_HELP)
     p.set_defaults(func=run_tokenize)
 
     d = sub.add_parser(
@@ -53,7 +53,7 @@ def register(sub) -> None:
     d.add_argument("--out", required=True, type=Path, help="video to write")
     d.add_argument("--fps", type=float, default=None, help="frame rate (default: the one stored with the codes)")
     d.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
-    d.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    d.add_argument("--threads", type=int, default=None, help=PARALLEL_THREADS_HELP)
     d.set_defaults(func=run_detokenize)
 
 
@@ -95,15 +95,21 @@ def run_tokenize(args: argparse.Namespace) -> int:
 
     from arvid.tokenizer import Tokenizer, check_frames, fit_frames, video_to_tensor
     from arvid.tokenizer.codes import save_codes
-    from arvid.utils.atomic import refuse_aliases
+    from arvid.errors import ArvidError
+    from arvid.utils.atomic import check_target, refuse_aliases
     from arvid.utils.memory import check_fits
     from arvid.video import fit_video, read_video
+    from arvid.video.io import check_name
 
+    check_name(str(args.out), args.out)  # the flags first: before the tokenizer loads or the clip is read
+    if args.out.suffix.lower() != ".npz":
+        raise ArvidError(f"--out {args.out}: codes are written as .npz; give a name ending in .npz")
+    check_target(args.out)
     refuse_aliases([args.out], [args.video])
+    size = parse_size(args.size) if args.size is not None else None
     set_threads(args.threads)
     tok = Tokenizer.from_pretrained(tokenizer_folder(args.model), device=args.device)
     tok.check_refine(args.refine)  # before reading the video
-    size = parse_size(args.size) if args.size is not None else None
     video = read_video(args.video, channels=tok.config.channels)
     frames = video.frames
     h, w = size or frames.shape[1:3]

@@ -42,8 +42,8 @@ class KVCache:
     @classmethod
     def allocate(cls, cfg: GeneratorConfig, batch: int, device=None, dtype=torch.float32,
                  max_chunk: int | None = None) -> "KVCache":
-        if max_chunk is None:  # raster: prefill chunks of 16 tokens; masked: a whole frame
-            max_chunk = cfg.frame_tokens if cfg.masked else 16
+        if max_chunk is None:
+            max_chunk = cfg.decode_chunk
         ring = cfg.window + max_chunk - 1
         S = cfg.sinks + ring
         shape = (cfg.n_layer, batch, cfg.n_kv_head, S, cfg.head_size)

@@ -23,6 +23,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from arvid.errors import ArvidError
+from arvid.kernels.api import MAX_DECODE_QUERIES
 
 DECODINGS = ("raster", "masked")
 
@@ -82,6 +83,12 @@ class GeneratorConfig:
     def frame(self) -> int:
         """The attention's frame: 1 (token-causal) for raster, F (frame-causal) for masked."""
         return self.frame_tokens if self.masked else 1
+
+    @property
+    def decode_chunk(self) -> int:
+        """Most positions one cached decode call writes: a prefill chunk of 16 tokens (raster), a whole frame
+        (masked). The KV cache's ring holds the window plus this, less one."""
+        return self.frame_tokens if self.masked else 16
 
     @property
     def null_label(self) -> int:  # the "no label" class, for classifier-free guidance
@@ -154,6 +161,9 @@ def validate(c: GeneratorConfig) -> None:
         bad.append(f"num_classes={c.num_classes}, labels_per_clip={c.labels_per_clip} (both 0 or both > 0)")
     if c.decoding not in DECODINGS:
         bad.append(f"decoding={c.decoding!r} (one of {', '.join(DECODINGS)})")
+    elif c.decoding == "masked" and c.latent_h * c.latent_w > MAX_DECODE_QUERIES:
+        bad.append(f"decoding='masked' with {c.latent_h}x{c.latent_w} tokens per latent frame (a masked model "
+                   f"decodes a whole frame at once: at most {MAX_DECODE_QUERIES} tokens)")
     if not 1 < c.rope_base < math.inf or not 0 < c.norm_eps < 1:
         bad.append(f"rope_base={c.rope_base}, norm_eps={c.norm_eps} (rope_base finite and > 1, 0 < norm_eps < 1)")
     if bad:

@@ -55,8 +55,10 @@ def time_rotation(cfg: GeneratorConfig, shift: torch.Tensor) -> tuple[torch.Tens
 def sink_shift(cfg: GeneratorConfig, query_frame: torch.Tensor) -> torch.Tensor:
     """Frames by which the sinks move forward for a query in `query_frame` (int64, any shape).
 
-    The window of a query in frame t reaches back to frame t - W; the s sink frames are placed at
-    t - W - s .. t - W - 1, just before it, once the query is far enough to need it. Before that
+    The window of a query in frame t covers the W·F positions before it: into frame t - W for a raster
+    model, frames t - W + 1 .. t for a masked one (frame-causal). The s sink frames are placed at
+    t - W - s .. t - W - 1, just before the raster window (a frame before the masked one), once the query
+    is far enough to need it. Before that
     (t <= W + s) they sit at their true time. A sink is thus never farther than W + s frames from a
     query: the same distances training shows, however long the clip.
     """

@@ -136,8 +136,10 @@ def check_value(key: str, value, name: str | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (meta["integer"] and not isinstance(value, int)):
         raise ArvidError(f"{label} must be {'a whole number' if meta['integer'] else 'a number'} "
                          f"{meta['rule']}, got {value!r}")
-    if not math.isfinite(value) or not meta["valid"](value):
-        raise ArvidError(f"{label} must be {meta['rule']}, got {value}")
+    if (isinstance(value, float) and not math.isfinite(value)) or not meta["valid"](value):
+        digits = str(abs(value)) if isinstance(value, int) else ""
+        shown = f"a whole number of {len(digits)} digits" if len(digits) > 20 else value
+        raise ArvidError(f"{label} must be {meta['rule']}, got {shown}")
 
 
 __all__ = ["Sampling", "check_value"]

@@ -55,11 +55,10 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
         yield tmp
         # mkstemp/mkdtemp create private (0600/0700) entries; give the result the usual permissions
         if tmp.exists():
-            os.chmod(tmp, (0o777 if is_dir else 0o666) & ~_umask())
+            os.chmod(tmp, (0o777 if is_dir else 0o666) & ~umask())
         if is_dir:
-            if path.exists():
-                old = path.with_name(f".{path.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
+            if path.exists():  # moved aside onto a fresh empty folder of its own: never a name someone else uses
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
                 os.replace(path, old)
                 os.replace(tmp, path)
                 shutil.rmtree(old, ignore_errors=True)
@@ -86,7 +85,8 @@ def _check_parent_dir(path: Path) -> None:
         raise ArvidError(f"cannot write {path}: folder {parent} is not writable")
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process umask (read without changing it for long)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

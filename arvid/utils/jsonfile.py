@@ -11,6 +11,7 @@ and no NaN or Infinity (which Python's json accepts but JSON does not).
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -29,6 +30,13 @@ def _int(text: str) -> int:
     if len(text.lstrip("-")) > MAX_DIGITS:
         raise _Refused(f"an integer of {len(text.lstrip('-'))} digits (at most {MAX_DIGITS})")
     return int(text)
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: a literal too large for a float, read as infinity
+        raise _Refused(f"the number {text[:24]}, too large for a float")
+    return value
 
 
 def _constant(name: str):
@@ -55,7 +63,7 @@ def loads(text: str | bytes, source: str = "JSON"):
     try:
         if isinstance(text, bytes):
             text = text.decode("utf-8")
-        value = json.loads(text, parse_int=_int, parse_constant=_constant)
+        value = json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant)
     except _Refused as e:
         raise ArvidError(f"{source} holds {e}: it is not a file arvid wrote, or it was edited") from None
     except UnicodeDecodeError as e:

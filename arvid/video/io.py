@@ -56,14 +56,14 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from arvid.errors import ArvidError
-from arvid.utils.atomic import atomic_path, check_target
+from arvid.utils.atomic import atomic_path, check_target, umask
 
 DEFAULT_FPS = 8.0
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _DEMUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "matroska",
              ".avi": "avi", ".gif": "gif"}
 _FPS_KEY = "arvid:fps"
-_MAX_FPS = 1000.0
+MAX_FPS = 1000.0
 # Subsampled YUV is brought to 4:4:4 with a bicubic filter before RGB conversion: FFmpeg's direct
 # yuv420p -> rgb24 path repeats chroma samples, which costs about 1.5 dB on small colourful clips.
 _UPSAMPLE = {"yuv420p": "yuv444p", "yuv422p": "yuv444p", "yuvj420p": "yuvj444p", "yuvj422p": "yuvj444p"}
@@ -80,7 +80,7 @@ class Video:
         f = self.frames
         if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.ndim != 4 or f.shape[3] not in (1, 3):
             raise ArvidError(f"Video.frames must be a uint8 array (T, H, W, C) with C 1 or 3, got {_describe_array(f)}")
-        self.fps = _check_fps(self.fps, "Video.fps")
+        self.fps = check_fps(self.fps, "Video.fps")
 
     def __len__(self) -> int:
         return self.frames.shape[0]
@@ -237,7 +237,7 @@ def _header_size(path: Path) -> tuple[int | None, int | None]:
 
 def _stream_fps(stream) -> float:
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
-        if rate and 0 < float(rate) <= _MAX_FPS:
+        if rate and 0 < float(rate) <= MAX_FPS:
             return float(rate)
     return DEFAULT_FPS
 
@@ -438,7 +438,7 @@ def _png_fps(im: Image.Image) -> float | None:
         fps = float(im.info.get(_FPS_KEY, "nan"))
     except (TypeError, ValueError):
         return None
-    return fps if 0 < fps <= _MAX_FPS else None
+    return fps if 0 < fps <= MAX_FPS else None
 
 
 # --- .npy
@@ -535,7 +535,7 @@ class VideoWriter:
     def __init__(self, path: str | os.PathLike, fps: float, *, crf: int | None = None):
         raw = os.fspath(path)
         self.path = Path(raw).expanduser()
-        self.fps = _check_fps(fps, f"fps for {self.path}")
+        self.fps = check_fps(fps, f"fps for {self.path}")
         self.folder = _is_folder_target(raw, self.path)
         if not self.folder:
             _check_suffix(self.path)
@@ -587,12 +587,14 @@ class VideoWriter:
         try:
             with self._errors():
                 self._finish()
-            tmp, self._tmp = self._tmp, None
-            if self.folder:
-                _replace_folder(tmp, self.path)
-            else:
-                os.chmod(tmp, 0o666 & ~_umask())
-                os.replace(tmp, self.path)
+                if self.folder:
+                    _replace_folder(self._tmp, self.path)
+                else:
+                    if self.path.is_dir():
+                        raise IsADirectoryError(f"{self.path} became a folder while the video was written")
+                    os.chmod(self._tmp, 0o666 & ~umask())
+                    os.replace(self._tmp, self.path)
+                self._tmp = None  # in place: nothing left to remove
         except BaseException:
             self.abort()
             raise
@@ -616,8 +618,15 @@ class VideoWriter:
 
     def _open(self, shape: tuple[int, int, int]) -> None:
         height, width, channels = shape
-        self.shape = shape
         parent = self.path.parent
+        # what the format refuses, before anything is created
+        if self.suffix == ".mp4" and (height % 2 or width % 2) and channels != 1:
+            raise ArvidError(f"{self.path}: H.264 (yuv420p) needs an even width and height, got "
+                             f"{width}x{height}; crop or pad with arvid.video.fit_video, or write .webm, "
+                             ".gif or png frames")
+        if self.suffix in (".mp4", ".webm"):
+            crf = _check_crf(self.path, self.crf, *((18, 51) if self.suffix == ".mp4" else (32, 63)))
+        self.shape = shape
         with self._errors():
             if self.folder:
                 _check_no_strangers(self.path)
@@ -634,16 +643,12 @@ class VideoWriter:
                 return
             if self.suffix == ".mp4":
                 gray = channels == 1  # H.264 codes gray as 4:0:0 (luma only): it reads back gray, no chroma to lose
-                if (height % 2 or width % 2) and not gray:
-                    raise ArvidError(f"{self.path}: H.264 (yuv420p) needs an even width and height, got "
-                                     f"{width}x{height}; crop or pad with arvid.video.fit_video, or write .webm, "
-                                     ".gif or png frames")
                 codec, pix_fmt = "libx264", "gray" if gray else "yuv420p"
-                options = {"crf": _check_crf(self.path, self.crf, 18, 51), "preset": "medium"}
+                options = {"crf": crf, "preset": "medium"}
                 fps = self.fps
             elif self.suffix == ".webm":
                 codec, pix_fmt, fps = "libvpx-vp9", "yuv420p", self.fps
-                options = {"crf": _check_crf(self.path, self.crf, 32, 63), "b": "0", "deadline": "good",
+                options = {"crf": crf, "b": "0", "deadline": "good",
                            "cpu-used": "4", "row-mt": "1"}
             else:  # .gif: delays are whole centiseconds (players slow down delays under 2): one constant delay,
                 # so the clip reads back at the rate it plays at; FFmpeg's frame-difference optimisations compare
@@ -724,13 +729,7 @@ def _replace_folder(new: Path, path: Path) -> None:
         old.rmdir()
     else:
         os.replace(new, path)
-    os.chmod(path, 0o777 & ~_umask())
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    os.chmod(path, 0o777 & ~umask())
 
 
 def check_output(path: str | os.PathLike, *, image: bool = False) -> Path:
@@ -778,13 +777,14 @@ def _check_suffix(path: Path) -> None:
                          "folder (a path without a suffix) for png frames")
 
 
-def _check_fps(fps, what: str) -> float:
+def check_fps(fps, what: str = "fps") -> float:
+    """`fps` as a float, or ArvidError naming `what`: a finite frame rate in (0, MAX_FPS]."""
     try:
         value = float(fps)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ArvidError(f"{what} must be a number, got {fps!r}") from None
-    if not (0 < value <= _MAX_FPS):
-        raise ArvidError(f"{what} must be in (0, {_MAX_FPS:g}], got {fps!r}")
+    if not (0 < value <= MAX_FPS):  # NaN fails too
+        raise ArvidError(f"{what} must be a frame rate in (0, {MAX_FPS:g}] frames per second, got {fps!r}")
     return value
 
 
