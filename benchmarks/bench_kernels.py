@@ -258,6 +258,7 @@ def bench_arvid_masks_cuda(benchmark, impl, name, B, nh, L, frame, window, sinks
 
 
 @cpu_only
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")  # eager on purpose: a mask check
 @pytest.mark.parametrize("name,frame,window,sinks", [("window+sinks", 1, 20, 5), ("frame-causal", 6, 18, 6)])
 def bench_arvid_masks_match_flex_cpu(benchmark, name, frame, window, sinks):
     """On the CPU (eager FlexAttention, small shapes): the flex mask above is arvid's rule, so the GPU rows
