@@ -138,6 +138,13 @@ def test_a_control_character_in_a_path_is_escaped_and_the_error_stays_one_line(m
             match="1\\n2")
 
 
+def test_an_empty_label_flag_is_refused_not_read_as_unconditional(model_dir, tmp_path, capsys):
+    for value in ("", ",", " "):
+        refused(capsys, "generate", "--frames", 2, "--out", tmp_path / "x.npy", "--model", model_dir, f"--label={value}",
+                match="names no label")
+    assert not list(tmp_path.iterdir())
+
+
 def test_negative_labels_read_as_labels_and_train_out_must_be_a_folder(model_dir, tmp_path, capsys):
     code, _ = run(capsys, "generate", "--frames", 1, "--out", tmp_path / "x.npy", "--label", "-1,3")  # the shipped model
     assert code == 0

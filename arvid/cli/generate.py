@@ -58,11 +58,14 @@ def _request(args) -> tuple[list[int] | None, dict]:
     from arvid.generator.sampling import Sampling
 
     labels = None
-    if args.label:
+    if args.label is not None:
         try:
             labels = [int(x) for x in args.label.split(",") if x.strip() != ""]
         except ValueError:
             raise ArvidError(f"--label {args.label!r}: give integers separated by commas, e.g. --label 3,7") from None
+        if not labels:
+            raise ArvidError(f"--label {args.label!r} names no label: give integers separated by commas, e.g. "
+                             "--label 3,7, or leave the flag out for unconditional generation")
     if args.frames < 1:
         raise ArvidError(f"--frames must be a positive number, got {args.frames}")
     if args.batch < 1:
