@@ -51,7 +51,8 @@ def import_graph() -> dict[str, set[str]]:
                 if node.level:
                     up = package.split(".")[: len(package.split(".")) - node.level + 1]
                     base = ".".join(up + ([base] if base else []))
-                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
+                # `from pkg import sub` runs pkg/__init__ too: an edge to the package as well as to the submodule
+                targets = [base] + [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in mods]
             else:
                 continue
             graph[name] |= {t for t in targets if t in mods and t != name}

@@ -23,7 +23,7 @@ from torch import nn
 
 from arvid.errors import ArvidError
 from arvid.files import load_model_files, load_state, meta_layout, save_model
-from arvid.generator import rope
+from arvid.generator.rope import rotate, sink_shift, slot_angles, time_rotation
 from arvid.generator.cache import KVCache
 from arvid.generator.config import GeneratorConfig
 from arvid.kernels import decode_attention, flash_attention
@@ -67,7 +67,7 @@ class Attention(nn.Module):
         q = q.view(B, L, self.nh, self.hs).transpose(1, 2)  # (B, nh, L, hs)
         k = k.view(B, L, self.nh_kv, self.hs).transpose(1, 2)  # (B, nh_kv, L, hs)
         v = v.view(B, L, self.nh_kv, self.hs).transpose(1, 2)  # (B, nh_kv, L, hs)
-        return rope.rotate(q, cos, sin), rope.rotate(k, cos, sin), v
+        return rotate(q, cos, sin), rotate(k, cos, sin), v
 
     def _out(self, y: torch.Tensor) -> torch.Tensor:
         B, _, L, _ = y.shape
@@ -94,7 +94,7 @@ class Attention(nn.Module):
         if cache.sinks:
             sink_k = cache.sink_k[layer]  # (B, nh_kv, sinks + 1, hs)
             sink_k.index_copy_(2, sink_slots, k)
-            k_cache[:, :, : cache.sinks] = rope.rotate(sink_k[:, :, : cache.sinks], *sink_rot)
+            k_cache[:, :, : cache.sinks] = rotate(sink_k[:, :, : cache.sinks], *sink_rot)
         y = decode_attention(q, k_cache, v_cache, cache.pos, pos_q, window=self.cfg.window, sinks=self.cfg.sinks,
                              frame=self.cfg.frame)
         return self._out(y)
@@ -105,7 +105,7 @@ def windowed_attention(cfg: GeneratorConfig, q, k, v) -> torch.Tensor:
 
     q (B, nh, N, hs), k, v (B, nh_kv, N, hs), rotated at their own positions, N = T·F. Frames up to
     W + s see the sinks at their true time: one causal call. Each later frame t sees the sinks
-    shifted to just before its window (rope.sink_shift): its F queries attend, in a batch of their
+    shifted to just before its window (sink_shift): its F queries attend, in a batch of their
     own, to [shifted sinks, frames t-W .. t], laid out so the kernel's window and sink rule applies
     unchanged (relative positions inside the window are the true ones). The rule is token-causal for
     raster models and frame-causal (`frame` = F) for masked ones.
@@ -139,11 +139,11 @@ def windowed_attention(cfg: GeneratorConfig, q, k, v) -> torch.Tensor:
 
 def shifted_sinks(cfg: GeneratorConfig, k: torch.Tensor, v: torch.Tensor, frames: torch.Tensor):
     """The sink keys and values of a clip (B, nh_kv, N, hs), once per query frame in `frames` (n,), the keys
-    rotated by that frame's sink shift (rope.sink_shift) -> k, v (B·n, nh_kv, sinks, hs)."""
+    rotated by that frame's sink shift (sink_shift) -> k, v (B·n, nh_kv, sinks, hs)."""
     B, nh_kv, _, hs = k.shape
     n, sinks = frames.shape[0], cfg.sinks
-    cos, sin = rope.time_rotation(cfg, rope.sink_shift(cfg, frames))  # (n, hs/2)
-    k_sink = rope.rotate(k[:, None, :, :sinks], cos[None, :, None, None], sin[None, :, None, None])
+    cos, sin = time_rotation(cfg, sink_shift(cfg, frames))  # (n, hs/2)
+    k_sink = rotate(k[:, None, :, :sinks], cos[None, :, None, None], sin[None, :, None, None])
     v_sink = v[:, None, :, :sinks].expand(B, n, nh_kv, sinks, hs)
     return k_sink.reshape(B * n, nh_kv, sinks, hs), v_sink.reshape(B * n, nh_kv, sinks, hs)
 
@@ -254,7 +254,7 @@ class Generator(nn.Module):
         if pad:
             inputs = F.pad(inputs, (0, pad), value=self.config.bos_token)
         x = self._embed(inputs, labels)
-        cos, sin = rope.slot_angles(self.config, torch.arange(N + pad, device=inputs.device))  # (N, hs/2)
+        cos, sin = slot_angles(self.config, torch.arange(N + pad, device=inputs.device))  # (N, hs/2)
         for block in self.blocks:
             x = block(x, cos, sin)
         return self.head(self.norm(x[:, :N]))
@@ -266,7 +266,7 @@ class Generator(nn.Module):
                              f"and their clean tokens of the same shape, got {tuple(inputs.shape)} and "
                              f"{None if clean is None else tuple(clean.shape)}")
         x = self._embed(torch.cat([clean, inputs], dim=1), labels)  # (B, 2N, C): the clean stream, then the masked
-        cos, sin = rope.slot_angles(self.config, torch.arange(N, device=inputs.device).repeat(2))  # (2N, hs/2)
+        cos, sin = slot_angles(self.config, torch.arange(N, device=inputs.device).repeat(2))  # (2N, hs/2)
         for block in self.blocks:
             x = block(x, cos, sin)
         return self.head(self.norm(x[:, N:]))
@@ -281,9 +281,9 @@ class Generator(nn.Module):
         """
         cfg = self.config
         x = self._embed(inputs, labels)
-        cos, sin = rope.slot_angles(cfg, pos)  # (L, hs/2)
+        cos, sin = slot_angles(cfg, pos)  # (L, hs/2)
         slots = cache.write_positions(pos)
-        sink_rot = rope.time_rotation(cfg, rope.sink_shift(cfg, pos[:1] // cfg.frame_tokens))  # (1, hs/2)
+        sink_rot = time_rotation(cfg, sink_shift(cfg, pos[:1] // cfg.frame_tokens))  # (1, hs/2)
         pos_q = pos.expand(inputs.shape[0], -1)  # (B, L)
         args = (cache, slots, cache.sink_slots(pos), sink_rot, pos_q)
         for i, block in enumerate(self.blocks):

@@ -25,8 +25,10 @@ from tqdm.auto import tqdm
 
 from arvid.errors import ArvidError
 from arvid.files import CONFIG_FILE, load_state, read_envelope
-from arvid.train import checkpoint as ckpt
-from arvid.train import distributed, rng
+from arvid.train.checkpoint import (OPTIMIZER_FILE, holds_checkpoint, latest_checkpoint, load_checkpoint, load_optimizer,
+                                    save_checkpoint, sweep_temporaries)
+from arvid.train.distributed import DistContext, setup, teardown
+from arvid.train.rng import capture as capture_rng, restore as restore_rng, seed_all
 from arvid.train.schedule import lr_factor
 
 
@@ -115,15 +117,15 @@ def build_optimizer(model: torch.nn.Module, task, cfg: TrainConfig) -> torch.opt
 
 def train(task: TrainTask, cfg: TrainConfig) -> dict:
     """Train `task` as `cfg` says; return the final metrics (every process returns them)."""
-    ctx = distributed.setup(cfg.device)
+    ctx = setup(cfg.device)
     try:
         return _Run(task, cfg, ctx).run()
     finally:
-        distributed.teardown(ctx)
+        teardown(ctx)
 
 
 class _Run:
-    def __init__(self, task, cfg: TrainConfig, ctx: distributed.DistContext) -> None:
+    def __init__(self, task, cfg: TrainConfig, ctx: DistContext) -> None:
         self.task, self.cfg, self.ctx = task, cfg, ctx
         self.out = Path(cfg.out_dir)
         self.bf16 = cfg.bf16 if cfg.bf16 is not None else ctx.device.type == "cuda"
@@ -135,10 +137,10 @@ class _Run:
     def _prepare_out_dir(self) -> None:
         if self.out.exists() and not self.out.is_dir():
             raise ArvidError(f"--out {self.out} is a file, not a folder")
-        if not self.cfg.resume and self.out.is_dir() and ckpt.holds_checkpoint(self.out):
+        if not self.cfg.resume and self.out.is_dir() and holds_checkpoint(self.out):
             raise ArvidError(f"{self.out} already holds a training checkpoint: add --resume to continue it, "
                              "or give another --out")
-        if self.cfg.resume and ckpt.latest_checkpoint(self.out) is None and ckpt.holds_checkpoint(self.out):
+        if self.cfg.resume and latest_checkpoint(self.out) is None and holds_checkpoint(self.out):
             raise ArvidError(f"{self.out} holds model files but no checkpoints/ folder: it is not a training run "
                              "that can be resumed (or its checkpoints were deleted); give another --out")
         self.ctx.barrier()  # every process has looked before the first one writes
@@ -147,21 +149,21 @@ class _Run:
                 self.out.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise ArvidError(f"cannot create output folder {self.out}: {e}") from None
-            ckpt.sweep_temporaries(self.out)
+            sweep_temporaries(self.out)
         self.ctx.barrier()
 
     def _setup(self) -> int:
         """Build model and optimizer, restore a checkpoint if resuming; return the first step."""
         self._prepare_out_dir()
-        rng.seed_all(self.cfg.seed)
+        seed_all(self.cfg.seed)
         self.model = self.task.build_model().to(self.ctx.device)
         self.optimizer = build_optimizer(self.model, self.task, self.cfg)
-        folder = ckpt.latest_checkpoint(self.out) if self.cfg.resume else None
+        folder = latest_checkpoint(self.out) if self.cfg.resume else None
         start = self._restore(folder) if folder is not None else 0
         if folder is None:
             if self.cfg.resume and self.ctx.is_main:
                 tqdm.write(f"arvid: no checkpoint in {self.out}: starting at step 0")
-            rng.seed_all(self.cfg.seed + 7919 * (self.ctx.rank + 1))
+            seed_all(self.cfg.seed + 7919 * (self.ctx.rank + 1))
         self.ddp = self.ctx.wrap(self.model, getattr(self.task, "find_unused_parameters", False))
         return start
 
@@ -174,18 +176,18 @@ class _Run:
             diff = sorted(k for k in set(saved) | set(self.model_config) if saved.get(k) != self.model_config.get(k))
             raise ArvidError(f"{folder} was trained with another model config (differs in {', '.join(diff)}): "
                              "resume with the same model flags, or give another --out")
-        c = ckpt.load_checkpoint(folder, self.task.kind, layout=lambda config, source: self.model.state_dict())
+        c = load_checkpoint(folder, self.task.kind, layout=lambda config, source: self.model.state_dict())
         load_state(self.model, c.model)
-        ckpt.load_optimizer(self.optimizer, c.optimizer, c.state["optimizer"], folder / ckpt.OPTIMIZER_FILE)
+        load_optimizer(self.optimizer, c.optimizer, c.state["optimizer"], folder / OPTIMIZER_FILE)
         self.history = list(c.state.get("history", []))
         states = c.state.get("rng", [])
         if len(states) == self.ctx.world_size:
-            rng.restore(states[self.ctx.rank], self.ctx.device)
+            restore_rng(states[self.ctx.rank], self.ctx.device)
         else:
             if self.ctx.is_main:
                 tqdm.write(f"arvid: {folder} was written by {len(states)} process(es), this run has "
                            f"{self.ctx.world_size}: random numbers are reseeded, so the run is not bit-exact")
-            rng.seed_all(self.cfg.seed + 7919 * (self.ctx.rank + 1) + c.state["step"])
+            seed_all(self.cfg.seed + 7919 * (self.ctx.rank + 1) + c.state["step"])
         saved_cfg = c.state.get("train_config", {})
         changed = [k for k in ("steps", "batch_size", "lr", "seed", "warmup_steps", "min_lr_ratio", "weight_decay")
                    if k in saved_cfg and saved_cfg[k] != getattr(self.cfg, k)]
@@ -248,13 +250,13 @@ class _Run:
         return loss_value, {k: float(v) for k, v in metrics.items()}, lr, extra
 
     def _save(self, step: int) -> None:
-        blob = json.dumps(rng.capture(self.ctx.device)).encode()
+        blob = json.dumps(capture_rng(self.ctx.device)).encode()
         states = [json.loads(b) for b in self.ctx.all_gather_bytes(blob)]
         if self.ctx.is_main:
             train_config = {f.name: getattr(self.cfg, f.name) for f in fields(self.cfg)}
             state = {"world_size": self.ctx.world_size, "train_config": train_config,
                      "rng": states, "history": self.history}
-            ckpt.save_checkpoint(self.out, step, self.model, self.optimizer, self.task.kind,
+            save_checkpoint(self.out, step, self.model, self.optimizer, self.task.kind,
                                  self.model_config, state)
         self.ctx.barrier()
 
