@@ -9,6 +9,7 @@ type and default from the dataclass: a new setting appears here without an edit.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 
 THREADS_HELP = ("CPU threads (default: chosen for the work: the cores not busy when it starts, or one for a raster "
@@ -78,3 +79,46 @@ def printable(text: str) -> str:
     """`text` on one line: control characters (a newline in a file name) written as escapes."""
     return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
 
+
+
+class QuietStream:
+    """stderr for a command's run: a write that fails (a pipe no one reads, as after Ctrl-C under `| tee`, a closed
+    descriptor, a full disk) is dropped, never raised. What arvid says is not worth the frames it is saving."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._quietly(lambda s: s.write(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._quietly(lambda s: s.flush())
+
+    def isatty(self) -> bool:
+        return bool(self._quietly(lambda s: s.isatty()))
+
+    def __getattr__(self, name):
+        if self._stream is None:
+            raise AttributeError(name)
+        return getattr(self._stream, name)
+
+    def _quietly(self, act):
+        if self._stream is None:
+            return None
+        try:
+            return act(self._stream)
+        except (OSError, ValueError):
+            self._silence()
+            return None
+
+    def _silence(self) -> None:
+        """Point the broken stream's descriptor at /dev/null, so Python's own flush at exit cannot fail either."""
+        try:
+            fd = self._stream.fileno()
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, fd)
+            os.close(null)
+        except (OSError, ValueError, AttributeError):
+            pass
+        self._stream = None

@@ -14,7 +14,7 @@ import pkgutil
 import signal
 import sys
 
-from arvid.cli._common import Parser, printable
+from arvid.cli._common import Parser, QuietStream, printable
 from arvid.errors import ArvidError
 from arvid.version import __version__
 
@@ -27,7 +27,10 @@ Run `arvid COMMAND --help` for the options of each command.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The `arvid` parser: every command built in full, or with `only`, that command alone, the others listed by
+    name and summary (each module's COMMANDS). A command's options may need torch (the decoding settings, a
+    training task); listing the commands does not, so `arvid --help` answers at once."""
     parser = Parser(prog="arvid", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"arvid {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -37,21 +40,29 @@ def build_parser() -> argparse.ArgumentParser:
         if mod.name.startswith("_") or mod.name == "main":
             continue
         module = importlib.import_module(f"arvid.cli.{mod.name}")
-        if hasattr(module, "register"):
+        if not hasattr(module, "register"):
+            continue
+        commands = getattr(module, "COMMANDS", {})
+        if only is None or only in commands or not commands:
             module.register(sub)
+        else:
+            for name, summary in commands.items():
+                sub.add_parser(name, help=summary)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = _joined_values(sys.argv[1:] if argv is None else list(argv))
+    parser = build_parser(only=next((a for a in argv if not a.startswith("-")), ""))
     try:
-        args = parser.parse_args(_joined_values(sys.argv[1:] if argv is None else list(argv)))
+        args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0), or a parser error already said in one line (2)
         return e.code if isinstance(e.code, int) else 2
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0 if args.command is None else 2
-    previous = signal.signal(signal.SIGTERM, _terminate)  # what timeout, Docker and Slurm send: as Ctrl-C
+    previous = _catch_stop_signals()
+    stderr, sys.stderr = sys.stderr, QuietStream(sys.stderr)  # a closed or full stderr never costs the work
     try:
         return int(args.func(args) or 0)
     except SystemExit as e:  # a command's own parser (arvid train KIND): --help, or its one-line error
@@ -74,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         print("arvid: interrupted" + (f": {said}" if said else ""), file=sys.stderr)
         return getattr(e, "exit_code", 130)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        sys.stderr = stderr
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 VALUE_FLAGS = ("--label",)  # flags whose values may start with '-' (a label -1 means none)
@@ -94,13 +107,30 @@ def _joined_values(argv: list[str]) -> list[str]:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled as Ctrl-C is (the output keeps what was made), with its own exit code."""
+    """SIGTERM (or SIGHUP, SIGQUIT, SIGUSR1), handled as Ctrl-C is (the output keeps what was made), with the
+    exit code of that signal (128 + its number: 143 for SIGTERM)."""
 
     exit_code = 143
 
 
+# what timeout, Docker and Slurm (SIGTERM), a dropped ssh session (SIGHUP), Ctrl-\ (SIGQUIT) and job tools
+# (SIGUSR1) send: each stops the work as Ctrl-C does; a signal the caller set to be ignored (nohup) stays ignored
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)
+
+
+def _catch_stop_signals() -> dict:
+    """Handle STOP_SIGNALS as interruptions for this command; -> the handlers to put back after it."""
+    previous = {}
+    for sig in STOP_SIGNALS:
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            previous[sig] = signal.signal(sig, _terminate)
+    return previous
+
+
 def _terminate(signum, frame) -> None:
-    raise Terminated()
+    stop = Terminated()
+    stop.exit_code = 128 + signum
+    raise stop
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,151 @@
+"""Nothing lost, second pass (issue 33): a user's files next to arvid's outputs, a Ctrl-C whose stderr is a
+closed pipe, the other signals, names the final rename cannot take, training's sweep of temporaries.
+
+Each case asserts the exit code, one `arvid: error:` line (no traceback) for a refusal, the user's files
+unchanged, and no temporary left. Cases that need a real process (a pipe, a signal) run `python -m arvid`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from arvid.cli.main import main
+from arvid.kernels import use_backend
+from corpus import tiny_model_dir
+
+STARTED = re.compile(rb"generating:[^\r\n]*\| *[1-9]\d*/")  # the bar has counted at least one frame
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return tiny_model_dir(tmp_path_factory.mktemp("model") / "model")
+
+
+@pytest.fixture(autouse=True)
+def pytorch_attention():
+    with use_backend("pytorch"):
+        yield
+
+
+def run(capsys, *argv) -> tuple[int, list[str]]:
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = [line for line in re.split(r"[\r\n]", err) if line.strip() and not line.startswith("generating")]
+    return code, lines
+
+
+def refused(capsys, *argv, match: str) -> str:
+    code, lines = run(capsys, *argv)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("arvid") and "error:" in lines[0] and "Traceback" not in lines[0], lines
+    assert match in lines[0], lines[0]
+    return lines[0]
+
+
+def listing(folder) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() and not p.is_symlink() else None
+            for p in sorted(folder.rglob("*"))}
+
+
+def no_temporaries(folder: Path) -> None:
+    assert not [p for p in folder.rglob("*") if re.search(r"\.(tmp|old)(\.|$)", p.name)], list(folder.rglob("*"))
+
+
+# ---------------------------------------------------------------- a process whose stderr is gone, other signals
+
+ENV = {**os.environ, "ARVID_ATTENTION_BACKEND": "pytorch", "OMP_NUM_THREADS": "1"}
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def arvid_process(model_dir, out, frames, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "arvid", "generate", "--model", str(model_dir), "--frames",
+                             str(frames), "--out", str(out), "--device", "cpu"], env=ENV, **popen)
+
+
+def wait_for_bar(proc: subprocess.Popen, timeout: float = 120) -> None:
+    import select
+
+    fd, seen, deadline = proc.stderr.fileno(), b"", time.monotonic() + timeout
+    while not STARTED.search(seen):
+        assert time.monotonic() < deadline, seen[-2000:]
+        ready, _, _ = select.select([fd], [], [], 1.0)
+        if ready:
+            chunk = os.read(fd, 65536)
+            assert chunk, f"arvid exited ({proc.wait()}) before the bar started: {seen[-2000:]!r}"
+            seen += chunk
+
+
+def finished(proc: subprocess.Popen, timeout: float = 60) -> int:
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_ctrl_c_with_stderr_a_closed_pipe_keeps_the_frames(model_dir, tmp_path):
+    """`arvid generate ... 2>&1 | tee log` and Ctrl-C: the terminal stops tee too, so arvid's stderr is a pipe
+    no one reads. Saying so must not cost the frames."""
+    from arvid.video import read_video
+
+    out = tmp_path / "o.npy"
+    proc = arvid_process(model_dir, out, 100000, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         preexec_fn=_default_sigint)
+    try:
+        wait_for_bar(proc)
+        proc.stderr.close()  # tee is gone
+        proc.send_signal(signal.SIGINT)
+    finally:
+        code = finished(proc)
+    assert code == 130
+    assert len(read_video(out)) >= 1
+    no_temporaries(tmp_path)
+
+
+@pytest.mark.parametrize("stderr", ["closed", "full"])
+def test_a_closed_or_full_stderr_costs_nothing(model_dir, tmp_path, stderr):
+    """`2>&-` and `2>/dev/full`: the clip is written and the command succeeds."""
+    from arvid.video import read_video
+
+    out = tmp_path / "o.npy"
+    if stderr == "closed":
+        proc = arvid_process(model_dir, out, 3, stdout=subprocess.DEVNULL, preexec_fn=lambda: os.close(2))
+    else:
+        with open("/dev/full", "w") as full:
+            proc = arvid_process(model_dir, out, 3, stdout=subprocess.DEVNULL, stderr=full)
+    assert finished(proc, 120) == 0
+    assert len(read_video(out)) == 3
+    no_temporaries(tmp_path)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1])
+def test_hangup_quit_and_usr1_keep_the_frames_as_sigterm_does(model_dir, tmp_path, sig):
+    from arvid.video import read_video
+
+    out = tmp_path / "o.npy"
+    proc = arvid_process(model_dir, out, 100000, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for_bar(proc)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        code = finished(proc)
+    assert code == 128 + sig
+    assert len(read_video(out)) >= 1
+    assert f"holds the" in err.decode() and "Traceback" not in err.decode()
+    no_temporaries(tmp_path)
