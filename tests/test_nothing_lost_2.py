@@ -149,3 +149,81 @@ def test_hangup_quit_and_usr1_keep_the_frames_as_sigterm_does(model_dir, tmp_pat
     assert len(read_video(out)) >= 1
     assert f"holds the" in err.decode() and "Traceback" not in err.decode()
     no_temporaries(tmp_path)
+
+
+# ---------------------------------------------------------------- outputs replace only what arvid wrote
+
+
+def test_a_png_folder_of_the_users_own_frames_is_refused(model_dir, tmp_path, capsys):
+    """`--out shots` where shots/ holds the user's frame_0001.png ... frame_0005.png (named like arvid's, without
+    arvid's mark): nothing of them is deleted."""
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    for i in range(1, 6):
+        Image.fromarray(np.full((8, 8), 10 * i, np.uint8)).save(shots / f"frame_{i:04d}.png")
+    before = listing(tmp_path)
+    refused(capsys, "generate", "--frames", 2, "--out", shots, "--model", model_dir, match="frame_0001.png")
+    assert listing(tmp_path) == before
+    # a folder arvid wrote is written again
+    code, _ = run(capsys, "generate", "--frames", 2, "--out", tmp_path / "mine", "--model", model_dir)
+    assert code == 0
+    assert run(capsys, "generate", "--frames", 3, "--out", tmp_path / "mine", "--model", model_dir)[0] == 0
+    assert len(list((tmp_path / "mine").iterdir())) == 3
+    no_temporaries(tmp_path)
+
+
+def test_a_sheet_inside_the_png_folder_output_is_refused(model_dir, tmp_path, capsys):
+    out = tmp_path / "frames"
+    assert run(capsys, "generate", "--frames", 2, "--out", out, "--model", model_dir)[0] == 0
+    before = listing(tmp_path)
+    refused(capsys, "generate", "--frames", 2, "--out", out, "--sheet", out / "frame_00001.png", "--model", model_dir,
+            match="--sheet")
+    assert listing(tmp_path) == before
+
+
+# ---------------------------------------------------------------- what the final rename needs, checked before work
+
+
+@pytest.mark.parametrize("kind", ["dangling", "to a folder", "to a folder, png"])
+def test_a_symlink_at_the_output_is_refused_before_work(model_dir, tmp_path, capsys, kind):
+    (tmp_path / "folder").mkdir()
+    link = tmp_path / ("frames" if kind.endswith("png") else "o.npy")
+    link.symlink_to(tmp_path / ("nowhere" if kind == "dangling" else "folder"))
+    before = listing(tmp_path)
+    refused(capsys, "generate", "--frames", 2, "--out", link, "--model", model_dir, match="symbolic link")
+    assert listing(tmp_path) == before
+
+
+def test_a_name_whose_temporary_is_too_long_is_refused_before_work(model_dir, tmp_path, capsys):
+    out = tmp_path / ("a" * 247 + ".mp4")  # 251 bytes: the name fits, its temporary's (.NAME.XXXXXXXX.tmp.mp4) not
+    refused(capsys, "generate", "--frames", 2, "--out", out, "--model", model_dir, match="bytes long")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_mount_point_at_the_output_is_refused_before_work(model_dir, tmp_path, capsys, monkeypatch):
+    """A Docker volume (a mounted folder or a bind-mounted file) cannot be renamed over: EBUSY after all the work."""
+    out = tmp_path / "o.npy"
+    out.write_bytes(b"a bind-mounted file")
+    real_ismount = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda p: os.fspath(p) == os.fspath(out) or real_ismount(p))
+    refused(capsys, "generate", "--frames", 2, "--out", out, "--model", model_dir, match="mount point")
+    assert out.read_bytes() == b"a bind-mounted file"
+
+
+# ---------------------------------------------------------------- training sweeps only its own temporaries
+
+
+def test_training_start_up_keeps_the_users_hidden_files(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / ".gitignore").write_text("*\n")
+    (run_dir / "checkpoints" / ".notes").mkdir()
+    (run_dir / "checkpoints" / ".notes" / "mine.txt").write_text("mine")
+    (run_dir / ".notes").mkdir()
+    (run_dir / ".notes" / "mine.txt").write_text("mine")
+    (run_dir / "checkpoints" / ".step-00000001.abcd_123.tmp").mkdir()  # what a killed run left: swept
+    assert main(["train", "toy", "--out", str(run_dir), "--steps", "2", "--ckpt-every", "1"]) == 0
+    assert (run_dir / "checkpoints" / ".gitignore").read_text() == "*\n"
+    assert (run_dir / "checkpoints" / ".notes" / "mine.txt").read_text() == "mine"
+    assert (run_dir / ".notes" / "mine.txt").read_text() == "mine"
+    no_temporaries(run_dir)

@@ -10,7 +10,7 @@ from pathlib import Path
 from arvid.cli._common import THREADS_HELP, add_sampling_flags, check_fps, check_seed, flag, given
 
 
-def _arguments(p: argparse.ArgumentParser) -> None:
+def _arguments(p: argparse.ArgumentParser, fps_default: str) -> None:
     p.add_argument("--frames", type=int, required=True, help="number of new frames to generate (1 to 10,000,000)")
     p.add_argument("--out", type=Path, required=True,
                    help="output video: .mp4 (H.264), .webm, .gif, .npy, or a folder of png frames (no suffix); "
@@ -25,20 +25,23 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, default=None,
                    help="model folder with tokenizer/ and generator/ (default: the model shipped with arvid)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--fps", type=float, default=None, help="frame rate of the output (default: the input's, or 8)")
+    p.add_argument("--fps", type=float, default=None, help=f"frame rate of the output (default: {fps_default})")
     p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+
+
+COMMANDS = {"generate": "generate a new clip of any length", "extend": "continue an existing video frame by frame"}
 
 
 def register(sub) -> None:
     g = sub.add_parser(
-        "generate", help="generate a new clip of any length",
+        "generate", help=COMMANDS["generate"],
         description="Generate a new clip of exactly --frames frames. Long clips roll the KV cache forward "
         "and stream tokens straight into the decoder, so memory stays flat however long the clip is.",
     )
-    _arguments(g)
+    _arguments(g, "8")
     g.set_defaults(func=run_generate)
     e = sub.add_parser(
-        "extend", help="continue an existing video frame by frame",
+        "extend", help=COMMANDS["extend"],
         description="Continue INPUT (mp4, webm, mkv, avi, gif, a folder of png/jpg frames, or .npy) by "
         "--frames new frames. The input is resized (short side) and centre-cropped to the model's "
         "resolution, tokenized, and its last latent frames prefill the cache. The output is the input's "
@@ -48,7 +51,7 @@ def register(sub) -> None:
         "clips stay gray in .mp4 (H.264 4:0:0), .npy and png.",
     )
     e.add_argument("input", type=Path, help="the video to continue")
-    _arguments(e)
+    _arguments(e, "the input's, or 8 if it has none")
     e.set_defaults(func=run_extend)
 
 
@@ -88,7 +91,7 @@ def _request(args) -> tuple[list[int] | None, dict]:
 def _outputs(out: Path, batch: int, sheet: Path | None, inputs: tuple[Path, ...] = ()) -> list[Path]:
     """The output paths, each checked as the writer will check it (and --sheet as a PNG), before any work; none
     may be an input (the same file or folder under another name)."""
-    from arvid.utils.atomic import refuse_aliases
+    from arvid.utils.atomic import refuse_aliases, refuse_inside
     from arvid.video.io import check_output
 
     outs = [out] if batch == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(batch)]
@@ -96,6 +99,7 @@ def _outputs(out: Path, batch: int, sheet: Path | None, inputs: tuple[Path, ...]
         check_output(path)
     if sheet is not None:
         check_output(sheet, image=True)
+        refuse_inside(sheet, outs, "--sheet")
     refuse_aliases([*outs, *([sheet] if sheet else [])], inputs)
     return outs
 

@@ -43,7 +43,7 @@ from safetensors.torch import save_file
 from arvid.errors import ArvidError
 from arvid.files import (CONFIG_FILE, MODEL_FILE, Layout, ModelFiles, envelope_json, load_model_files, read_json,
                          read_safetensors, saveable)
-from arvid.utils.atomic import atomic_path
+from arvid.utils.atomic import atomic_path, is_temporary
 from arvid.version import __version__
 
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -129,13 +129,20 @@ def sweep_temporaries(out_dir: str | os.PathLike) -> None:
     root = out / CHECKPOINTS
     if root.is_dir():
         for p in root.iterdir():
-            if p.name.startswith("."):
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
+            if _is_step_temporary(p):
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     for name in _STATE_FILES:
-        stem, suffix = name.split(".", 1)
-        for p in out.glob(f".{stem}.*.tmp.{suffix}"):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+        for p in out.iterdir():
+            if is_temporary(p, name):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+
+
+def _is_step_temporary(p: Path) -> bool:
+    """Whether `p` is a step folder's temporary (`.step-00000500.XXXXXXXX.tmp`, or `.old`): a user's own hidden
+    files in checkpoints/ (a .gitignore) are not."""
+    step = p.name[1:].split(".")[0]
+    return bool(_STEP_DIR.match(step)) and is_temporary(p, step, is_dir=True)
 
 
 def saved_options(out_dir: str | os.PathLike) -> dict | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -75,6 +76,20 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
         raise
 
 
+_RANDOM = "[a-z0-9_]+"  # the random part tempfile puts in a name (8 characters)
+
+
+def is_temporary(path: Path, name: str, *, is_dir: bool = False) -> bool:
+    """Whether `path` is a temporary arvid made for a target called `name` (and may remove): `.NAME.XXXXXXXX.tmp`
+    or `.NAME.XXXXXXXX.old` for a folder, `.STEM.XXXXXXXX.tmpSUFFIX` for a file. Nothing else is arvid's."""
+    target = Path(name)
+    if is_dir:
+        pattern = rf"\.{re.escape(target.name)}\.{_RANDOM}\.(tmp|old)"
+    else:
+        pattern = rf"\.{re.escape(target.stem)}\.{_RANDOM}\.tmp{re.escape(target.suffix)}"
+    return re.fullmatch(pattern, Path(path).name) is not None
+
+
 def _check_parent_dir(path: Path) -> None:
     parent = path.parent
     if not parent.exists():
@@ -111,3 +126,14 @@ def refuse_aliases(outputs, inputs) -> None:
             if real == src or real in src.parents:
                 raise ArvidError(f"--out {out} is the input {given} (or holds it): arvid never writes over its input; "
                                  "give another output name")
+
+
+def refuse_inside(path, outputs, flag: str) -> None:
+    """ArvidError if `path` (written by `flag`) is one of `outputs` or inside one (a png folder): one would write
+    over the other."""
+    real = Path(os.path.realpath(path))
+    for out in outputs:
+        other = Path(os.path.realpath(out))
+        if real == other or other in real.parents:
+            raise ArvidError(f"{flag} {path} is the output {out} or inside it: one would write over the other; give "
+                             f"{flag} a path outside it")

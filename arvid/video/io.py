@@ -741,6 +741,7 @@ def check_output(path: str | os.PathLike, *, image: bool = False) -> Path:
     raw = os.fspath(path)
     path = Path(raw).expanduser()
     check_name(raw, path)
+    _check_renamable(path)
     if image:
         if path.suffix.lower() != ".png":
             raise ArvidError(f"{path}: an image (a contact sheet) is written as PNG; give a path ending in .png")
@@ -762,9 +763,25 @@ def check_name(raw: str, path: Path) -> None:
     if path.name in ("", ".", "..") or path.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
         raise ArvidError(f"{raw!r} is the current folder or one above it: give a file name such as clip.mp4, or a new "
                          "folder for png frames")
-    if len(os.fsencode(path.name)) > 255:
-        raise ArvidError(f"the output name is {len(os.fsencode(path.name))} bytes long; file systems hold at most "
-                         f"255: give a shorter name than {path.name[:40]}...")
+    size = len(os.fsencode(path.name))
+    if size + _TEMPORARY_EXTRA > 255:
+        raise ArvidError(f"the output name is {size} bytes long; file systems hold at most 255, and arvid writes "
+                         f"into a temporary name {_TEMPORARY_EXTRA} bytes longer first: give a name of at most "
+                         f"{255 - _TEMPORARY_EXTRA} bytes, shorter than {path.name[:40]}...")
+
+
+_TEMPORARY_EXTRA = 14  # `.NAME.XXXXXXXX.tmp` beside the output: what the temporary adds to its name
+
+
+def _check_renamable(path: Path) -> None:
+    """Refuse what the final rename could not replace as the user means, before any work: a symbolic link (the
+    rename would replace the link, not what it points to) and a mount point (a Docker volume: EBUSY)."""
+    if path.is_symlink():
+        raise ArvidError(f"{path} is a symbolic link (to {os.readlink(path)}): arvid would replace the link, not "
+                         "what it points to; give the real path, or a new name")
+    if path.exists() and (os.path.ismount(path) or path.stat().st_dev != path.parent.stat().st_dev):
+        raise ArvidError(f"{path} is a mount point (a mounted volume or file): it cannot be replaced; give a new name "
+                         "inside it or beside it")
 
 
 def _is_folder_target(raw: str, path: Path) -> bool:
@@ -843,11 +860,21 @@ def _palettize(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _check_no_strangers(path: Path) -> None:
     if path.is_dir():
-        strangers = [p.name for p in path.iterdir() if not (re.fullmatch(r"frame_\d+\.png", p.name) and p.is_file()
-                                                            and not p.is_symlink())]
+        strangers = sorted(p.name for p in path.iterdir() if not is_arvids_frame(p))
         if strangers:
-            raise ArvidError(f"{path}: the folder exists and holds other files ({strangers[0]}, ...); "
-                             "writing frames would replace it, so choose a new or empty folder")
+            raise ArvidError(f"{path}: the folder exists and holds other files ({strangers[0]}, ...) than png "
+                             "frames arvid wrote; writing frames would replace it, so choose a new or empty folder")
+
+
+def is_arvids_frame(path: Path) -> bool:
+    """Whether `path` is a png frame arvid wrote: a plain file frame_NNNNN.png carrying arvid's mark (its fps text)."""
+    if not (re.fullmatch(r"frame_\d+\.png", path.name) and path.is_file() and not path.is_symlink()):
+        return False
+    try:
+        with Image.open(path) as im:
+            return im.format == "PNG" and _FPS_KEY in im.info
+    except Exception:  # not an image, unreadable: not arvid's
+        return False
 
 
 @contextlib.contextmanager
