@@ -87,7 +87,7 @@ class Arvid:
         for part in ("tokenizer", "generator"):
             if not (root / part).is_dir():
                 raise ArvidError(f"model folder {root} has no {part}/ subfolder: a model folder holds "
-                                 "tokenizer/ and generator/ (as written by Arvid.save_pretrained)")
+                                 "tokenizer/ and generator/ (`arvid pack` makes one)")
         recommended = Sampling.read_file(root / SAMPLING_FILE) if (root / SAMPLING_FILE).exists() else None
         return cls(Tokenizer.from_pretrained(root / "tokenizer", device="cpu"),
                    Generator.from_pretrained(root / "generator", device="cpu"), device, recommended, threads)
@@ -260,8 +260,9 @@ class Arvid:
         tau, T = self.temporal_factor, frames.shape[1]
         skip = tail_start(T, tau)
         if skip:
-            notes.append(f"the first {skip} input frame(s) are kept in the output but not tokenized: the "
-                         f"tokenizer reads 1 + k·{tau} frames, counted back from the last input frame")
+            notes.append(f"the first {skip} input frame{'s' if skip > 1 else ''} {'start' if skip > 1 else 'starts'} "
+                         f"the output unchanged but do{'' if skip > 1 else 'es'} not steer the new frames: the model "
+                         f"reads the input in steps of {tau} frames, counted back from its last frame")
         keep = self.generator.config.window_frames
         enc = self.tokenizer.encoder_stream(frames.shape[0])
         tail: list[torch.Tensor] = []

@@ -5,26 +5,30 @@ from __future__ import annotations
 import argparse
 
 _DESCRIPTION = """\
-Run arvid's benchmark suite (benchmarks/ in the source checkout, on pytest-benchmark) and write into
---out DIR: benchmark.json (pytest-benchmark's JSON, readable by `pytest-benchmark compare`),
-summary.md (a table per group: figure, baseline figure from the same run, ratio, time per call,
-memory, device) and PNG plots (throughput against length, arvid against the baselines, time per
+Time arvid against baselines measured in the same run, and write into --out DIR: benchmark.json
+(pytest-benchmark's JSON, readable by `pytest-benchmark compare`), summary.md (a table per group:
+figure, baseline figure from the same run, ratio, time per call, memory, device) and PNG plots (throughput against length, arvid against the baselines, time per
 latent frame and memory against clip length).
 
 Suites: kernels (flash and decode attention against scaled_dot_product_attention), generation
 (tokens/s and frames/s, KV cache against recomputation, time and memory as a clip grows to latent
 frame 1,024), tokenizer (encode and decode frames/s, whole clip and streaming), all.
 On the CPU, CUDA-only cases are skipped and the PyTorch attention paths are timed (never the
-Triton interpreter). --quick shrinks the sweeps: about two minutes on a 2-core CPU.
+Triton interpreter). --quick shrinks the sweeps: the reference run took 124 s on 2 idle CPU cores,
+longer on a busy machine. The suite ships with the source checkout and needs the test extras
+(pip install -e ".[test]").
 """
 
 
+COMMANDS = {"bench": "time arvid's kernels, generation and tokenizer against baselines; write a summary and plots"}
+
+
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="run the benchmark suite; write JSON, a Markdown summary and plots",
+    p = sub.add_parser("bench", help=COMMANDS["bench"],
                        description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("suite", nargs="?", default="all", metavar="SUITE",
                    help="kernels, generation, tokenizer or all (default: all)")
-    p.add_argument("--quick", action="store_true", help="smaller sweeps and fewer rounds (about two minutes on a CPU)")
+    p.add_argument("--quick", action="store_true", help="smaller sweeps and fewer rounds (about two minutes on 2 idle CPU cores)")
     p.add_argument("--device", default="auto",
                    help="auto (the GPU if there is one), cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--out", default="out/bench", metavar="DIR", help="folder for the results (default: out/bench)")

@@ -14,10 +14,13 @@ from arvid.cli._common import check_fps, check_seed
 FORMATS = ("mp4", "webm", "gif", "npy", "png")
 
 
+COMMANDS = {"data": "write samples of a dataset (moving-mnist, shapes, folder) as videos and a contact sheet"}
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "data",
-        help="write samples of a dataset (moving-mnist, shapes, folder) as videos and a contact sheet",
+        help=COMMANDS["data"],
         description="Write COUNT sample clips of a dataset into OUT as video files, plus labels.json "
         "(each clip's classes) and sheet.png (one row of frames per clip), so you can see what a "
         "model will learn from. Clips are deterministic for a given --seed and --split.",

@@ -24,8 +24,11 @@ digits 4000-4999 that training never sees.
 """
 
 
+COMMANDS = {"eval": "measure a tokenizer (against H.264) or what a model generates, on held-out clips"}
+
+
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="measure a tokenizer (against H.264) or what a model generates, on held-out clips",
+    p = sub.add_parser("eval", help=COMMANDS["eval"],
                        description="Evaluate a trained model on held-out clips. Run `arvid eval KIND --help`.")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     register_tokenizer(kinds)
@@ -123,8 +126,6 @@ the default model, timings), figures.json and PNG plots and contact sheets.
   long clips     LONG_CLIPS clips of LONG_FRAMES frames, streamed in constant memory; intensity and
                  digit blobs per 64-frame block against real clips; the collapse rate
   tokenizer      the `arvid eval tokenizer` table (skip with --tokenizer-clips 0)
-
-See arvid/eval/generation.py for the exact definitions.
 """
 
 

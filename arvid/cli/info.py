@@ -6,10 +6,13 @@ import argparse
 import json
 
 
+COMMANDS = {"info": "show versions, the device, and which attention path (Triton, interpreter, PyTorch) runs"}
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "info",
-        help="show versions, the device, and which attention path (Triton, interpreter, PyTorch) runs",
+        help=COMMANDS["info"],
         description="Show arvid's and its dependencies' versions, the device arvid will use, which "
         "attention implementation runs there (compiled Triton kernels on a GPU, the Triton interpreter "
         "when TRITON_INTERPRET=1, otherwise PyTorch's scaled_dot_product_attention), and the shipped "

@@ -19,11 +19,15 @@ from arvid.errors import ArvidError
 from arvid.version import __version__
 
 _DESCRIPTION = """\
-arvid: autoregressive latent-token video generation.
+arvid: generate videos of any length, and continue your own, token by token.
 
-A causal 3D-conv VQ tokenizer turns frames into tokens; a causal transformer with fused Triton
-attention and a static KV cache samples the next token; clips of any length decode back to video.
-Run `arvid COMMAND --help` for the options of each command.
+  arvid generate --frames 64 --label 3,7 --out clip.mp4   a new clip from the model shipped with arvid
+  arvid extend clip.mp4 --frames 32 --out longer.mp4      the clip, then 32 new frames
+  arvid train tokenizer --help                            train on your own videos
+
+A tokenizer turns frames into discrete tokens, a transformer predicts the next ones, and the tokens
+decode back into video as they come, so memory stays flat however long the clip.
+Run `arvid COMMAND --help` for a command's options.
 """
 
 

@@ -1,10 +1,10 @@
-"""`arvid pack`: put a trained tokenizer and a trained generator together into one model folder.
+"""Put a trained tokenizer and a trained generator together into one model folder.
 
     arvid pack --tokenizer runs/tokenizer-mnist --generator runs/generator-mnist --out my-model
     arvid generate --model my-model --frames 64 --out clip.mp4
 
 The folder holds tokenizer/ and generator/ (model.safetensors + config.json each, no optimizer
-state), which is what `Arvid.from_pretrained(path)` and `--model PATH` read. The two must belong
+state): what `--model PATH` reads (and `Arvid.from_pretrained(PATH)` in Python). The two must belong
 together: the generator was trained on this tokenizer's codes (same codebook and latent grid).
 With --sampling FILE, the folder also holds sampling.json: the decoding settings `arvid generate`
 uses where its flags leave them unset (some of the settings listed below), for example
@@ -17,11 +17,14 @@ import argparse
 from pathlib import Path
 
 
+COMMANDS = {"pack": "join a trained tokenizer and generator into one model folder"}
+
+
 def register(sub) -> None:
     from arvid.generator.sampling import Sampling
 
     settings = ", ".join(Sampling.settings())
-    p = sub.add_parser("pack", help="join a trained tokenizer and generator into one model folder",
+    p = sub.add_parser("pack", help=COMMANDS["pack"],
                        description=f"{__doc__}\nThe settings a sampling.json may hold: {settings}.", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tokenizer", type=Path, required=True, help="tokenizer folder or its training run folder")
     p.add_argument("--generator", type=Path, required=True, help="generator folder or its training run folder")

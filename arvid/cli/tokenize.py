@@ -15,9 +15,12 @@ from arvid.cli._common import PARALLEL_THREADS_HELP, check_fps, set_threads
 CHUNK_LATENT = 8  # latent frames per streaming step
 
 
+COMMANDS = {"tokenize": "turn a video into tokens (.npz) with a tokenizer", "detokenize": "turn tokens (.npz) back into a video"}
+
+
 def register(sub) -> None:
     p = sub.add_parser(
-        "tokenize", help="turn a video into tokens (.npz) with a tokenizer",
+        "tokenize", help=COMMANDS["tokenize"],
         description="Encode VIDEO (mp4, webm, gif, a folder of frames, .npy...) into the tokens of a tokenizer, "
         "written to a .npz with what is needed to decode it (codebook size, config and weights fingerprints, "
         "fps, frame count). The clip must have 1 + k·τ frames (τ: the tokenizer's temporal factor) unless "
@@ -41,7 +44,7 @@ def register(sub) -> None:
     p.set_defaults(func=run_tokenize)
 
     d = sub.add_parser(
-        "detokenize", help="turn tokens (.npz) back into a video",
+        "detokenize", help=COMMANDS["detokenize"],
         description="Decode a code file written by `arvid tokenize` (or by generation) into a video; the format "
         "follows the --out suffix (.mp4, .webm, .gif, .npy, or a folder of PNG frames). The tokenizer must be "
         "the one that made the codes: a clear error says so otherwise.",

@@ -44,9 +44,56 @@ process); every process must see the same --out folder.
 """
 
 
+COMMANDS = {"train": "train a tokenizer or a generator on a dataset or your own videos"}
+
+
+# what `arvid train KIND --help` says above the options, for the people who train
+KIND_HELP = {
+    "tokenizer": """\
+Train the video tokenizer: the causal 3D-convolution autoencoder that turns frames into discrete codes
+and codes back into frames.
+
+    arvid train tokenizer --out runs/tok --dataset moving-mnist --frames 9 --steps 2000
+
+The loss is l1_weight·|x̂ - x| + l2_weight·(x̂ - x)² plus the quantizer's own terms; the progress bar
+shows it with PSNR and the share of codes in use. --consistency-weight W also charges flicker: each
+reconstructed frame is compared with the one before it, moved along the real clip's optical flow.
+
+--init DIR starts from a trained tokenizer (its weights and architecture, a fresh schedule). With
+--train-part decoder only the decoder learns: every code stays the same, so code files and generators
+made with DIR keep working. --warp gives the decoder motion compensation (each frame blends its own
+rendering with the previous frame moved along a flow it predicts). --context trains a conditional coder:
+each latent frame is coded against the frame the decoder showed last, so the codes carry what is new.
+""",
+    "generator": """\
+Train the generator: the causal transformer that predicts a clip's tokens, on clips coded by a trained
+tokenizer.
+
+    arvid train generator --out runs/gen --tokenizer runs/tok --dataset moving-mnist --steps 3000
+
+The clips are tokenized once into OUT/tokens-train and OUT/tokens-eval, which --resume and later runs
+reuse (--tokens and --eval-tokens take such folders). Each step trains on random windows of
+--train-frames latent frames; the bar shows the loss in bits per token, and every --eval-every steps the
+bits per token of held-out windows. Give --train-frames at least window + sinks + 2, so training shows the
+sink frames at the distance they keep in long clips.
+
+With probability --label-dropout a clip trains without its labels, which --guidance needs later.
+--decoding masked trains a model that decides a latent frame's tokens together in a few steps (MaskGIT):
+it learns to fill in frames whose tokens are partly masked. --init DIR starts from a trained generator's
+weights, for instance to train it further on more clips or to start a masked model from a raster one.
+""",
+    "toy": """\
+Train a two-layer MLP on a fixed random linear map: it finishes in seconds on a CPU, so it checks a setup
+(GPUs, bf16, torchrun across processes or nodes, --resume) before an hour-long run.
+
+    arvid train toy --out runs/toy --steps 200
+""",
+}
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "train", help="train a tokenizer or a generator", description=_DESCRIPTION,
+        "train", help=COMMANDS["train"], description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("kind", choices=list(TASK_MODULES), help="what to train")
@@ -154,7 +201,7 @@ def build_kind_parser(kind: str):
     module = load_task_module(kind)
     from arvid.cli._common import Parser
 
-    parser = Parser(prog=f"arvid train {kind}", description=(module.__doc__ or "").strip(),
+    parser = Parser(prog=f"arvid train {kind}", description=KIND_HELP.get(kind, ""),
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(parser)
     module.add_arguments(parser)
