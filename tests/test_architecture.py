@@ -1,7 +1,7 @@
 """The package's layers point down: no import circle, and no import from a lower layer to a higher one.
 
 The import graph is built from the source (every `import` and `from ... import`, those inside functions
-included: a lazy import is still a dependency). Layers, as README.md's layout section gives them, from
+included: a lazy import is still a dependency). Layers, as CONTRIBUTING.md's layout section gives them, from
 the bottom; a part may import its own modules and any part of a lower layer, nothing else (two parts of
 one layer stay independent of each other):
 """
@@ -64,7 +64,7 @@ def part(module: str) -> str:
 
 
 def test_every_part_of_the_package_has_a_layer():
-    assert {part(m) for m in modules()} - set(RANK) == set(), "give the new part a layer here and in README.md"
+    assert {part(m) for m in modules()} - set(RANK) == set(), "give the new part a layer here and in CONTRIBUTING.md"
 
 
 def test_imports_point_down_the_layers():

@@ -83,6 +83,13 @@ def test_generation_sets_its_threads_and_gives_the_callers_back(monkeypatch):
 # ---------------------------------------------------------------- the quick start and CI
 
 
+def _section(text: str, heading: str) -> str:
+    """The README's section under `heading`, up to the next heading of the same level."""
+    start = text.index(heading + "\n")
+    end = text.find("\n## ", start + len(heading))
+    return text[start:end if end >= 0 else len(text)]
+
+
 def _fenced_commands(text: str) -> list[str]:
     return [line.strip() for block in re.findall(r"```bash\n(.*?)```", text, re.S) for line in block.splitlines()
             if line.strip() and not line.startswith("#")]
@@ -90,7 +97,7 @@ def _fenced_commands(text: str) -> list[str]:
 
 def test_the_quick_start_installs_only_what_generate_needs_and_ci_runs_the_readme_commands():
     readme = (ROOT / "README.md").read_text()
-    quick = readme[readme.index("## Quick start"):readme.index("## Commands")]
+    quick = _section(readme, "## Quick start")
     first, *rest = _fenced_commands(quick)
     assert first.startswith("pip install torch==2.13.0 && pip install -e . && arvid generate")
     assert "[test]" not in first  # the test stack (scikit-learn, OpenCV, matplotlib...) comes second
@@ -109,7 +116,7 @@ def test_the_quick_start_sheet_is_what_the_quick_start_command_makes(tmp_path, m
     import cv2
 
     readme = (ROOT / "README.md").read_text()
-    quick = readme[readme.index("## Quick start"):readme.index("## Commands")]
+    quick = _section(readme, "## Quick start")
     command = _fenced_commands(quick)[0].split("&&")[-1].strip()
     argv = shlex.split(command)
     assert argv[:2] == ["arvid", "generate"] and "--sheet" in argv
