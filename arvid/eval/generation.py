@@ -15,6 +15,9 @@ each batched through the pipeline's public streaming API (`Arvid.stream`, and `A
    generated clips of the same length against the no-context ablation: the same weights sampling each
    latent frame on its own, as the first frame of a new clip, so it sees no earlier frame (see `rollout`).
    A frozen or blank clip has almost no warping error, so "within 1.5x of real" is checked both ways.
+   Identity, on the same clips: every legible digit tracked from frame to frame and read by a single-digit
+   reader (arvid/eval/identity.py); identity switches per 100 tracked steps and the share of digits read
+   confidently, of every clip set against the real clips read the same way.
 3. Long clips: clips of `long_frames` frames (1,024 by default), consumed as they stream (constant
    memory), summarized per block of 64 frames by mean intensity and digit blobs (8-connected components
    of the frame thresholded at 128, of at least MIN_BLOB_AREA pixels). A clip collapses when a block
@@ -41,6 +44,7 @@ import torch
 from arvid.data import make_dataset
 from arvid.errors import ArvidError
 from arvid.eval.digits import label_hits, train_reader
+from arvid.eval.identity import clip_identity, heldout_accuracy, identity_reader, summarize
 from arvid.eval.tokenizer import evaluate_tokenizer, ssim
 from arvid.generator import Sampling
 from arvid.pipeline import Arvid
@@ -214,6 +218,7 @@ class Settings:
     sweep: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7)  # extra sampling temperatures for the consistency sweep
     guidance_sweep: tuple[float, ...] = (1.0, 5.0)  # extra guidance scales for the consistency sweep (1: off)
     reader_steps: int = 1200  # training steps of the digit reader that measures label fidelity (0: skip)
+    identity_steps: int = 600  # training steps of the single-digit reader that counts identity switches (0: skip)
 
     def decoding(self, **changes) -> Sampling:
         """These settings' decoding, with some settings changed (another temperature or guidance)."""
@@ -297,12 +302,25 @@ def consistency(model, st: Settings) -> dict:
         if reader is not None:
             hits = label_hits(reader, c.reshape(-1, *c.shape[2:]), np.repeat(labels[:len(c)], c.shape[1], axis=0))
             figures[name]["labels"] = float(hits.mean())
+    if st.identity_steps:
+        reader_figures, per_set = _identity(clips, st)
+        figures["identity_reader"] = reader_figures
+        for name, ident in per_set.items():
+            figures[name]["identity"] = ident
     temps = sorted({st.sampling.temperature, *st.sweep})
     figures["sweep"] = {"temperatures": temps,
                         "names": [_run_name(st, "temperature", t) for t in temps]}
     scales = sorted({default_g, *st.guidance_sweep})
     figures["guidance_sweep"] = {"scales": scales, "names": [_run_name(st, "guidance", g, default_g) for g in scales]}
     return {"figures": figures, "examples": {k: clips[k][:2] for k in ("real", "generated", "no-context ablation")}}
+
+
+def _identity(clips: dict[str, np.ndarray], st: Settings) -> tuple[dict, dict]:
+    """The identity reader's figures (its accuracy on isolated held-out digits), and the identity figures of each
+    clip set (N, T, H, W, C) by name."""
+    reader = identity_reader(st.identity_steps, st.seed)
+    per_set = {name: summarize([clip_identity(reader, x) for x in c]) for name, c in clips.items()}
+    return {"heldout_accuracy": heldout_accuracy(reader), "steps": st.identity_steps}, per_set
 
 
 def _run_name(st: Settings, what: str, value: float, default: float | None = None) -> str:
@@ -411,7 +429,7 @@ class Report:
                       "warping error counts only with real-like sharpness. The tokenizer reconstruction is the real "
                       "clips encoded and decoded: every generated clip is rendered by that decoder.", "",
                       "Labels shown: the fraction of frames in which a digit reader (a small CNN trained on frames of "
-                      "the train split, see arvid/eval/digits.py) finds exactly the clip's two digit classes. "
+                      "the train split) finds exactly the clip's two digit classes. "
                       "Its score on real frames is the ceiling of the measure (overlapping digits hide each other).",
                       "", _decoding_text(st), "",
                       "| clips | warping error (mean ± std over clips) | x real | motion | x real | speed (px/frame) "
@@ -423,6 +441,8 @@ class Report:
                       f"{v['sharpness'] / max(r['sharpness'], 1e-9):.2f} | "
                       f"{format(v['labels'], '.2f') if 'labels' in v else ''} |"
                       for k, v in w.items() if "mean" in v]
+            if "identity_reader" in w:
+                lines += _identity_lines(w, st)
         lc = self.figures.get("long")
         if lc:
             rule = lc["rule"]
@@ -439,6 +459,33 @@ class Report:
         lines += ["", "## Time", ""] + [f"- {k}: {v:.0f} s" for k, v in self.seconds.items()]
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
         return "\n".join(lines) + "\n"
+
+
+def _identity_lines(w: dict, st: Settings) -> list[str]:
+    """The report's identity section: each clip set of the consistency table against the real clips."""
+    r = w["real"]["identity"]
+
+    def ratio(v: float, ref: float) -> str:
+        return f"{v / ref:.2f}" if ref > 0 else "-"
+
+    lines = ["", f"## Identity ({st.clips} clips of {st.consistency_frames} frames, the clips above)", "",
+             "Every digit is found in every frame (connected components of pixels >= 128; one too large to be one "
+             "digit is not legible), cropped 28x28, read by a single-digit reader (a small CNN trained on train "
+             "digits 0-3999, see arvid/eval/identity.py) and tracked from frame to frame (nearest centroid, one to "
+             f"one). The reader reads {w['identity_reader']['heldout_accuracy']:.1%} of the isolated held-out "
+             "digits 4000-4999 right. An identity switch: a digit read confidently (probability >= 0.9) as one "
+             "class and, at its next confident read on the same track, as another. Tracked steps: the pairs of "
+             "consecutive confident reads. Confident share: confident reads / 2 digits per frame (digits that "
+             "overlap hide each other in real clips too).", "",
+             "| clips | identity switches per 100 tracked steps | x real | switches / tracked steps "
+             "| confident share | x real |", "| --- | --- | --- | --- | --- | --- |"]
+    for k, v in w.items():
+        if "identity" in v:
+            i = v["identity"]
+            lines.append(f"| {k} | {i['switches_per_100']:.2f} | {ratio(i['switches_per_100'], r['switches_per_100'])} | "
+                         f"{i['switches']} / {i['tracked_steps']} | {i['confident_share']:.3f} | "
+                         f"{ratio(i['confident_share'], r['confident_share'])} |")
+    return lines
 
 
 def _decoding_text(st: Settings) -> str:
