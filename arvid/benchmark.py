@@ -42,7 +42,7 @@ import torch
 
 from arvid.errors import ArvidError
 from arvid.utils import resolve_device
-from arvid.utils.atomic import atomic_path, atomic_write_text
+from arvid.utils.atomic import atomic_path, atomic_write_text, refuse_foreign_folder
 from arvid.version import __version__
 
 SUITES = {
@@ -133,6 +133,7 @@ def check_tools() -> None:
 def prepare_out(out) -> Path:
     """Create the output folder and check that files can be written into it."""
     out = Path(out)
+    refuse_foreign_folder(out, JSON_NAME, ("arvid", "benchmarks"), "arvid bench")
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".arvid-bench-probe.", dir=out)

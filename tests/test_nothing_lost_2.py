@@ -227,3 +227,74 @@ def test_training_start_up_keeps_the_users_hidden_files(tmp_path, capsys):
     assert (run_dir / "checkpoints" / ".notes" / "mine.txt").read_text() == "mine"
     assert (run_dir / ".notes" / "mine.txt").read_text() == "mine"
     no_temporaries(run_dir)
+
+
+# ---------------------------------------------------------------- the overwrite rule: files only with --overwrite
+
+
+@pytest.mark.parametrize("command", ["generate", "sheet", "tokenize", "detokenize"])
+def test_an_existing_file_is_replaced_only_with_overwrite(model_dir, tmp_path, capsys, command):
+    from arvid.video import write_video
+
+    src = write_video(tmp_path / "src.npy", np.zeros((3, 16, 16, 1), np.uint8))
+    codes = tmp_path / "codes.npz"
+    assert run(capsys, "tokenize", src, "--out", codes, "--model", model_dir)[0] == 0
+    mine = tmp_path / ("mine.npz" if command == "tokenize" else "mine.png" if command == "sheet" else "mine.npy")
+    mine.write_bytes(b"the user's own file")
+    argv = {"generate": ["generate", "--frames", 2, "--out", mine],
+            "sheet": ["generate", "--frames", 2, "--out", tmp_path / "new.npy", "--sheet", mine],
+            "tokenize": ["tokenize", src, "--out", mine],
+            "detokenize": ["detokenize", codes, "--out", mine]}[command] + ["--model", model_dir]
+    before = listing(tmp_path)
+    refused(capsys, *argv, match="--overwrite")
+    assert listing(tmp_path) == before
+    assert run(capsys, *argv, "--overwrite")[0] == 0
+    assert mine.read_bytes() != b"the user's own file"
+    no_temporaries(tmp_path)
+
+
+def test_bench_never_writes_over_a_users_files(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("summary.md", "benchmark.json", "vs_baseline.png"):
+        (mine / name).write_text(f"the user's own {name}")
+    before = listing(tmp_path)
+    refused(capsys, "bench", "generation", "--quick", "--device", "cpu", "--out", mine, match="did not write")
+    assert listing(tmp_path) == before
+
+
+def test_eval_generation_never_writes_over_a_users_files(model_dir, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_text("the user's own report")
+    before = listing(tmp_path)
+    refused(capsys, "eval", "generation", "--out", mine, "--model", model_dir, match="did not write")
+    assert listing(tmp_path) == before
+
+
+# ---------------------------------------------------------------- arvid data: whole or nothing
+
+
+def test_an_interrupted_data_command_leaves_nothing_and_can_run_again(tmp_path, capsys, monkeypatch):
+    import arvid.video
+
+    out = tmp_path / "data"
+    calls = {"n": 0}
+    real = arvid.video.write_video
+
+    def interrupted(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(arvid.video, "write_video", interrupted)
+    argv = ["data", "shapes", "--out", out, "--count", 3, "--frames", 2, "--size", 16, "--format", "npy"]
+    code, lines = run(capsys, *argv)
+    assert code == 130 and "arvid: interrupted: nothing was written" in lines[-1], lines
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+    monkeypatch.setattr(arvid.video, "write_video", real)
+    assert run(capsys, *argv)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["labels.json", "sample_000.npy", "sample_001.npy",
+                                                     "sample_002.npy", "sheet.png"]
+    no_temporaries(tmp_path)

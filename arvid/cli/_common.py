@@ -66,6 +66,26 @@ def check_fps(fps: float | None, flag: str = "--fps") -> None:
         check(fps, flag)
 
 
+OVERWRITE_HELP = ("replace an output file that exists (without it such a file is refused; a folder is written over "
+                  "only when it holds nothing but what arvid wrote there)")
+
+
+def add_overwrite_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+
+
+def check_overwrite(path, overwrite: bool, flag: str = "--out") -> None:
+    """The overwrite rule: a file that exists at an output is replaced only with --overwrite (arvid cannot tell
+    its own files from the user's); folders have their own rule (only arvid's own content is replaced)."""
+    import os
+
+    from arvid.errors import ArvidError
+
+    if not overwrite and os.path.lexists(path) and not os.path.isdir(path):
+        raise ArvidError(f"{flag} {path} exists: arvid writes over a file only with --overwrite; add it, or give a "
+                         "new name")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: `arvid generate: error: ...` (the usage is what --help shows)."""
 

@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from arvid.data import make_dataset
     from arvid.errors import ArvidError
     from arvid.utils import atomic_write_text
+    from arvid.utils.atomic import atomic_path
     from arvid.video import clips_sheet, write_video
 
     if args.count < 1:
@@ -83,19 +84,25 @@ def run(args: argparse.Namespace) -> int:
         raise ArvidError(f"cannot create {args.out}: its parent folder {args.out.parent} does not exist")
     ds = make_dataset(args.dataset, frames=args.frames, size=args.size, split=args.split, seed=args.seed,
                       path=args.path, stride=args.stride)
-    args.out.mkdir(exist_ok=True)
     fps = args.fps or ds.fps
     clips, titles, labels = [], [], {}
-    for i in tqdm(range(args.count), desc=f"writing {args.dataset}", unit="clip"):
-        clip = ds[i]
-        name = files[i]
-        write_video(args.out / name, clip.video, fps=fps)
-        names = [ds.class_names[j] if ds.class_names else str(j) for j in clip.labels.tolist()]
-        labels[name] = names
-        clips.append(clip.video)
-        titles.append(f"{name}  {' '.join(names)}")
-    clips_sheet(clips, args.out / "sheet.png", titles=titles, max_frames=10)
-    atomic_write_text(args.out / "labels.json", json.dumps(labels, indent=1) + "\n")
+    try:  # into a temporary folder beside --out, renamed into place at the end: whole or nothing
+        with atomic_path(args.out, is_dir=True) as tmp:
+            for i in tqdm(range(args.count), desc=f"writing {args.dataset}", unit="clip"):
+                clip = ds[i]
+                name = files[i]
+                write_video(tmp / name, clip.video, fps=fps)
+                names = [ds.class_names[j] if ds.class_names else str(j) for j in clip.labels.tolist()]
+                labels[name] = names
+                clips.append(clip.video)
+                titles.append(f"{name}  {' '.join(names)}")
+            clips_sheet(clips, tmp / "sheet.png", titles=titles, max_frames=10)
+            atomic_write_text(tmp / "labels.json", json.dumps(labels, indent=1) + "\n")
+    except KeyboardInterrupt as stop:
+        stop.args = (f"nothing was written ({args.out} is as it was)",)
+        raise
+    except OSError as e:  # a full disk
+        raise ArvidError(f"cannot write {args.out}: {e.strerror or e} (nothing was written)") from None
     print(f"wrote {args.count} {args.dataset} clips ({args.frames} frames, {ds.height}x{ds.width}, "
           f"{args.format}) and a contact sheet to {args.out}/ (sheet.png, labels.json)")
     return 0

@@ -177,6 +177,7 @@ def run_generation(args: argparse.Namespace) -> int:
     from arvid.generator.sampling import Sampling
     from arvid.pipeline import Arvid
     from arvid.utils import check_target
+    from arvid.utils.atomic import refuse_foreign_folder
 
     for name in ("clips", "context", "predict", "batch"):
         if getattr(args, name) < 1:
@@ -191,6 +192,7 @@ def run_generation(args: argparse.Namespace) -> int:
     if args.reader_steps < 0:
         raise ArvidError(f"--reader-steps must be at least 0, got {args.reader_steps}")
     check_target(args.out, is_dir=True)
+    refuse_foreign_folder(args.out, "figures.json", ("settings",), "arvid eval generation")
     set_threads(args.threads)
     model = Arvid.from_pretrained(args.model, device=args.device, threads=args.threads)
     if model.channels != 1 or model.resolution != (64, 64):

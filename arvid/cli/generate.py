@@ -7,7 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from arvid.cli._common import THREADS_HELP, add_sampling_flags, check_fps, check_seed, flag, given
+from arvid.cli._common import (THREADS_HELP, add_overwrite_flag, add_sampling_flags, check_fps, check_overwrite,
+                               check_seed, flag, given)
 
 
 def _arguments(p: argparse.ArgumentParser, fps_default: str) -> None:
@@ -27,6 +28,7 @@ def _arguments(p: argparse.ArgumentParser, fps_default: str) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--fps", type=float, default=None, help=f"frame rate of the output (default: {fps_default})")
     p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    add_overwrite_flag(p)
 
 
 COMMANDS = {"generate": "generate a new clip of any length", "extend": "continue an existing video frame by frame"}
@@ -88,7 +90,8 @@ def _request(args) -> tuple[list[int] | None, dict]:
     return labels, settings
 
 
-def _outputs(out: Path, batch: int, sheet: Path | None, inputs: tuple[Path, ...] = ()) -> list[Path]:
+def _outputs(out: Path, batch: int, sheet: Path | None, inputs: tuple[Path, ...] = (),
+             overwrite: bool = False) -> list[Path]:
     """The output paths, each checked as the writer will check it (and --sheet as a PNG), before any work; none
     may be an input (the same file or folder under another name)."""
     from arvid.utils.atomic import refuse_aliases, refuse_inside
@@ -97,8 +100,10 @@ def _outputs(out: Path, batch: int, sheet: Path | None, inputs: tuple[Path, ...]
     outs = [out] if batch == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(batch)]
     for path in outs:
         check_output(path)
+        check_overwrite(path, overwrite)
     if sheet is not None:
         check_output(sheet, image=True)
+        check_overwrite(sheet, overwrite, "--sheet")
         refuse_inside(sheet, outs, "--sheet")
     refuse_aliases([*outs, *([sheet] if sheet else [])], inputs)
     return outs
@@ -112,7 +117,7 @@ def _run(args, input_path: Path | None = None) -> int:
     from arvid.video import VideoWriter, clip_sheet_frames, clips_sheet, read_video
 
     labels, settings = _request(args)
-    outs = _outputs(args.out, args.batch, args.sheet, (input_path,) if input_path is not None else ())
+    outs = _outputs(args.out, args.batch, args.sheet, (input_path,) if input_path is not None else (), args.overwrite)
     model = Arvid.from_pretrained(args.model, device=args.device, threads=args.threads)
     sampling = model.sampling(labels, **settings)
     model.check(sampling, labels, args.batch)  # against this model, before the input is read or a bar starts

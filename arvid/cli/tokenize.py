@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from arvid.cli._common import PARALLEL_THREADS_HELP, check_fps, set_threads
+from arvid.cli._common import PARALLEL_THREADS_HELP, add_overwrite_flag, check_fps, check_overwrite, set_threads
 
 CHUNK_LATENT = 8  # latent frames per streaming step
 
@@ -41,6 +41,7 @@ def register(sub) -> None:
                         "closer to the video (same bits, same decoder; slower encoding). Default 0")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--threads", type=int, default=None, help=PARALLEL_THREADS_HELP)
+    add_overwrite_flag(p)
     p.set_defaults(func=run_tokenize)
 
     d = sub.add_parser(
@@ -57,6 +58,7 @@ def register(sub) -> None:
     d.add_argument("--fps", type=float, default=None, help="frame rate (default: the one stored with the codes)")
     d.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     d.add_argument("--threads", type=int, default=None, help=PARALLEL_THREADS_HELP)
+    add_overwrite_flag(d)
     d.set_defaults(func=run_detokenize)
 
 
@@ -109,6 +111,7 @@ def run_tokenize(args: argparse.Namespace) -> int:
         raise ArvidError(f"--out {args.out}: codes are written as .npz; give a name ending in .npz")
     check_target(args.out)
     refuse_aliases([args.out], [args.video])
+    check_overwrite(args.out, args.overwrite)
     size = parse_size(args.size) if args.size is not None else None
     set_threads(args.threads)
     tok = Tokenizer.from_pretrained(tokenizer_folder(args.model), device=args.device)
@@ -149,6 +152,7 @@ def run_detokenize(args: argparse.Namespace) -> int:
     check_fps(args.fps)
     refuse_aliases([args.out], [args.codes])
     check_output(args.out)
+    check_overwrite(args.out, args.overwrite)
     set_threads(args.threads)
     f = load_codes(args.codes)
     tok = Tokenizer.from_pretrained(tokenizer_folder(args.model), device=args.device)

@@ -137,3 +137,22 @@ def refuse_inside(path, outputs, flag: str) -> None:
         if real == other or other in real.parents:
             raise ArvidError(f"{flag} {path} is the output {out} or inside it: one would write over the other; give "
                              f"{flag} a path outside it")
+
+
+def refuse_foreign_folder(out, manifest: str, keys: tuple[str, ...], command: str) -> None:
+    """The folder half of the overwrite rule: `command` writes its files into `out` only when `out` is new, empty, or
+    a folder it wrote before (its `manifest` JSON is there, an object with `keys`); never over a user's files."""
+    from arvid.utils.jsonfile import read_json
+
+    out = Path(out)
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    try:
+        data = read_json(out / manifest)
+        ours = isinstance(data, dict) and all(k in data for k in keys)
+    except ArvidError:  # missing, too large, not JSON
+        ours = False
+    if not ours:
+        held = sorted(p.name for p in out.iterdir())
+        raise ArvidError(f"--out {out} is a folder {command} did not write (it holds {held[0]}"
+                         f"{', ...' if len(held) > 1 else ''}): its files would be replaced; give a new or empty folder")
