@@ -94,11 +94,15 @@ class Arvid:
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         root = Path(path)
+        if root.exists() and not root.is_dir():
+            raise ArvidError(f"cannot save a model to {root}: it is a file; give a folder")
         root.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(root / "tokenizer")
         self.generator.save_pretrained(root / "generator")
         if self.recommended:
             atomic_write_text(root / SAMPLING_FILE, json.dumps(self.recommended, indent=1) + "\n")
+        else:  # an earlier model's recommendation there would decode this model with another's settings
+            (root / SAMPLING_FILE).unlink(missing_ok=True)
 
     # ---- what the model makes -------------------------------------------------------------------------
     @property

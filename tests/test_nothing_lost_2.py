@@ -298,3 +298,60 @@ def test_an_interrupted_data_command_leaves_nothing_and_can_run_again(tmp_path, 
     assert sorted(p.name for p in out.iterdir()) == ["labels.json", "sample_000.npy", "sample_001.npy",
                                                      "sample_002.npy", "sheet.png"]
     no_temporaries(tmp_path)
+
+
+# ---------------------------------------------------------------- an interrupted detokenize says what it kept
+
+
+def test_an_interrupted_detokenize_keeps_a_valid_shorter_file_and_says_so(model_dir, tmp_path, capsys, monkeypatch):
+    import arvid.tokenizer
+    from arvid.video import read_video, write_video
+
+    src = write_video(tmp_path / "src.npy", np.zeros((9, 16, 16, 1), np.uint8))
+    codes = tmp_path / "codes.npz"
+    assert run(capsys, "tokenize", src, "--out", codes, "--model", model_dir)[0] == 0
+    import arvid.cli.tokenize as cli_tokenize
+
+    monkeypatch.setattr(cli_tokenize, "CHUNK_LATENT", 1)  # one latent frame at a time: 1, then 2 frames each
+    real, calls = arvid.tokenizer.tensor_to_video, {"n": 0}
+
+    def interrupted(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(arvid.tokenizer, "tensor_to_video", interrupted)
+    out = tmp_path / "o.npy"
+    code, lines = run(capsys, "detokenize", codes, "--out", out, "--model", model_dir)
+    assert code == 130 and len(lines) == 1, lines
+    kept = len(read_video(out))
+    assert 0 < kept < 9
+    assert lines[0] == f"arvid: interrupted: {out} holds the {kept} frames decoded so far (a shorter clip than the 9 " \
+                       "the codes hold)", lines
+    no_temporaries(tmp_path)
+
+
+# ---------------------------------------------------------------- save_pretrained
+
+
+def test_save_pretrained_into_an_earlier_model_folder_drops_its_decoding_settings(model_dir, tmp_path):
+    import shutil
+
+    from arvid.pipeline import Arvid
+
+    folder = tmp_path / "m"
+    shutil.copytree(model_dir, folder)
+    (folder / "sampling.json").write_text('{"temperature": 0.3}')
+    Arvid.from_pretrained(model_dir, device="cpu").save_pretrained(folder)  # a model with no recommendation
+    assert Arvid.from_pretrained(folder, device="cpu").recommended == {}
+
+
+def test_save_pretrained_onto_a_file_is_an_arvid_error(model_dir, tmp_path):
+    from arvid.errors import ArvidError
+    from arvid.pipeline import Arvid
+
+    (tmp_path / "f").write_text("mine")
+    with pytest.raises(ArvidError, match="is a file"):
+        Arvid.from_pretrained(model_dir, device="cpu").save_pretrained(tmp_path / "f")
+    assert (tmp_path / "f").read_text() == "mine"

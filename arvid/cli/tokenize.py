@@ -164,8 +164,15 @@ def run_detokenize(args: argparse.Namespace) -> int:
                "these codes make frames too large for this machine")
     stream = tok.decoder_stream(1)
     codes = torch.from_numpy(f.codes)[None]  # (1, t, h, w)
-    with VideoWriter(args.out, args.fps or f.fps) as out:  # frames go to the file as they are decoded
-        for i in range(0, t, CHUNK_LATENT):
-            out.write(tensor_to_video(stream.push(codes[:, i:i + CHUNK_LATENT]))[0])  # (n, H, W, C)
+    total = 1 + (t - 1) * tau
+    out = VideoWriter(args.out, args.fps or f.fps)
+    try:
+        with out:  # frames go to the file as they are decoded
+            for i in range(0, t, CHUNK_LATENT):
+                out.write(tensor_to_video(stream.push(codes[:, i:i + CHUNK_LATENT]))[0])  # (n, H, W, C)
+    except KeyboardInterrupt as stop:  # the writer kept the frames decoded so far: a valid, shorter video
+        stop.args = (f"{args.out} holds the {out.frames} frames decoded so far (a shorter clip than the {total} the "
+                     "codes hold)" if out.frames else "nothing was written",)
+        raise
     print(f"{args.codes}: {t} latent frames -> {out.frames} frames {h * s}x{w * s} in {out.path}")
     return 0
