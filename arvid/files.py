@@ -246,8 +246,11 @@ def _check_size(expected: dict[str, torch.Tensor], path: Path, max_bytes: int) -
 
 
 def _check_finite(state_dict: dict[str, torch.Tensor], path: Path) -> None:
-    """Refuse NaN or infinite weights (a poisoned or diverged checkpoint), naming the first such tensor."""
+    """Refuse NaN or infinite weights (a poisoned or diverged checkpoint), naming the first such tensor; a wider
+    float (float64) is checked as the float32 the model will hold (1e300 is finite, its float32 cast is not)."""
     for name, t in state_dict.items():
+        if t.is_floating_point() and t.dtype == torch.float64:
+            t = t.to(torch.float32)
         if t.is_floating_point() and not torch.isfinite(t).all():
             n = int((~torch.isfinite(t)).sum())
             raise ArvidError(

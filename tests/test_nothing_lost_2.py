@@ -355,3 +355,28 @@ def test_save_pretrained_onto_a_file_is_an_arvid_error(model_dir, tmp_path):
     with pytest.raises(ArvidError, match="is a file"):
         Arvid.from_pretrained(model_dir, device="cpu").save_pretrained(tmp_path / "f")
     assert (tmp_path / "f").read_text() == "mine"
+
+
+# ---------------------------------------------------------------- hostile model files
+
+
+def test_a_float64_weight_too_large_for_float32_is_refused(model_dir, tmp_path, capsys):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "m"
+    shutil.copytree(model_dir, folder)
+    path = folder / "generator" / "model.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(str(path))
+    name = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[name] = torch.full_like(tensors[name], 1e300, dtype=torch.float64)
+    save_file(tensors, str(path), metadata=metadata)
+    refused(capsys, "generate", "--frames", 2, "--out", tmp_path / "o.npy", "--model", folder, match=name)
+    assert not (tmp_path / "o.npy").exists()
+    no_temporaries(tmp_path)
