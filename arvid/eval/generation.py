@@ -44,7 +44,8 @@ import torch
 from arvid.data import make_dataset
 from arvid.errors import ArvidError
 from arvid.eval.digits import label_hits, train_reader
-from arvid.eval.identity import clip_identity, heldout_accuracy, identity_reader, summarize
+from arvid.eval.identity import (CONFIDENT, EXPECTED, THRESHOLD, clip_identity, heldout_accuracy, identity_reader,
+                                 summarize)
 from arvid.eval.tokenizer import evaluate_tokenizer, ssim
 from arvid.generator import Sampling
 from arvid.pipeline import Arvid
@@ -469,21 +470,21 @@ def _identity_lines(w: dict, st: Settings) -> list[str]:
         return f"{v / ref:.2f}" if ref > 0 else "-"
 
     lines = ["", f"## Identity ({st.clips} clips of {st.consistency_frames} frames, the clips above)", "",
-             "Every digit is found in every frame (connected components of pixels >= 128; one too large to be one "
-             "digit is not legible), cropped 28x28, read by a single-digit reader (a small CNN trained on train "
-             "digits 0-3999, see arvid/eval/identity.py) and tracked from frame to frame (nearest centroid, one to "
-             f"one). The reader reads {w['identity_reader']['heldout_accuracy']:.1%} of the isolated held-out "
-             "digits 4000-4999 right. An identity switch: a digit read confidently (probability >= 0.9) as one "
-             "class and, at its next confident read on the same track, as another. Tracked steps: the pairs of "
-             "consecutive confident reads. Confident share: confident reads / 2 digits per frame (digits that "
-             "overlap hide each other in real clips too).", "",
+             f"Every digit is found in every frame (connected components of pixels >= {THRESHOLD}; one too large "
+             "to be one digit is not legible), cropped 28x28, read by a single-digit reader (a small CNN trained on "
+             "train digits 0-3999) and tracked from frame to frame (nearest centroid, one to one). The reader reads "
+             f"{w['identity_reader']['heldout_accuracy']:.1%} of the isolated held-out digits 4000-4999 right. An "
+             f"identity switch: a digit read confidently (probability >= {CONFIDENT:g}) as one class and, at its "
+             "next confident read on the same track, as another. Tracked steps: the pairs of consecutive confident "
+             f"reads. Confident share: confident reads / {EXPECTED} digits per frame (digits that overlap hide each "
+             "other in real clips too).", "",
              "| clips | identity switches per 100 tracked steps | x real | switches / tracked steps "
              "| confident share | x real |", "| --- | --- | --- | --- | --- | --- |"]
     for k, v in w.items():
         if "identity" in v:
             i = v["identity"]
-            lines.append(f"| {k} | {i['switches_per_100']:.2f} | {ratio(i['switches_per_100'], r['switches_per_100'])} | "
-                         f"{i['switches']} / {i['tracked_steps']} | {i['confident_share']:.3f} | "
+            lines.append(f"| {k} | {i['switches_per_100']:.2f} | {ratio(i['switches_per_100'], r['switches_per_100'])}"
+                         f" | {i['switches']} / {i['tracked_steps']} | {i['confident_share']:.3f} | "
                          f"{ratio(i['confident_share'], r['confident_share'])} |")
     return lines
 

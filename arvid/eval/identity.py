@@ -375,7 +375,7 @@ def identity_figures(clips: np.ndarray, reader: IdentityReader | None = None, ex
 
 
 def heldout_frames(size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Each held-out digit 4000-4999 alone in a uint8 frame (size, size) at a random place: (1000, size, size), labels."""
+    """Each held-out digit 4000-4999 alone in a uint8 frame at a random place: (1000, size, size), and its labels."""
     digits, labels = mnist_digits("eval")
     rng = np.random.default_rng(seed)
     frames = np.zeros((len(digits), size, size), np.uint8)
