@@ -148,7 +148,8 @@ def test_ctrl_c_in_the_middle_of_an_npy_frame_keeps_the_whole_frames(model_dir, 
             raise KeyboardInterrupt
         return real(self, frame)
     monkeypatch.setattr(vio.VideoWriter, "_write_one", half_then_ctrl_c)
-    clean_interrupt(*cli("generate", "--model", model_dir, "--frames", 6, "--out", old, "--device", "cpu"), 3)
+    clean_interrupt(*cli("generate", "--model", model_dir, "--frames", 6, "--out", old, "--device", "cpu",
+                         "--overwrite"), 3)
     assert [p.name for p in tmp_path.iterdir()] == ["clip.npy"]
     kept = np.load(old)
     assert kept.shape == (3, 16, 16, 1) and old.stat().st_size == 128 + kept.nbytes  # no half frame at the end
