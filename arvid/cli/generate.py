@@ -100,12 +100,14 @@ def _outputs(out: Path, batch: int, sheet: Path | None, inputs: tuple[Path, ...]
     outs = [out] if batch == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(batch)]
     for path in outs:
         check_output(path)
-        check_overwrite(path, overwrite)
     if sheet is not None:
         check_output(sheet, image=True)
-        check_overwrite(sheet, overwrite, "--sheet")
         refuse_inside(sheet, outs, "--sheet")
     refuse_aliases([*outs, *([sheet] if sheet else [])], inputs)
+    for path in outs:
+        check_overwrite(path, overwrite)
+    if sheet is not None:
+        check_overwrite(sheet, overwrite, "--sheet")
     return outs
 
 
