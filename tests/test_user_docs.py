@@ -97,7 +97,8 @@ def test_every_help_text_speaks_to_users():
 
 
 LIGHT = ("--help", "info --help", "data --help", "train --help", "tokenize --help", "detokenize --help",
-         "bench --help")
+         "bench --help", "generate --help", "extend --help", "eval --help", "eval generation --help",
+         "eval tokenizer --help", "pack --help")
 
 
 @pytest.mark.parametrize("argv", LIGHT)

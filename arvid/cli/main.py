@@ -33,8 +33,8 @@ Run `arvid COMMAND --help` for a command's options.
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The `arvid` parser: every command built in full, or with `only`, that command alone, the others listed by
-    name and summary (each module's COMMANDS). A command's options may need torch (the decoding settings, a
-    training task); listing the commands does not, so `arvid --help` answers at once."""
+    name and summary (each module's COMMANDS). Only a training task's options need torch (the decoding
+    settings do not); listing the commands does not, so `arvid --help` answers at once."""
     parser = Parser(prog="arvid", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"arvid {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

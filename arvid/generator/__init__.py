@@ -12,21 +12,37 @@ decode, sampling, the generation loop). Training lives above, in `arvid.train`; 
 `arvid.eval`.
 """
 
-from arvid.generator.cache import KVCache
-from arvid.generator.config import PRESETS, GeneratorConfig
-from arvid.generator.model import Generator, check_labels, check_tokens, slot_inputs
-from arvid.generator.sampler import (
-    check_request,
-    decode_one_token,
-    generate,
-    guide,
-    logits_to_probs,
-    prefill,
-    sample,
-    window_logits,
-)
-from arvid.generator.sampling import Sampling
+from __future__ import annotations
+
+# Loaded on first use: the decoding settings (`Sampling`) need no torch, so `arvid generate --help` builds its options
+# without importing it.
+_CONFIG = ("PRESETS", "GeneratorConfig")
+_MODEL = ("Generator", "check_labels", "check_tokens", "slot_inputs")
+_SAMPLER = ("check_request", "decode_one_token", "generate", "guide", "logits_to_probs", "prefill", "sample",
+            "window_logits")
 
 __all__ = ["PRESETS", "Generator", "GeneratorConfig", "KVCache", "Sampling", "check_labels", "check_request",
            "check_tokens", "decode_one_token", "generate", "guide", "logits_to_probs", "prefill", "sample",
            "slot_inputs", "window_logits"]
+
+
+def __getattr__(name: str):
+    if name == "Sampling":
+        from arvid.generator import sampling as module
+    elif name == "KVCache":
+        from arvid.generator import cache as module
+    elif name in _CONFIG:
+        from arvid.generator import config as module
+    elif name in _MODEL:
+        from arvid.generator import model as module
+    elif name in _SAMPLER:
+        from arvid.generator import sampler as module
+    else:
+        raise AttributeError(f"module 'arvid.generator' has no attribute {name!r}")
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

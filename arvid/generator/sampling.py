@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from arvid.errors import ArvidError
-from arvid.utils.jsonfile import read_json
 
 MAX_FILE_BYTES = 1 << 16
 
@@ -107,6 +106,8 @@ class Sampling:
     @classmethod
     def read_file(cls, path: str | Path) -> dict:
         """A model folder's sampling.json -> {setting: value} (the settings it sets), every key and value checked."""
+        from arvid.utils.jsonfile import read_json  # here: the package's helpers load torch, the settings need none
+
         path = Path(path)
         try:
             d = read_json(path, MAX_FILE_BYTES)
