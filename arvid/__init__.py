@@ -7,10 +7,10 @@ Videos are uint8 numpy arrays (T, H, W, C) at the edges and float tensors (B, C,
 [-1, 1] inside the models.
 """
 
-from arvid.errors import ArvidError
+from arvid.errors import ArvidError, ArvidNotice
 from arvid.version import __version__
 
-__all__ = ["Arvid", "ArvidError", "Sampling", "__version__"]
+__all__ = ["Arvid", "ArvidError", "ArvidNotice", "Sampling", "__version__"]
 
 
 def __getattr__(name: str):

@@ -26,14 +26,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from arvid.errors import ArvidError
+from arvid.errors import ArvidError, ArvidNotice
 from arvid.generator import Generator, Sampling, check_request, generate
 from arvid.tokenizer import Tokenizer, new_latent_frames, tail_start, tensor_to_video, video_to_tensor
 from arvid.utils import resolve_device
@@ -46,6 +47,7 @@ DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "default"
 SAMPLING_FILE = "sampling.json"  # a model folder's recommended decoding settings (optional)
 ENCODE_CHUNK = 32  # frames pushed into the streaming encoder at a time when tokenizing an input clip
 DEFAULT_FPS = 8.0  # frame rate of generated clips when no input says otherwise: the rate arvid's datasets are made at
+Labels = Sequence[int] | Sequence[Sequence[int]] | np.ndarray | None  # k per clip, for all clips or (B, k); -1: none
 
 
 @dataclass
@@ -167,42 +169,83 @@ class Arvid:
         return cache + step + decoder
 
     # ---- the three uses -------------------------------------------------------------------------------
-    def stream(self, num_frames: int, video: np.ndarray | Prepared | None = None, *, seed: int = 0, labels=None,
-               batch: int = 1, sampling: Sampling | None = None, **settings) -> Iterator[np.ndarray]:
+    def stream(self, num_frames: int, video: np.ndarray | Prepared | None = None, *, seed: int = 0,
+               labels: Labels = None, batch: int = 1, sampling: Sampling | None = None,
+               temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+               min_p: float | None = None, guidance: float | None = None, steps: int | None = None,
+               choice_temperature: float | None = None, progress: bool = False) -> Iterator[np.ndarray]:
         """Yield new frames, uint8 (B, H, W, C), as soon as they are decoded: exactly `num_frames` of them.
 
-        With `video` (uint8 (T, H, W, C), repeated for a batch of `batch`; or B clips (B, T, H, W, C); or what
-        `prepare` made of one), continue it; otherwise start a new clip. labels: k per clip, for all clips or
-        (B, k); -1 means none. Decoding: `sampling`, or settings as keywords (see `sampling`). Every argument is
-        checked when this is called, before any work."""
+        video: uint8 (T, H, W, C), repeated for a batch of `batch`; or B clips (B, T, H, W, C); or what `prepare`
+            made of one: continue it. None: start a new clip. A clip of another size or colour is fitted to the
+            model, with an `ArvidNotice` warning that says what changed.
+        seed: the random seed; the same seed and settings make the same clip.
+        labels: k per clip, for all clips or (B, k); -1 means none.
+        batch: how many clips to make at once.
+        sampling: every decoding setting as one `Sampling`; or give some of them as keywords instead:
+        temperature, top_k, top_p, min_p, guidance, steps, choice_temperature: None takes the model's
+            recommended value, else the default (`Sampling` says what each does).
+        progress: show a progress bar (frames made, frames per second) on stderr.
+
+        Every argument is checked when this is called, before any work."""
         _check_count(num_frames)
+        settings = _settings(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, guidance=guidance,
+                             steps=steps, choice_temperature=choice_temperature)
         s = self.sampling(labels, sampling, **settings)
         if isinstance(video, Prepared):
             batch = video.context.shape[0]
         elif video is not None and np.ndim(video) == 5:
             batch = len(video)
         self.check(s, labels, batch)
-        prepared = video if isinstance(video, Prepared) or video is None else self.prepare(video, batch)
+        prepared = video
+        if video is not None and not isinstance(video, Prepared):
+            prepared = self.prepare(video, batch)
+            _notify(prepared.notes)
         n_latent = new_latent_frames(num_frames, self.temporal_factor, after_context=prepared is not None)
         latents = self.latents(n_latent, prepared, seed=seed, labels=labels, batch=batch, sampling=s)
-        return self.render(latents, num_frames, batch, prepared)
+        frames = self.render(latents, num_frames, batch, prepared)
+        return _progress(frames, num_frames) if progress else frames
 
-    def generate(self, num_frames: int, **request) -> np.ndarray:
-        """A new clip of exactly `num_frames` frames: uint8 (B, num_frames, H, W, C). Keywords as for `stream`."""
-        return np.stack(list(self.stream(num_frames, None, **request)), axis=1)
+    def generate(self, num_frames: int, *, seed: int = 0, labels: Labels = None, batch: int = 1,
+                 sampling: Sampling | None = None, temperature: float | None = None, top_k: int | None = None,
+                 top_p: float | None = None, min_p: float | None = None, guidance: float | None = None,
+                 steps: int | None = None, choice_temperature: float | None = None,
+                 progress: bool = False) -> np.ndarray:
+        """A new clip of exactly `num_frames` frames: uint8 (B, num_frames, H, W, C).
 
-    def extend(self, video: np.ndarray | Prepared, num_frames: int, **request) -> np.ndarray:
-        """The input clip followed by `num_frames` new frames: uint8 (B, T_in + num_frames, H, W, C). Keywords as
-        for `stream`."""
+        seed, labels, batch, sampling, the decoding settings (temperature ... choice_temperature; None: the
+        model's recommended value) and progress (a progress bar on stderr) are as for `stream`."""
+        settings = _settings(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, guidance=guidance,
+                             steps=steps, choice_temperature=choice_temperature)
+        frames = self.stream(num_frames, None, seed=seed, labels=labels, batch=batch, sampling=sampling,
+                             progress=progress, **settings)
+        return np.stack(list(frames), axis=1)
+
+    def extend(self, video: np.ndarray | Prepared, num_frames: int, *, seed: int = 0, labels: Labels = None,
+               batch: int = 1, sampling: Sampling | None = None, temperature: float | None = None,
+               top_k: int | None = None, top_p: float | None = None, min_p: float | None = None,
+               guidance: float | None = None, steps: int | None = None, choice_temperature: float | None = None,
+               progress: bool = False) -> np.ndarray:
+        """The input clip followed by `num_frames` new frames: uint8 (B, T_in + num_frames, H, W, C).
+
+        video: uint8 (T, H, W, C) or B clips (B, T, H, W, C), fitted to the model's size and colour with an
+        `ArvidNotice` warning that says what changed. seed, labels, batch, sampling, the decoding settings
+        (temperature ... choice_temperature; None: the model's recommended value) and progress (a progress bar
+        on stderr) are as for `stream`."""
         _check_count(num_frames)
+        settings = _settings(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, guidance=guidance,
+                             steps=steps, choice_temperature=choice_temperature)
         if not isinstance(video, Prepared):
-            self.check(self.sampling(request.get("labels"), request.get("sampling"), **_settings(request)),
-                       request.get("labels"), len(video) if np.ndim(video) == 5 else request.get("batch", 1))
-            video = self.prepare(video, request.get("batch", 1))  # checked first: a bad request reads nothing
-        return join_input(video, np.stack(list(self.stream(num_frames, video, **request)), axis=1))
+            self.check(self.sampling(labels, sampling, **settings), labels,
+                       len(video) if np.ndim(video) == 5 else batch)
+            video = self.prepare(video, batch)  # checked first: a bad request reads nothing
+            _notify(video.notes)
+        frames = self.stream(num_frames, video, seed=seed, labels=labels, batch=batch, sampling=sampling,
+                             progress=progress, **settings)
+        return join_input(video, np.stack(list(frames), axis=1))
 
     # ---- the parts -------------------------------------------------------------------------------------
-    def latents(self, num_latent: int, prepared: Prepared | None = None, *, seed: int = 0, labels=None,
+    def latents(self, num_latent: int, prepared: Prepared | None = None, *, seed: int = 0, labels: Labels = None,
                 batch: int = 1, sampling: Sampling | None = None) -> Iterator[torch.Tensor]:
         """Yield `num_latent` new latent frames, int64 (B, h, w), after `prepared`'s context if given."""
         context = prepared.context.to(self.device) if prepared is not None else None
@@ -310,9 +353,25 @@ def check_pair(tokenizer: Tokenizer, generator: Generator) -> None:
                          f"{tokenizer.codebook_size}: they were not trained together")
 
 
-def _settings(request: dict) -> dict:
-    """The decoding settings (Sampling's fields) among a request's keywords."""
-    return {k: v for k, v in request.items() if k in Sampling.settings()}
+def _settings(**given) -> dict:
+    """The decoding settings a call gave as keywords (None: not given)."""
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _notify(notes: list[str]) -> None:
+    """Say what fitting an input clip changed, as `ArvidNotice` warnings pointing at the caller's line."""
+    for note in notes:
+        warnings.warn(note, ArvidNotice, stacklevel=3)
+
+
+def _progress(frames: Iterator[np.ndarray], total: int) -> Iterator[np.ndarray]:
+    """`frames`, with a progress bar on stderr: frames made and frames per second."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, unit="frame", desc="generating", dynamic_ncols=True) as bar:
+        for frame in frames:
+            bar.update(1)
+            yield frame
 
 
 def _check_count(num_frames: int) -> None:

@@ -4,11 +4,15 @@ Untrained weights make noise, but every property here is structural: frame count
 determinism, the input kept first, streaming equal to the batch call, clean errors.
 """
 
+import inspect
+import pydoc
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
-from arvid import ArvidError
+from arvid import ArvidError, ArvidNotice
 from arvid.cli.main import main
 from arvid.generator import Generator, GeneratorConfig, Sampling
 from arvid.kernels import use_backend
@@ -79,7 +83,39 @@ def test_extend_fits_other_sizes_and_colour_and_says_so(model):
     assert prepared.frames.shape == (1, 3, H, W, 1)
     notes = " ".join(prepared.notes)
     assert "24x40 to 16x16" in notes and "grayscale" in notes
-    assert model.extend(video, 2).shape == (1, 5, H, W, 1)
+    with pytest.warns(ArvidNotice, match="24x40 to 16x16"):
+        assert model.extend(video, 2).shape == (1, 5, H, W, 1)
+
+
+def test_extend_of_a_colour_640x480_clip_warns_about_resizing_and_gray(model):
+    video = np.zeros((3, 480, 640, 3), dtype=np.uint8)
+    with pytest.warns(ArvidNotice) as said:
+        out = model.extend(video, 2, seed=0)
+    assert out.shape == (1, 5, H, W, 1)
+    messages = [str(w.message) for w in said if w.category is ArvidNotice]
+    assert any("resized 640x480" in m for m in messages) and any("grayscale" in m for m in messages)
+    assert all(w.filename == __file__ for w in said)  # each points at the caller's line
+    with pytest.warns(ArvidNotice) as said:
+        list(model.stream(2, video))
+    assert len(said) == 2 and "grayscale" in str(said[1].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.extend(np.zeros((3, H, W, 1), np.uint8), 2)  # nothing to say about a clip that fits
+
+
+def test_the_api_lists_its_options_and_can_show_progress(model, capsys):
+    text = pydoc.render_doc(Arvid.generate, renderer=pydoc.plaintext)
+    settings = ("seed", "labels", "batch", "sampling", *Sampling.settings(), "progress")
+    for method in (Arvid.generate, Arvid.extend, Arvid.stream):
+        params = inspect.signature(method).parameters
+        assert not any(p.kind is p.VAR_KEYWORD for p in params.values())
+        assert all(params[name].kind is inspect.Parameter.KEYWORD_ONLY for name in settings), method.__name__
+    assert all(f"{name}:" in text for name in settings)
+    assert {"seed", "labels", "batch", "sampling"} <= set(inspect.signature(Arvid.latents).parameters)
+    clip = model.generate(3, seed=1, progress=True)
+    assert np.array_equal(clip, model.generate(3, seed=1))
+    bar = capsys.readouterr().err
+    assert "3/3" in bar and "frame/s" in bar
 
 
 def test_extend_prefills_at_most_the_window(model):
@@ -110,10 +146,12 @@ def test_pipeline_errors_are_clear(model, model_dir, tmp_path):
     # settings are checked when the call is made, before a frame is made or an input is tokenized
     for bad, message in ((dict(temperature=-1), "temperature must be >= 0"), (dict(top_p=1.5), r"top-p must be in \(0, 1\]"),
                          (dict(min_p=float("nan")), "min-p must be in"), (dict(top_k=-1), "top-k must be a whole number >= 0"),
-                         (dict(batch=0), "batch must be a positive integer"), (dict(topk=3), "unknown sampling setting"),
+                         (dict(batch=0), "batch must be a positive integer"),
                          (dict(sampling=Sampling(), top_k=3), "not both")):
         with pytest.raises(ArvidError, match=message):
             model.stream(3, **bad)
+    with pytest.raises(TypeError, match="topk"):  # the options are named parameters: a misspelt one is refused
+        model.stream(3, topk=3)
     calls = []
     model.prepare, prepare = (lambda *a, **k: calls.append(a)), model.prepare
     try:

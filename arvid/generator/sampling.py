@@ -5,9 +5,10 @@
 
 Each setting is a field with its default, its "off" value, its valid range and its help text. Everything else
 reads them from here: the sampler (`arvid.generator.sampler`), a model folder's `sampling.json`
-(`Sampling.read_file`), the API keywords of `Arvid.generate` / `extend` / `stream`, and the CLI flags of
-`arvid generate`, `extend` and `eval generation` (made from `Sampling.settings()`). Adding a setting touches this
-dataclass, the sampler, their tests and the docs, nothing else.
+(`Sampling.read_file`) and the CLI flags of `arvid generate`, `extend` and `eval generation` (made from
+`Sampling.settings()`). The API keywords of `Arvid.generate` / `extend` / `stream` are named parameters (so help()
+and IDEs list them), one per setting, which a test holds to `Sampling.settings()`. Adding a setting touches this
+dataclass, the sampler, those three signatures, their tests and the docs, nothing else.
 
 What a user gives (flags, keywords) may leave a setting unset (None); `build` fills it from the model's
 recommended decoding (its sampling.json) and else from the default. Guidance follows labels, so a recommended
