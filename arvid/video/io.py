@@ -8,6 +8,7 @@ Read (`read_video`):
     .npy                                  uint8 (T, H, W) or (T, H, W, C) with C in {1, 3}
 Write (`write_video`), by suffix:
     .mp4   H.264 (libx264, crf 18): yuv420p, whose width and height must be even; gray clips as 4:0:0
+           (mp4 and webm are written bit-exact: the same frames and settings give the same bytes)
     .webm  VP9 (libvpx-vp9, yuv420p, crf 32)
     .gif   a palette per frame: exact when a frame has at most 256 colours, else median-cut
            quantised; frame delays are whole centiseconds (at least 2), so the stored frame rate
@@ -644,7 +645,9 @@ class VideoWriter:
             if self.suffix == ".mp4":
                 gray = channels == 1  # H.264 codes gray as 4:0:0 (luma only): it reads back gray, no chroma to lose
                 codec, pix_fmt = "libx264", "gray" if gray else "yuv420p"
-                options = {"crf": crf, "preset": "medium"}
+                # mbtree off: x264's macroblock-tree lookahead reads memory it never wrote on small frames (64x64),
+                # so the same frames gave different files as the process's heap changed
+                options = {"crf": crf, "preset": "medium", "x264-params": "mbtree=0"}
                 fps = self.fps
             elif self.suffix == ".webm":
                 codec, pix_fmt, fps = "libvpx-vp9", "yuv420p", self.fps
@@ -656,7 +659,9 @@ class VideoWriter:
                 codec, pix_fmt, options = "gif", "pal8", {"gifflags": "0"}
                 fps = 100 / min(max(2, round(100 / self.fps)), 65535)
             self._pix_fmt = pix_fmt
-            self._sink = av.open(str(self._tmp), "w", format={".mp4": "mp4", ".webm": "webm", ".gif": "gif"}[self.suffix])
+            # bitexact: no random Matroska segment id, no library versions: the file is a function of its frames
+            self._sink = av.open(str(self._tmp), "w", format={".mp4": "mp4", ".webm": "webm", ".gif": "gif"}[self.suffix],
+                                 options={"fflags": "+bitexact"})
             stream = self._sink.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=options)
             stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
             if pix_fmt == "yuv420p":  # tag what swscale's RGB -> YUV conversion produced: BT.601, limited range
