@@ -85,3 +85,57 @@ def test_the_same_seed_gives_the_same_mp4(model_dir, tmp_path, capsys):
         assert code == 0, lines
     assert digest(tmp_path / "a.mp4") == digest(tmp_path / "b.mp4")
     no_temporaries(tmp_path)
+
+
+# ---------------------------------------------------------------- hostile code files
+
+
+@pytest.fixture(scope="module")
+def codes_file(model_dir, tmp_path_factory) -> Path:
+    """A valid code file: 5 frames of 16x16 through the tiny tokenizer."""
+    folder = tmp_path_factory.mktemp("codes")
+    t, y, x = np.mgrid[0:5, 0:16, 0:16]
+    np.save(folder / "clip.npy", ((x * 9 + y * 5 + t * 7) % 256).astype(np.uint8)[..., None])
+    assert main(["tokenize", str(folder / "clip.npy"), "--model", str(model_dir / "tokenizer"),
+                 "--out", str(folder / "codes.npz")]) == 0
+    return folder / "codes.npz"
+
+
+def _bytes_read(monkeypatch) -> list[int]:
+    """Count what is decompressed from any zip member from now on."""
+    import zipfile
+
+    read, original = [0], zipfile.ZipExtFile.read
+
+    def counting(self, n=-1):
+        data = original(self, n)
+        read[0] += len(data)
+        return data
+
+    monkeypatch.setattr(zipfile.ZipExtFile, "read", counting)
+    return read
+
+
+@pytest.mark.parametrize("member", ["payload", "fps"])
+def test_a_zip_bomb_in_a_code_file_is_refused_before_its_members_are_read(model_dir, codes_file, tmp_path, capsys,
+                                                                          monkeypatch, member):
+    """Three zero-filled members of 64 MiB (a few KB on disk): an unknown name, or a known one far over its size."""
+    import zipfile
+
+    bomb = tmp_path / "bomb.npz"
+    names = [f"payload{i}.npy" for i in range(3)] if member == "payload" else [f"{member}.npy"]
+    with zipfile.ZipFile(codes_file) as good, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        for info in good.infolist():
+            if info.filename not in names:
+                zf.writestr(info, good.read(info))
+        for name in names:
+            with zf.open(name, "w", force_zip64=True) as f:
+                np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": (64 << 20,)})
+                for _ in range(64):
+                    f.write(bytes(1 << 20))
+    read = _bytes_read(monkeypatch)
+    refused(capsys, "detokenize", bomb, "--model", model_dir / "tokenizer", "--out", tmp_path / "o.npy",
+            match="not an arvid code file")
+    assert read[0] < 1 << 20, f"{read[0] >> 20} MiB decompressed before the refusal"
+    assert not (tmp_path / "o.npy").exists()
+    no_temporaries(tmp_path)

@@ -36,6 +36,7 @@ _INTS = ("codebook_size", "frames", "height", "width", "channels", "temporal_fac
 _STRS = ("config_fingerprint", "weights_fingerprint")
 _KEYS = {"codes", "fps", *_INTS, *_STRS}
 _MAX_BYTES = 1 << 30  # per array: a clip's codes are far smaller
+_SCALAR_BYTES = 4096  # a header value's member (.npy header and one scalar) is a few hundred bytes
 
 
 def weights_fingerprint(tok) -> str:
@@ -172,9 +173,8 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     data = {}
     try:
         with zipfile.ZipFile(path) as zf:
+            _check_members(zf.infolist(), bad)
             for info in zf.infolist():
-                if not info.filename.endswith(".npy") or info.filename.count("/"):
-                    raise bad(f"unexpected member {info.filename!r}")
                 with zf.open(info) as f:
                     version = np.lib.format.read_magic(f)
                     read_header = {(1, 0): np.lib.format.read_array_header_1_0,
@@ -193,3 +193,21 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     except Exception as e:  # zlib.error, NotImplementedError, BadZipFile, ValueError, EOFError...: all a bad file
         raise bad(f"{type(e).__name__}: {e}") from None
     return data
+
+
+def _check_members(infos: list[zipfile.ZipInfo], bad) -> None:
+    """Names and declared (uncompressed) sizes from the zip's directory, before any member is read: a few KB can
+    declare gigabytes of zeros, and reading stops at the declared size."""
+    for info in infos:
+        if not info.filename.endswith(".npy") or info.filename.count("/"):
+            raise bad(f"unexpected member {info.filename!r}")
+    names = [info.filename[:-4] for info in infos]
+    unknown = sorted(set(names) - _KEYS)
+    if unknown:
+        raise bad(f"unknown {unknown}")
+    if len(names) != len(set(names)):
+        raise bad(f"a member appears twice ({sorted(n for n in set(names) if names.count(n) > 1)})")
+    for info in infos:
+        limit = _MAX_BYTES + _SCALAR_BYTES if info.filename == "codes.npy" else _SCALAR_BYTES
+        if info.file_size > limit:
+            raise bad(f"{info.filename} declares {info.file_size} bytes, over the {limit} such a member can hold")
