@@ -9,6 +9,8 @@ receives, each file written atomically:
                        the device, the request and the skipped cases
     summary.md         one table per benchmark group: figure, the group's baseline figure measured in
                        the same run, their ratio, time per call, memory, device
+    pytest.log         the child's whole output (pytest-benchmark's own wide tables, skip reasons); the
+                       terminal shows only its progress lines, then a short summary (`terminal_summary`)
     *.png              throughput against length, ratios against the baselines, time per latent frame
                        and memory against clip length (only the plots the run has data for)
 
@@ -28,8 +30,10 @@ import datetime as dt
 import importlib.util
 import json
 import os
+import re
 import platform
 import subprocess
+import textwrap
 import sys
 import tempfile
 import time
@@ -65,7 +69,7 @@ BASELINE_HINTS = ("sdpa", "recomput", "whole", "reference", "baseline")
 LENGTH_KEYS = ("L", "S", "frame", "frames", "length", "T")  # parameters that are a length
 LENGTH_LABELS = {"L": "L (query tokens)", "S": "S (cache slots)", "frame": "latent frame of the clip",
                  "T": "T (frames)"}
-JSON_NAME, SUMMARY_NAME = "benchmark.json", "summary.md"
+JSON_NAME, SUMMARY_NAME, LOG_NAME = "benchmark.json", "summary.md", "pytest.log"
 
 
 @dataclass
@@ -84,6 +88,7 @@ class Outcome:
     files: list[Path]
     returncode: int  # 0, or 1 when some benchmarks failed
     failed: list[str] = field(default_factory=list)
+    summary: list[str] = field(default_factory=list)  # a few short lines for the terminal (`terminal_summary`)
 
 
 # ---- running the suite ------------------------------------------------------------------------
@@ -100,16 +105,39 @@ def run_bench(req: BenchRequest, echo=print) -> Outcome:
     with tempfile.TemporaryDirectory(prefix="arvid-bench-") as tmp:
         json_path, xml_path = Path(tmp) / "raw.json", Path(tmp) / "junit.xml"
         start = time.perf_counter()
-        rc = subprocess.call(pytest_command(files, json_path, xml_path, req), cwd=files[0].parent.parent,
-                             env=child_env(device))
+        rc, log = run_child(pytest_command(files, json_path, xml_path, req), files[0].parent.parent,
+                            child_env(device), echo)
         wall = time.perf_counter() - start
-        check_returncode(rc, json_path, req)
+        atomic_write_text(out / LOG_NAME, log)
+        check_returncode(rc, json_path, req, out / LOG_NAME)
         data = json.loads(json_path.read_text())
         cases = junit_cases(xml_path)
     data["arvid"] = run_info(req, info, cases, wall)
-    written = write_report(out, data)
+    written = write_report(out, data) + [out / LOG_NAME]
     failed = [name for name, status, _ in cases if status == "failed"]
-    return Outcome(out=out, files=written, returncode=1 if failed else 0, failed=failed)
+    return Outcome(out=out, files=written, returncode=1 if failed else 0, failed=failed,
+                   summary=terminal_summary(rows_from(data)))
+
+
+# what of the child's output reaches the terminal: pytest's progress lines, failures, its closing count
+_SHOWN = re.compile(r"\[\s*\d+%\]\s*$|^(FAILED|ERROR) |^=*\s*\d+ (passed|failed|skipped|errors?|deselected)\b.* in ")
+
+
+def run_child(cmd: list[str], cwd: Path, env: dict, echo) -> tuple[int, str]:
+    """Run the suite; -> (exit code, its whole output). Only progress and failure lines are echoed."""
+    lines = []
+    with subprocess.Popen(cmd, cwd=cwd, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, errors="replace") as child:
+        try:
+            for line in child.stdout:
+                lines.append(line)
+                if _SHOWN.search(line):
+                    echo(line.rstrip("\n")[:120])
+            rc = child.wait()
+        except BaseException:  # Ctrl-C or a signal: the suite stops with arvid, as subprocess.call does
+            child.kill()
+            raise
+    return rc, "".join(lines)
 
 
 def suite_files(suite: str, suite_dir=None) -> list[Path]:
@@ -169,13 +197,13 @@ def child_env(device: torch.device) -> dict:
     return env
 
 
-def check_returncode(rc: int, json_path: Path, req: BenchRequest) -> None:
+def check_returncode(rc: int, json_path: Path, req: BenchRequest, log: Path | None = None) -> None:
     if rc == 5:
         raise ArvidError(f"no benchmark matched in suite {req.suite!r}"
                          + (f" with -k {req.select!r}" if req.select else ""))
     if rc not in (0, 1) or not json_path.is_file():
         raise ArvidError(f"the benchmark run stopped (pytest exit code {rc}) before writing results; "
-                         "see its output above")
+                         + (f"its output is in {log}" if log is not None else "see its output above"))
 
 
 def junit_cases(xml_path: Path) -> list[tuple[str, str, str]]:
@@ -247,6 +275,7 @@ class Row:
     higher_better: bool
     baseline: "Row | None" = None
     ratio: float | None = None
+    ratio_of: str = ""  # what the ratio compares: the figure's unit, or "time per call" where units differ
 
     @property
     def is_baseline(self) -> bool:
@@ -309,8 +338,10 @@ def compare(rows: list[Row]) -> None:
         r.baseline = base
         if r.unit == base.unit and r.value > 0 and base.value > 0:
             r.ratio = r.value / base.value if r.higher_better else base.value / r.value
+            r.ratio_of = r.unit
         elif r.seconds > 0:
             r.ratio = base.seconds / r.seconds
+            r.ratio_of = "time per call"
 
 
 # ---- the summary ------------------------------------------------------------------------------------
@@ -345,7 +376,7 @@ def also(row: Row) -> str:
 def group_table(rows: list[Row], run_device: dict) -> list[str]:
     memory = any("peak_memory_bytes" in r.extra for r in rows)
     warmup = any(isinstance(r.extra.get("warmup_s"), (int, float)) for r in rows)
-    head = ["case", "figure", "baseline figure", "ratio", "time per call"]
+    head = ["case", "figure", "baseline figure", "figure vs baseline", "time per call"]
     head += ["peak memory", "memory vs baseline"] if memory else []
     head += ["warm-up"] if warmup else []
     head += ["also", "device"]
@@ -354,7 +385,7 @@ def group_table(rows: list[Row], run_device: dict) -> list[str]:
         base = r.baseline
         cells = [f"`{r.name}`" + (" (baseline)" if r.is_baseline else ""), f"{fmt(r.value)} {r.unit}",
                  f"{fmt(base.value)} {base.unit}" if base else "—",
-                 f"{r.ratio:.2f}×" if r.ratio is not None else "—", f"{fmt(r.seconds * 1e3)} ms"]
+                 ratio_cell(r), f"{fmt(r.seconds * 1e3)} ms"]
         if memory:
             cells += memory_cells(r)
         if warmup:
@@ -365,12 +396,20 @@ def group_table(rows: list[Row], run_device: dict) -> list[str]:
     return lines
 
 
+def ratio_cell(r: Row) -> str:
+    """The ratio, and what it compares where that is not the figure itself (its time per call)."""
+    if r.ratio is None:
+        return "—"
+    return f"{r.ratio:.2f}×" + (f" ({r.ratio_of})" if r.ratio_of and r.ratio_of != r.unit else "")
+
+
 def memory_cells(r: Row) -> list[str]:
     mem = r.extra.get("peak_memory_bytes")
     if not isinstance(mem, (int, float)):
         return ["—", "—"]
     base = (r.baseline.extra.get("peak_memory_bytes") if r.baseline else None)
-    delta = f"{(mem - base) / 2**20:+.2f} MiB" if isinstance(base, (int, float)) else "—"
+    delta = (f"{(mem - base) / 2**20:+.2f} MiB ({mem / base:.2f}× the baseline's)"
+             if isinstance(base, (int, float)) and base > 0 else "—")
     return [f"{mem / 2**20:,.1f} MiB ({r.extra.get('memory_kind', 'peak')})", delta]
 
 
@@ -388,8 +427,9 @@ def summary_markdown(data: dict, rows: list[Row], plots: list[str]) -> str:
              f"- command: `{run['command']}`", "",
              "Figures are medians over the timed rounds, after warm-up (the first call, which holds any "
              "compile time, is reported apart where a benchmark records it). Each figure is compared with "
-             "the baseline of its group, measured in the same run: ratio > 1 is better than the baseline "
-             "(more throughput, or less time); memory is given as the difference from the baseline.", ""]
+             "the baseline of its group, measured in the same run: \"figure vs baseline\" > 1 is better than the "
+             "baseline (more throughput, or less time); memory is compared apart, as the difference from the "
+             "baseline's and their ratio.", ""]
     for name, group in groups(rows).items():
         base = group[0].baseline
         lines += [f"## {name}", "", f"baseline: `{base.name}`" if base else "no baseline in this group", ""]
@@ -401,6 +441,26 @@ def summary_markdown(data: dict, rows: list[Row], plots: list[str]) -> str:
     if plots:
         lines += ["## Plots", ""] + [f"![{p[:-4].replace('_', ' ')}]({p})" for p in plots] + [""]
     return "\n".join(lines)
+
+
+def terminal_summary(rows: list[Row], width: int = 100) -> list[str]:
+    """A few short lines for the terminal: per group its name, then per case the figure with its unit, against
+    the baseline (what the ratio compares) and the peak memory where measured. The full tables are in summary.md."""
+    lines = ["each case: its figure, then the figure against its group's baseline (> 1: better)"]
+    for name, group in groups(rows).items():
+        lines.append(textwrap.shorten(name, width, placeholder="..."))
+        for r in group:
+            case = r.name if len(r.name) <= 48 else r.name[:45] + "..."
+            text = f"  {case:<48} {fmt(r.value):>8} {r.unit}"
+            if r.is_baseline:
+                text += " (baseline)"
+            elif r.ratio is not None:
+                text += f", {r.ratio:.2f}× vs baseline" + (f" ({r.ratio_of})" if r.ratio_of != r.unit else "")
+            mem = r.extra.get("peak_memory_bytes")
+            if isinstance(mem, (int, float)):
+                text += f", {mem / 2**20:,.0f} MiB peak"
+            lines.append(text)
+    return lines
 
 
 # ---- plots ----------------------------------------------------------------------------------------
@@ -466,7 +526,8 @@ def draw_lines(ax, lines: dict, title: str, ylabel: str, xlabel: str) -> None:
     if max(xs) / max(min(xs), 1e-9) >= 8:
         ax.set_xscale("log", base=2)
     ax.set_ylim(0, 1.15 * max(y for pts in lines.values() for _, y in pts))
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    ax.set_title(textwrap.fill(title, 42), fontsize=9)  # a long group name wraps instead of running off
     ax.grid(alpha=0.3)
     if len(lines) > 1:
         ax.legend(fontsize=7)
@@ -485,12 +546,15 @@ def plot_throughput_vs_length(rows: list[Row], path: Path, device: str) -> bool:
 
 
 def plot_vs_baseline(rows: list[Row], path: Path, device: str) -> bool:
-    pairs = [(f"{r.group}: {r.name}", r.ratio) for r in rows if r.ratio and not r.is_baseline]
+    # the case in full, its group shortened: the label names the bar without running off the figure
+    pairs = [(f"{textwrap.shorten(r.group, 40, placeholder='...')}: {r.name}", r.ratio)
+             for r in rows if r.ratio and not r.is_baseline]
     if not pairs:
         return False
-    fig, (ax,) = new_figure(1, height=0.9 + 0.32 * len(pairs))
-    fig.set_figwidth(9)
     labels, ratios = zip(*pairs)
+    fig, (ax,) = new_figure(1, height=1.3 + 0.32 * len(pairs))
+    fig.set_figwidth(6 + 0.075 * max(map(len, labels)))  # the labels' room, then the bars'
+    ax.set_xlim(min(min(ratios), 0.5) / 1.5, max(max(ratios), 2.0) * 2.5)  # room for each bar's figure
     ax.barh(range(len(pairs)), ratios, color=["tab:green" if v >= 1 else "tab:red" for v in ratios])
     ax.set_yticks(range(len(pairs)), labels, fontsize=7)
     ax.invert_yaxis()
@@ -498,7 +562,8 @@ def plot_vs_baseline(rows: list[Row], path: Path, device: str) -> bool:
     ax.axvline(1.0, color="black", lw=0.8)
     for i, v in enumerate(ratios):
         ax.annotate(f"{v:.2f}×", (v, i), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
-    ax.set(xlabel="ratio against the group's baseline (> 1: better)", title=f"arvid against the baseline — {device}")
+    ax.set(xlabel="figure against the group's baseline, × (> 1: better)")
+    fig.suptitle(f"arvid against the baseline of each group\n{device}", fontsize=10)
     save(fig, path)
     return True
 

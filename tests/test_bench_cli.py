@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from arvid.benchmark import child_env, rows_from, write_report
+from arvid.benchmark import child_env, rows_from, terminal_summary, write_report
 from arvid.cli.main import main
 
 
@@ -24,7 +24,13 @@ def test_bench_runs_a_suite_end_to_end(tmp_path, capsys):
     assert "baseline: `bench_throughput[batch 1]`" in summary
     assert (out / "vs_baseline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporaries left behind
-    assert str(out / "summary.md") in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert str(out / "summary.md") in shown and str(out / "pytest.log") in shown
+    # the terminal: progress and a short summary with units; pytest-benchmark's wide tables go to the log
+    assert max(len(x) for x in shown.splitlines() if str(out) not in x) <= 120
+    assert "bench_throughput[larger batch]" in shown and re.search(r"^2 passed.* in ", shown, re.M)
+    assert re.search(r"frames/s, \d+\.\d\d× vs baseline", shown)
+    assert "Mean" in (out / "pytest.log").read_text() and "Mean" not in shown
 
 
 def result(name, group, median, params=None, **extra):
@@ -85,6 +91,23 @@ def test_report_writes_summary_plots_and_json(tmp_path):
     assert "no baseline in this group" in summary
     assert (tmp_path / "clip_length.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "benchmark.json").read_text())["arvid"]["suite"] == "all"
+
+
+def test_every_figure_says_its_unit_and_what_a_ratio_compares(tmp_path):
+    mixed = [result("bench_mem[256]", "memory", 2.0, {"frames": 256}, frames=32, peak_memory_bytes=100 * 2**20),
+             result("bench_mem[1024]", "memory", 4.0, {"frames": 1024}, frames=128, peak_memory_bytes=100 * 2**20),
+             result("bench_other_whole", "mixed", 0.5, frames=10), result("bench_other_alone", "mixed", 0.25)]
+    rows = rows_from(report_data(KNOWN + mixed))
+    write_report(tmp_path, report_data(KNOWN + mixed))
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| figure vs baseline |" in summary and "| ratio |" not in summary
+    assert "+0.00 MiB (1.00× the baseline's)" in summary  # memory compared apart from the frames/s ratio
+    assert "2.00× (time per call)" in summary  # units differ: the ratio says it compares time
+    lines = terminal_summary(rows)
+    assert max(map(len, lines)) <= 120
+    assert any("bench_prefill[arvid-256]" in x and "2.00 TFLOP/s, 2.00× vs baseline" in x for x in lines)
+    assert any("bench_mem[1024]" in x and "frames/s" in x and "MiB peak" in x for x in lines)
+    assert any("bench_alone" in x and " ms" in x for x in lines)
 
 
 def test_report_without_sweeps_or_baselines_drops_stale_plots(tmp_path):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 
 _DESCRIPTION = """\
-Time arvid against baselines measured in the same run, and write into --out DIR: benchmark.json
-(pytest-benchmark's JSON, readable by `pytest-benchmark compare`), summary.md (a table per group:
-figure, baseline figure from the same run, ratio, time per call, memory, device) and PNG plots (throughput against length, arvid against the baselines, time per
-latent frame and memory against clip length).
+Time arvid against baselines measured in the same run. The terminal shows the progress, then one line
+per case: its figure with its unit and the figure against its group's baseline (> 1: better). Into
+--out DIR go summary.md (a full table per group: figure, baseline figure, figure vs baseline, time per
+call, memory, device), benchmark.json (pytest-benchmark's JSON, readable by `pytest-benchmark compare`),
+pytest.log (the run's whole output) and PNG plots (throughput against length, arvid against the
+baselines, time per latent frame and memory against clip length).
 
 Suites: kernels (flash and decode attention against scaled_dot_product_attention), generation
 (tokens/s and frames/s, KV cache against recomputation, time and memory as a clip grows to latent
@@ -41,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
 
     outcome = run_bench(BenchRequest(suite=args.suite, quick=args.quick, device=args.device, out=args.out,
                                      select=args.select))
-    print(f"\nwrote {len(outcome.files)} file(s) into {outcome.out}:")
+    print("\n" + "\n".join(outcome.summary))
+    print(f"\nwrote {len(outcome.files)} file(s) into {outcome.out} (the full tables in summary.md, the run's "
+          "whole output in pytest.log):")
     for path in outcome.files:
         print(f"  {path}")
     if outcome.failed:
