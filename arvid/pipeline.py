@@ -36,6 +36,7 @@ import torch
 
 from arvid.errors import ArvidError, ArvidNotice
 from arvid.generator import Generator, Sampling, check_request, generate
+from arvid.generator.sampling import check_seed
 from arvid.tokenizer import Tokenizer, new_latent_frames, tail_start, tensor_to_video, video_to_tensor
 from arvid.utils import resolve_device
 from arvid.utils import threads as cpu_threads
@@ -80,6 +81,9 @@ class Arvid:
     def from_pretrained(cls, path: str | os.PathLike | None = None, device: str | torch.device | None = None,
                         threads: int | None = None) -> "Arvid":
         """Load `path/tokenizer` and `path/generator` (and `path/sampling.json`); with no path, the default model."""
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise ArvidError(f"from_pretrained takes a model folder's path (a str or os.PathLike), got "
+                             f"{type(path).__name__} {path!r}")
         root = Path(path) if path is not None else DEFAULT_MODEL_DIR
         if path is None and not root.is_dir():
             raise ArvidError(f"this build of arvid ships no default model ({root} is missing): "
@@ -145,9 +149,11 @@ class Arvid:
             return sampling
         return Sampling.build(settings, self.recommended, labels=labels is not None)
 
-    def check(self, s: Sampling, labels=None, batch: int = 1) -> None:
-        """ArvidError now, before any work, if the request cannot run on this model: labels of the wrong count or
-        range, guidance without labels, a batch below 1 or one whose buffers would not fit in memory."""
+    def check(self, s: Sampling, labels=None, batch: int = 1, seed: int = 0) -> None:
+        """ArvidError now, before any work, if the request cannot run on this model: a seed that is not a whole
+        number in [0, 2**63), labels of the wrong count or range, guidance without labels, a batch below 1 or one
+        whose buffers would not fit in memory."""
+        check_seed(seed)
         if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
             raise ArvidError(f"batch must be a positive integer, got {batch!r}")
         check_request(self.generator, s, labels, int(batch))
@@ -192,11 +198,8 @@ class Arvid:
         settings = _settings(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, guidance=guidance,
                              steps=steps, choice_temperature=choice_temperature)
         s = self.sampling(labels, sampling, **settings)
-        if isinstance(video, Prepared):
-            batch = video.context.shape[0]
-        elif video is not None and np.ndim(video) == 5:
-            batch = len(video)
-        self.check(s, labels, batch)
+        batch = _batch_of(video, batch)
+        self.check(s, labels, batch, seed)
         prepared = video
         if video is not None and not isinstance(video, Prepared):
             prepared = self.prepare(video, batch)
@@ -236,8 +239,7 @@ class Arvid:
         settings = _settings(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, guidance=guidance,
                              steps=steps, choice_temperature=choice_temperature)
         if not isinstance(video, Prepared):
-            self.check(self.sampling(labels, sampling, **settings), labels,
-                       len(video) if np.ndim(video) == 5 else batch)
+            self.check(self.sampling(labels, sampling, **settings), labels, _batch_of(video, batch), seed)
             video = self.prepare(video, batch)  # checked first: a bad request reads nothing
             _notify(video.notes)
         frames = self.stream(num_frames, video, seed=seed, labels=labels, batch=batch, sampling=sampling,
@@ -279,6 +281,9 @@ class Arvid:
             raise ArvidError(f"expected a uint8 video (T, H, W, C), got {frames.dtype} of shape {frames.shape}")
         if frames.ndim == 3:
             frames = frames[..., None]
+        if frames.shape[-1] not in (1, 3):
+            raise ArvidError(f"{frames.shape[-1]} channels are not supported (shape {frames.shape}); expected 1 "
+                             "(gray) or 3 (RGB), e.g. drop alpha with x[..., :3]")
         if frames.ndim == 4:
             frames = frames[None]
         if frames.shape[1] < 1:
@@ -372,6 +377,21 @@ def _progress(frames: Iterator[np.ndarray], total: int) -> Iterator[np.ndarray]:
         for frame in frames:
             bar.update(1)
             yield frame
+
+
+def _batch_of(video, batch: int) -> int:
+    """The batch a request makes: `batch` for no video or one clip to repeat; the count of clips given (B, T, H, W, C)
+    or prepared, which `batch` may repeat but not contradict."""
+    if isinstance(video, Prepared):
+        given = video.context.shape[0]
+    elif video is not None and np.ndim(video) == 5:
+        given = len(video)
+    else:
+        return batch
+    if batch != 1 and batch != given:
+        raise ArvidError(f"batch={batch!r} but the video holds {given} clips: leave batch out (or give batch={given}) "
+                         f"to continue each of them, or give one clip (T, H, W, C) to make {batch} from it")
+    return given
 
 
 def _check_count(num_frames: int) -> None:

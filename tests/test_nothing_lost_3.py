@@ -139,3 +139,75 @@ def test_a_zip_bomb_in_a_code_file_is_refused_before_its_members_are_read(model_
     assert read[0] < 1 << 20, f"{read[0] >> 20} MiB decompressed before the refusal"
     assert not (tmp_path / "o.npy").exists()
     no_temporaries(tmp_path)
+
+
+# ---------------------------------------------------------------- the API refuses what the CLI refuses
+
+
+@pytest.fixture(scope="module")
+def model(model_dir):
+    from arvid.pipeline import Arvid
+
+    return Arvid.from_pretrained(model_dir, device="cpu")
+
+
+@pytest.mark.parametrize("seed", [2**64, -1, None, 1.5, "0", True])
+def test_the_api_refuses_the_seeds_the_cli_refuses(model, capsys, model_dir, tmp_path, seed):
+    with pytest.raises(ArvidError, match=r"^seed must be a whole number from 0 to 2\*\*63 - 1, got"):
+        model.generate(2, seed=seed)
+    with pytest.raises(ArvidError, match=r"^seed must be a whole number"):
+        model.extend(np.zeros((3, 16, 16, 1), np.uint8), 2, seed=seed)
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        line = refused(capsys, "generate", "--model", model_dir, "--frames", 2, "--seed", seed, "--out",
+                       tmp_path / "o.npy", match="--seed must be a whole number from 0 to 2**63 - 1, got")
+        assert line.endswith(f"got {seed}")
+
+
+@pytest.fixture(scope="module")
+def labelled_model():
+    """The tiny model, conditioned on 2 labels of 10 classes per clip."""
+    import torch
+
+    from arvid.generator import Generator, GeneratorConfig
+    from arvid.pipeline import Arvid
+    from arvid.tokenizer import Tokenizer, TokenizerConfig
+
+    torch.manual_seed(0)
+    tok = Tokenizer(TokenizerConfig.preset("tiny"))
+    return Arvid(tok, Generator(GeneratorConfig.from_name("tiny", vocab_size=tok.codebook_size, latent_h=4, latent_w=4,
+                                                          num_classes=10, labels_per_clip=2)), "cpu")
+
+
+@pytest.mark.parametrize("labels", [[3 + 1j, 7], [1e30, 3], [float("nan"), 3], [float("inf"), 3], [True, 3], ["3", "7"],
+                                    [2**70, 3]])
+def test_the_api_refuses_labels_that_are_not_whole_numbers_in_range(labelled_model, labels):
+    with pytest.raises(ArvidError, match="label") as e:
+        labelled_model.generate(2, labels=labels)
+    assert "-9223372036854775808" not in str(e.value)
+    assert labelled_model.generate(2, labels=[3, -1]).shape[:2] == (1, 2)
+
+
+def test_from_pretrained_refuses_what_is_not_a_path():
+    from arvid.pipeline import Arvid
+
+    with pytest.raises(ArvidError, match="a model folder's path"):
+        Arvid.from_pretrained(123)
+
+
+def test_extend_refuses_a_two_channel_clip_as_the_reader_does(model, tmp_path, capsys, model_dir):
+    clip = np.zeros((3, 16, 16, 2), np.uint8)
+    with pytest.raises(ArvidError, match=r"2 channels are not supported .*expected 1 \(gray\) or 3 \(RGB\)"):
+        model.extend(clip, 2)
+    np.save(tmp_path / "two.npy", clip)
+    refused(capsys, "extend", tmp_path / "two.npy", "--model", model_dir, "--frames", 2, "--out", tmp_path / "o.npy",
+            match="2 channels are not supported")
+
+
+def test_extend_refuses_a_batch_other_than_the_clips_given(model):
+    clips = np.zeros((2, 3, 16, 16, 1), np.uint8)
+    with pytest.raises(ArvidError, match="batch=3 .* 2 clips"):
+        model.extend(clips, 2, batch=3)
+    with pytest.raises(ArvidError, match="batch=3 .* 2 clips"):
+        next(iter(model.stream(2, clips, batch=3)))
+    assert model.extend(clips, 2, batch=2).shape[0] == 2
+    assert model.extend(clips, 2).shape[0] == 2  # batch left at its default takes the clips' count

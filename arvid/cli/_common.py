@@ -50,12 +50,10 @@ def set_threads(requested: int | None) -> None:
     torch.set_num_threads(choose(PARALLEL, requested))
 
 
-MAX_SEED = 2**63 - 1  # torch's generators take a signed 64-bit seed
 def check_seed(seed: int, flag: str = "--seed") -> None:
-    from arvid.errors import ArvidError
+    from arvid.generator.sampling import check_seed as check
 
-    if not 0 <= seed <= MAX_SEED:
-        raise ArvidError(f"{flag} must be a whole number from 0 to 2**63 - 1, got {seed}")
+    check(seed, flag)
 
 
 def check_fps(fps: float | None, flag: str = "--fps") -> None:

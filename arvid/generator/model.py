@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -337,20 +338,25 @@ def check_labels(cfg: GeneratorConfig, labels, batch: int, device=None) -> torch
     if not cfg.conditional:
         raise ArvidError("this generator was trained without labels: drop --label")
     k = cfg.labels_per_clip
-    try:
-        t = torch.as_tensor(labels).cpu()
-    except (TypeError, ValueError, RuntimeError):
-        t = torch.empty(0)
-    if t.dtype == torch.bool or (t.is_floating_point() and not torch.equal(t, t.round())):
-        t = torch.empty(0)  # only whole numbers are labels
-    t = t.long()
-    if t.numel() == 0 or t.numel() % k or t.numel() // k not in (1, batch):
+    values = _whole_numbers(labels)
+    if not values or len(values) % k or len(values) // k not in (1, batch):
         raise ArvidError(f"labels {labels!r}: give {k} integer label(s) per clip, for all clips or for each of {batch}")
-    t = t.reshape(-1, k)
-    if int(t.min()) < -1 or int(t.max()) >= cfg.num_classes:
-        raise ArvidError(f"labels {t.tolist()} out of range: classes are 0..{cfg.num_classes - 1} (-1: none)")
+    if min(values) < -1 or max(values) >= cfg.num_classes:  # Python ints: 1e30 is named as it is, not as an int64
+        raise ArvidError(f"labels {values} out of range: classes are 0..{cfg.num_classes - 1} (-1: none)")
+    t = torch.tensor(values, dtype=torch.long).reshape(-1, k)
     t = torch.where(t < 0, cfg.null_label, t)
     return t.expand(batch, -1).contiguous().to(device)
+
+
+def _whole_numbers(labels) -> list[int]:
+    """The labels as Python ints, or [] if any is not a whole number: a bool, a complex or non-finite number, text."""
+    try:
+        items = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels, dtype=object).ravel()
+    except (TypeError, ValueError):
+        return []
+    whole = [isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+             or isinstance(x, (float, np.floating)) and float(x).is_integer() for x in items]
+    return [int(x) for x in items] if all(whole) else []
 
 
 __all__ = ["Generator", "check_labels", "check_tokens", "masked_attention", "slot_inputs", "windowed_attention"]

@@ -39,7 +39,7 @@ import torch
 from arvid.errors import ArvidError
 from arvid.generator.cache import KVCache
 from arvid.generator.model import Generator, check_labels, check_tokens
-from arvid.generator.sampling import Sampling
+from arvid.generator.sampling import Sampling, check_seed
 
 
 def check_request(model: Generator, s: Sampling, labels, batch: int, device=None) -> torch.Tensor | None:
@@ -189,6 +189,7 @@ def generate(model: Generator, num_frames: int, sampling: Sampling | None = None
     frames come token by token (raster models) or a frame at a time in `steps` passes (masked models).
     """
     s = sampling if sampling is not None else Sampling()
+    seed = check_seed(seed)
     cfg, device = model.config, next(model.parameters()).device
     if context is not None:
         check_tokens(cfg, context, "context tokens")

@@ -144,4 +144,15 @@ def check_value(key: str, value, name: str | None = None) -> None:
         raise ArvidError(f"{label} must be {meta['rule']}, got {shown}")
 
 
-__all__ = ["Sampling", "check_value"]
+MAX_SEED = 2**63 - 1  # torch's generators take a signed 64-bit seed
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """`seed` as an int, or ArvidError naming it (`name`: seed, or the flag --seed): a whole number in [0, MAX_SEED]
+    (not a bool, a float or text: 1.5 would draw the same clip as 1)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ArvidError(f"{name} must be a whole number from 0 to 2**63 - 1, got {seed!r}")
+    return int(seed)
+
+
+__all__ = ["MAX_SEED", "Sampling", "check_seed", "check_value"]
