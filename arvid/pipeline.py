@@ -88,6 +88,9 @@ class Arvid:
         if path is None and not root.is_dir():
             raise ArvidError(f"this build of arvid ships no default model ({root} is missing): "
                              "pass --model PATH to a folder with tokenizer/ and generator/")
+        if root.exists() and not root.is_dir():
+            raise ArvidError(f"{root} is a file, not a model folder: give the folder that holds tokenizer/ and "
+                             "generator/ (`arvid pack` makes one)")
         if not root.is_dir():
             raise ArvidError(f"model folder {root} does not exist")
         for part in ("tokenizer", "generator"):

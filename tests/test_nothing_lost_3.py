@@ -211,3 +211,39 @@ def test_extend_refuses_a_batch_other_than_the_clips_given(model):
         next(iter(model.stream(2, clips, batch=3)))
     assert model.extend(clips, 2, batch=2).shape[0] == 2
     assert model.extend(clips, 2).shape[0] == 2  # batch left at its default takes the clips' count
+
+
+# ---------------------------------------------------------------- unclear answers
+
+
+@pytest.mark.parametrize("suffix, fps", [(".mp4", "0.0001"), (".webm", "0.0004"), (".gif", "0.001")])
+def test_a_frame_rate_the_file_cannot_store_is_refused_before_work(model_dir, tmp_path, capsys, suffix, fps):
+    refused(capsys, "generate", "--model", model_dir, "--frames", 2, "--fps", fps, "--out", tmp_path / f"o{suffix}",
+            match="frames per second")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_lowest_frame_rate_a_file_stores_is_kept(tmp_path):
+    from arvid.video import read_video, write_video
+
+    write_video(tmp_path / "slow.mp4", np.zeros((2, 16, 16, 1), np.uint8), fps=0.01)
+    assert read_video(tmp_path / "slow.mp4").fps == pytest.approx(0.01, rel=0.01)
+
+
+@pytest.mark.parametrize("name", [".npy", ".mp4", ".GIF"])
+def test_an_output_named_only_by_its_suffix_is_refused(model_dir, tmp_path, capsys, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    refused(capsys, "generate", "--model", model_dir, "--frames", 2, "--out", name, match="clip" + name.lower())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_path_that_is_a_file_is_called_a_file(model_dir, tmp_path, capsys):
+    from arvid.pipeline import Arvid
+
+    (tmp_path / "m").write_text("mine")
+    refused(capsys, "generate", "--model", tmp_path / "m", "--frames", 2, "--out", tmp_path / "o.npy",
+            match="is a file, not a model folder")
+    with pytest.raises(ArvidError, match="is a file, not a model folder"):
+        Arvid.from_pretrained(tmp_path / "m")
+    assert (tmp_path / "m").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]

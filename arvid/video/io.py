@@ -542,6 +542,7 @@ class VideoWriter:
             _check_suffix(self.path)
         check_output(raw)
         self.suffix = "" if self.folder else self.path.suffix.lower()
+        _check_stored_rate(self.path, self.suffix, self.fps)
         self.crf, self.frames, self.shape = crf, 0, None
         self._tmp: Path | None = None
         self._sink = None  # the open container or file
@@ -765,6 +766,8 @@ def check_name(raw: str, path: Path) -> None:
     and a name the file system can hold."""
     if not raw.strip():
         raise ArvidError("the output path is empty: give a file name such as clip.mp4")
+    if path.name.lower() in _WRITERS:  # '.npy' is a hidden name without a suffix: it would become a png folder
+        raise ArvidError(f"{raw!r} is only a suffix: give a file name such as clip{path.name.lower()}")
     if path.name in ("", ".", "..") or path.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
         raise ArvidError(f"{raw!r} is the current folder or one above it: give a file name such as clip.mp4, or a new "
                          "folder for png frames")
@@ -797,6 +800,17 @@ def _check_suffix(path: Path) -> None:
     if path.suffix.lower() not in _WRITERS:
         raise ArvidError(f"{path}: cannot write '{path.suffix}' files; use .mp4, .webm, .gif, .npy or a "
                          "folder (a path without a suffix) for png frames")
+
+
+_LOWEST_FPS = {".mp4": 1 / 1001, ".webm": 1 / 1001, ".gif": 100 / 65535}  # a frame every 1001 s; gif: 655.35 s
+
+
+def _check_stored_rate(path: Path, suffix: str, fps: float) -> None:
+    """ArvidError if a video file of this kind cannot store `fps` (it would play at another rate)."""
+    lowest = _LOWEST_FPS.get(suffix)
+    if lowest is not None and fps < lowest:
+        raise ArvidError(f"{path}: {suffix} files store frame rates from {lowest:.4f} frames per second, got {fps:g}; "
+                         "give a higher frame rate, or write .npy or png frames")
 
 
 def check_fps(fps, what: str = "fps") -> float:
