@@ -98,6 +98,7 @@ def run_bench(req: BenchRequest, echo=print) -> Outcome:
     """Run the suite in a child pytest, then write the JSON, summary and plots into req.out."""
     files = suite_files(req.suite, req.suite_dir)
     check_tools()
+    check_select(req.select)
     device = resolve_device(req.device)
     out = prepare_out(req.out)
     info = device_info(device)
@@ -156,6 +157,22 @@ def check_tools() -> None:
     missing = [name for name in ("pytest", "pytest_benchmark", "matplotlib") if importlib.util.find_spec(name) is None]
     if missing:
         raise ArvidError(f"arvid bench needs {', '.join(missing)}: install them with pip install 'arvid[test]'")
+
+
+def check_select(select: str | None) -> None:
+    """ArvidError for a -k expression pytest would refuse, before the output folder is made or anything runs."""
+    if select is None:
+        return
+    try:
+        from _pytest.mark.expression import Expression  # pytest's own parser: what the child run would say
+    except ImportError:  # another pytest layout: the child run says it
+        return
+    try:
+        Expression.compile(select)
+    except Exception as e:  # noqa: BLE001 - SyntaxError in pytest 8-9, ParseError before
+        why = e.msg if isinstance(e, SyntaxError) else str(e)
+        raise ArvidError(f"-k {select!r} is not a valid pytest -k expression ({why}): join names with and, or, not "
+                         "and parentheses, e.g. -k 'prefill and not 1024'") from None
 
 
 def prepare_out(out) -> Path:

@@ -247,3 +247,13 @@ def test_a_model_path_that_is_a_file_is_called_a_file(model_dir, tmp_path, capsy
         Arvid.from_pretrained(tmp_path / "m")
     assert (tmp_path / "m").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+@pytest.mark.parametrize("expression", ["bad ((", "and", "a or"])
+def test_a_bad_bench_selection_is_refused_before_anything_runs(tmp_path, capsys, expression):
+    code = main(["bench", "kernels", "--quick", "--device", "cpu", "-k", expression, "--out", str(tmp_path / "b")])
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("arvid: error: -k"), (out, err)
+    assert "pytest -k expression" in lines[0] and not out.strip()
+    assert not (tmp_path / "b").exists()
