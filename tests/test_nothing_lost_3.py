@@ -51,6 +51,10 @@ def no_temporaries(folder: Path) -> None:
     assert not [p for p in folder.rglob("*") if re.search(r"\.(tmp|old)(\.|$)", p.name)], list(folder.rglob("*"))
 
 
+def listing(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -257,3 +261,15 @@ def test_a_bad_bench_selection_is_refused_before_anything_runs(tmp_path, capsys,
     assert code == 2 and len(lines) == 1 and lines[0].startswith("arvid: error: -k"), (out, err)
     assert "pytest -k expression" in lines[0] and not out.strip()
     assert not (tmp_path / "b").exists()
+
+
+def test_data_from_a_folder_of_only_short_videos_is_one_line_and_no_folder(tmp_path, capsys):
+    from arvid.video import write_video
+
+    (tmp_path / "videos").mkdir()
+    for i in range(2):
+        write_video(tmp_path / "videos" / f"v{i}.mp4", np.zeros((3, 16, 16, 3), np.uint8), fps=8)
+    before = listing(tmp_path)
+    refused(capsys, "data", "folder", "--path", tmp_path / "videos", "--out", tmp_path / "d", "--count", 2,
+            match="no video under")
+    assert listing(tmp_path) == before

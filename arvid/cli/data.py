@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     ds = make_dataset(args.dataset, frames=args.frames, size=args.size, split=args.split, seed=args.seed,
                       path=args.path, stride=args.stride)
     fps = args.fps or ds.fps
+    ds[0]  # a dataset that cannot make a clip (a folder of short videos) says so before the bar and the folder
     clips, titles, labels = [], [], {}
     try:  # into a temporary folder beside --out, renamed into place at the end: whole or nothing
         with atomic_path(args.out, is_dir=True) as tmp:
