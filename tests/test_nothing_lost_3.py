@@ -273,3 +273,33 @@ def test_data_from_a_folder_of_only_short_videos_is_one_line_and_no_folder(tmp_p
     refused(capsys, "data", "folder", "--path", tmp_path / "videos", "--out", tmp_path / "d", "--count", 2,
             match="no video under")
     assert listing(tmp_path) == before
+
+
+# ---------------------------------------------------------------- Ctrl-C before a command begins, a full stdout
+
+
+def test_ctrl_c_before_the_command_begins_is_one_line(monkeypatch, capsys):
+    import arvid.cli.main as cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert main(["info"]) == 130
+    out, err = capsys.readouterr()
+    assert err.strip() == "arvid: interrupted" and not out
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("argv", [["info", "--json"], ["info"], ["--help"]])
+def test_a_full_stdout_is_one_line_not_a_traceback(argv):
+    import os
+    import subprocess
+    import sys
+
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "arvid", *argv], stdout=full, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("arvid: error: cannot write to standard output"), lines

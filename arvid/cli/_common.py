@@ -140,3 +140,22 @@ class QuietStream:
         except (OSError, ValueError, AttributeError):
             pass
         self._stream = None
+
+
+class OutputStream(QuietStream):
+    """stdout for a command's run: what the user asked to see, so a write that fails (a full disk, a closed
+    descriptor) is one ArvidError, not a traceback; the descriptor then points at /dev/null, so Python's own
+    flush at exit cannot fail again."""
+
+    def _quietly(self, act):
+        if self._stream is None:
+            return None
+        try:
+            return act(self._stream)
+        except (OSError, ValueError) as e:
+            from arvid.errors import ArvidError
+
+            self._silence()
+            why = getattr(e, "strerror", None) or str(e)
+            raise ArvidError(f"cannot write to standard output ({why}): send it to a file or program that can "
+                             "take it") from None

@@ -9,12 +9,13 @@ SIGTERM 143, after a command that writes video has finished its output with the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import pkgutil
 import signal
 import sys
 
-from arvid.cli._common import Parser, QuietStream, printable
+from arvid.cli._common import OutputStream, Parser, QuietStream, printable
 from arvid.errors import ArvidError
 from arvid.version import __version__
 
@@ -56,11 +57,28 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    stdout, sys.stdout = sys.stdout, OutputStream(sys.stdout)  # a full or closed stdout: one line, no traceback
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as e:  # Ctrl-C before the command began (building the parser): nothing made yet
+        with contextlib.suppress(Exception):
+            print("arvid: interrupted", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
+    except ArvidError as e:  # what a command printed could not be flushed
+        with contextlib.suppress(Exception):
+            print(f"arvid: error: {printable(str(e))}", file=sys.stderr)
+        return e.exit_code
+    finally:
+        sys.stdout = stdout
+
+
+def _main(argv: list[str] | None) -> int:
     argv = _joined_values(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser(only=next((a for a in argv if not a.startswith("-")), ""))
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0), or a parser error already said in one line (2)
+        sys.stdout.flush()
         return e.code if isinstance(e.code, int) else 2
     if getattr(args, "func", None) is None:
         parser.print_help()
@@ -68,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = _catch_stop_signals()
     stderr, sys.stderr = sys.stderr, QuietStream(sys.stderr)  # a closed or full stderr never costs the work
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()
+        return code
     except SystemExit as e:  # a command's own parser (arvid train KIND): --help, or its one-line error
         return e.code if isinstance(e.code, int) else 2
     except ArvidError as e:
