@@ -20,14 +20,16 @@ place of floats, any other dtype for an integer buffer) is refused. Nothing is p
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from arvid.errors import ArvidError
@@ -68,9 +70,25 @@ def save_model(dir: str | os.PathLike, model_or_state_dict, config: dict, kind: 
     except (FileExistsError, NotADirectoryError):
         raise ArvidError(f"cannot write model folder {folder}: a file of that name exists") from None
     tensors = saveable(state_dict_of(model_or_state_dict))
-    with atomic_path(folder / MODEL_FILE) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "arvid_kind": kind})
-    atomic_write_text(folder / CONFIG_FILE, envelope_json(config, kind))
+    try:
+        with atomic_path(folder / MODEL_FILE) as tmp:
+            write_safetensors(tensors, tmp, {"format": "pt", "arvid_kind": kind})
+        atomic_write_text(folder / CONFIG_FILE, envelope_json(config, kind))
+    except OSError as e:
+        raise ArvidError(f"cannot write model folder {folder}: {e.strerror or e}; free some space or choose another "
+                         "folder") from None
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """safetensors' save_file, with a failed write (a full disk) an OSError, as any other file's: safetensors raises
+    its own SafetensorError, naming the system's error inside its text."""
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as e:
+        found = re.search(r'code: (\d+).*?message: "([^"]*)"', str(e))
+        if found is None:
+            raise OSError(errno.EIO, f"cannot write {path.name} ({e})") from None
+        raise OSError(int(found.group(1)), found.group(2)) from None
 
 
 def load_model_files(dir: str | os.PathLike, kind: str, layout: Layout | None = None, *,

@@ -274,8 +274,10 @@ def test_a_failure_mid_checkpoint_leaves_the_previous_one_intact(tmp_path, monke
             raise OSError(28, "No space left on device")
         return real_save(tensors, path, metadata=metadata)
 
-    real_save = ckpt.save_file
-    monkeypatch.setattr(ckpt, "save_file", failing_save)
+    import arvid.files  # where every safetensors file is written
+
+    real_save = arvid.files.save_file
+    monkeypatch.setattr(arvid.files, "save_file", failing_save)
     with pytest.raises(ArvidError, match="cannot write checkpoint.*No space left"):
         _checkpoint(out, 4, model, opt)
     assert [p.name for p in ckpt.checkpoint_folders(out)] == ["step-00000002"]

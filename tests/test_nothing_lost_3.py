@@ -35,8 +35,11 @@ def run(capsys, *argv) -> tuple[int, list[str]]:
     capsys.readouterr()
     code = main([str(a) for a in argv])
     err = capsys.readouterr().err
-    lines = [line for line in re.split(r"[\r\n]", err) if line.strip() and not line.startswith("generating")]
+    lines = [line for line in re.split(r"[\r\n]", err) if line.strip() and not PROGRESS.match(line)]
     return code, lines
+
+
+PROGRESS = re.compile(r"[^|]*:\s+\d+%\|")  # a progress bar's line (generating, training)
 
 
 def refused(capsys, *argv, match: str) -> str:
@@ -303,3 +306,47 @@ def test_a_full_stdout_is_one_line_not_a_traceback(argv):
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 2 and len(lines) == 1, r.stderr
     assert lines[0].startswith("arvid: error: cannot write to standard output"), lines
+
+
+# ---------------------------------------------------------------- a full disk while writing weights
+
+
+def _disk_full(monkeypatch) -> None:
+    """safetensors' writer failing as it does on a full disk (its own SafetensorError, not an OSError)."""
+    from safetensors import SafetensorError
+
+    def full(*args, **kwargs):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: '
+                              '"No space left on device" })')
+
+    import arvid.files
+    import arvid.train.checkpoint
+
+    monkeypatch.setattr(arvid.files, "save_file", full)
+    monkeypatch.setattr(arvid.train.checkpoint, "save_file", full, raising=False)
+
+
+def test_a_full_disk_during_pack_is_one_line(model_dir, tmp_path, capsys, monkeypatch):
+    _disk_full(monkeypatch)
+    refused(capsys, "pack", "--tokenizer", model_dir / "tokenizer", "--generator", model_dir / "generator",
+            "--out", tmp_path / "packed", match="No space left on device")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_during_a_training_checkpoint_is_one_line(tmp_path, capsys, monkeypatch):
+    assert main(["train", "toy", "--out", str(tmp_path / "run"), "--steps", "2", "--ckpt-every", "1"]) == 0
+    before = listing(tmp_path)
+    _disk_full(monkeypatch)
+    refused(capsys, "train", "toy", "--out", tmp_path / "run", "--steps", "4", "--ckpt-every", "1",
+            "--resume", match="No space left on device")
+    after = listing(tmp_path)
+    assert {k: v for k, v in after.items() if "step-00000002" in k} == {k: v for k, v in before.items()
+                                                                         if "step-00000002" in k}
+    no_temporaries(tmp_path)
+
+
+def test_pack_onto_a_dangling_symlink_is_one_line(model_dir, tmp_path, capsys):
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    refused(capsys, "pack", "--tokenizer", model_dir / "tokenizer", "--generator", model_dir / "generator",
+            "--out", tmp_path / "link", match="symbolic link")
+    assert (tmp_path / "link").is_symlink() and sorted(p.name for p in tmp_path.iterdir()) == ["link"]

@@ -38,11 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from arvid.errors import ArvidError
 from arvid.files import (CONFIG_FILE, MODEL_FILE, Layout, ModelFiles, envelope_json, load_model_files, read_json,
-                         read_safetensors, saveable)
+                         read_safetensors, saveable, write_safetensors)
 from arvid.utils.atomic import atomic_path, is_temporary
 from arvid.version import __version__
 
@@ -99,9 +98,9 @@ def save_checkpoint(
     try:
         folder.parent.mkdir(exist_ok=True)
         with atomic_path(folder, is_dir=True) as tmp:
-            save_file(saveable(model.state_dict()), str(tmp / MODEL_FILE), metadata=meta)
+            write_safetensors(saveable(model.state_dict()), tmp / MODEL_FILE, meta)
             (tmp / CONFIG_FILE).write_text(envelope_json(model_config, kind))
-            save_file(saveable(opt_tensors), str(tmp / OPTIMIZER_FILE), metadata=meta)
+            write_safetensors(saveable(opt_tensors), tmp / OPTIMIZER_FILE, meta)
             (tmp / STATE_FILE).write_text(json.dumps(_finite(state)))
             _fsync_folder(tmp)
         for old in checkpoint_folders(out)[:-1]:

@@ -92,6 +92,9 @@ def is_temporary(path: Path, name: str, *, is_dir: bool = False) -> bool:
 
 def _check_parent_dir(path: Path) -> None:
     parent = path.parent
+    if path.is_symlink() and not path.exists():  # the final rename cannot put a folder there
+        raise ArvidError(f"cannot write folder {path}: it is a symbolic link to {os.readlink(path)}, which does not "
+                         "exist; give the real path, or a new name")
     if not parent.exists():
         raise ArvidError(f"cannot write {path}: folder {parent} does not exist (create it first)")
     if path.exists() and not path.is_dir():
