@@ -152,16 +152,20 @@ class Arvid:
             return sampling
         return Sampling.build(settings, self.recommended, labels=labels is not None)
 
-    def check(self, s: Sampling, labels=None, batch: int = 1, seed: int = 0) -> None:
+    def check(self, s: Sampling, labels=None, batch: int = 1, seed: int = 0, kept: int = 0) -> None:
         """ArvidError now, before any work, if the request cannot run on this model: a seed that is not a whole
         number in [0, 2**63), labels of the wrong count or range, guidance without labels, a batch below 1 or one
-        whose buffers would not fit in memory."""
+        whose buffers would not fit in memory, or `kept` frames per clip (what generate and extend return) that
+        would not."""
         check_seed(seed)
         if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
             raise ArvidError(f"batch must be a positive integer, got {batch!r}")
         check_request(self.generator, s, labels, int(batch))
         check_fits(self.request_bytes(int(batch), s.is_on("guidance")), f"generating a batch of {batch} clip(s)",
                    "lower --batch (batch=)")
+        H, W = self.resolution
+        check_fits(int(batch) * kept * H * W * self.channels, f"returning {batch} clip(s) of {kept:,} frames",
+                   "ask for fewer frames, or take them as they come with stream() (as the CLI writes them)")
 
     def request_bytes(self, batch: int, guided: bool) -> float:
         """An upper estimate of the large buffers generating a batch holds: the KV cache (twice the rows with
@@ -223,6 +227,8 @@ class Arvid:
         model's recommended value) and progress (a progress bar on stderr) are as for `stream`."""
         settings = _settings(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, guidance=guidance,
                              steps=steps, choice_temperature=choice_temperature)
+        _check_count(num_frames)
+        self.check(self.sampling(labels, sampling, **settings), labels, batch, seed, kept=num_frames)
         frames = self.stream(num_frames, None, seed=seed, labels=labels, batch=batch, sampling=sampling,
                              progress=progress, **settings)
         return np.stack(list(frames), axis=1)
@@ -242,7 +248,10 @@ class Arvid:
         settings = _settings(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, guidance=guidance,
                              steps=steps, choice_temperature=choice_temperature)
         if not isinstance(video, Prepared):
-            self.check(self.sampling(labels, sampling, **settings), labels, _batch_of(video, batch), seed)
+            shape = np.shape(video)  # (T, H, W), (T, H, W, C) or (B, T, H, W, C); fit() refuses others
+            given = shape[-4] if len(shape) in (4, 5) else shape[0] if shape else 0
+            self.check(self.sampling(labels, sampling, **settings), labels, _batch_of(video, batch), seed,
+                       kept=given + num_frames)
             video = self.prepare(video, batch)  # checked first: a bad request reads nothing
             _notify(video.notes)
         frames = self.stream(num_frames, video, seed=seed, labels=labels, batch=batch, sampling=sampling,

@@ -350,3 +350,31 @@ def test_pack_onto_a_dangling_symlink_is_one_line(model_dir, tmp_path, capsys):
     refused(capsys, "pack", "--tokenizer", model_dir / "tokenizer", "--generator", model_dir / "generator",
             "--out", tmp_path / "link", match="symbolic link")
     assert (tmp_path / "link").is_symlink() and sorted(p.name for p in tmp_path.iterdir()) == ["link"]
+
+
+# ---------------------------------------------------------------- what cannot fit is refused before work
+
+
+class WorkBegan(Exception):
+    pass
+
+
+def _no_work(monkeypatch) -> None:
+    """Make the machine hold 64 MiB and stop any generation or dataset clip at its first step."""
+    import arvid.utils.memory
+    from arvid.pipeline import Arvid
+
+    def began(*args, **kwargs):
+        raise WorkBegan
+
+    monkeypatch.setattr(arvid.utils.memory, "available_bytes", lambda: 64 << 20)
+    monkeypatch.setattr(Arvid, "latents", began)
+    monkeypatch.setattr(Arvid, "prepare", began)
+
+
+def test_a_result_that_cannot_fit_in_memory_is_refused_before_work(model, monkeypatch):
+    _no_work(monkeypatch)
+    for call in (lambda: model.generate(10_000_000), lambda: model.extend(np.zeros((3, 16, 16, 1), np.uint8), 10_000_000),
+                 lambda: model.generate(1_000_000, batch=4)):
+        with pytest.raises(ArvidError, match="of memory .* stream"):
+            call()
