@@ -378,3 +378,28 @@ def test_a_result_that_cannot_fit_in_memory_is_refused_before_work(model, monkey
                  lambda: model.generate(1_000_000, batch=4)):
         with pytest.raises(ArvidError, match="of memory .* stream"):
             call()
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--frames", "100000000"], "lower --frames or --size"),
+    (["--size", "200000"], "lower --frames or --size"),
+    (["--count", "10000000"], "--count 10,000,000 is over"),
+])
+def test_arvid_data_refuses_what_cannot_fit_before_work(tmp_path, capsys, monkeypatch, argv, match):
+    import arvid.data
+
+    _no_work(monkeypatch)
+    monkeypatch.setattr(arvid.data, "make_dataset", lambda *a, **k: (_ for _ in ()).throw(WorkBegan()))
+    refused(capsys, "data", "shapes", "--out", tmp_path / "d", *argv, match=match)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_arvid_data_keeps_only_the_clips_its_sheet_shows(tmp_path, capsys, monkeypatch):
+    import arvid.video
+
+    shown = []
+    monkeypatch.setattr(arvid.video, "clips_sheet", lambda clips, path, **k: shown.append(len(clips)) or
+                        path.write_bytes(b""))
+    assert main(["data", "shapes", "--out", str(tmp_path / "d"), "--count", "20", "--frames", "2", "--size", "16",
+                 "--format", "npy"]) == 0
+    assert shown == [16] and len(list((tmp_path / "d").glob("sample_*.npy"))) == 20

@@ -12,6 +12,8 @@ from pathlib import Path
 from arvid.cli._common import check_fps, check_seed
 
 FORMATS = ("mp4", "webm", "gif", "npy", "png")
+MAX_COUNT = 100_000  # clips one run writes
+SHEET_CLIPS = 16  # the contact sheet shows the first clips: memory does not grow with --count
 
 
 COMMANDS = {"data": "write samples of a dataset (moving-mnist, shapes, folder) as videos and a contact sheet"}
@@ -22,7 +24,8 @@ def register(sub) -> None:
         "data",
         help=COMMANDS["data"],
         description="Write COUNT sample clips of a dataset into OUT as video files, plus labels.json "
-        "(each clip's classes) and sheet.png (one row of frames per clip), so you can see what a "
+        f"(each clip's classes) and sheet.png (one row of frames for each of the first {SHEET_CLIPS} clips), "
+        "so you can see what a "
         "model will learn from. Clips are deterministic for a given --seed and --split.",
     )
     p.add_argument("dataset", choices=("moving-mnist", "shapes", "folder"),
@@ -68,10 +71,15 @@ def run(args: argparse.Namespace) -> int:
     from arvid.errors import ArvidError
     from arvid.utils import atomic_write_text
     from arvid.utils.atomic import atomic_path
+    from arvid.utils.memory import check_count, check_fits
     from arvid.video import clips_sheet, write_video
 
     if args.count < 1:
         raise ArvidError(f"--count must be at least 1, got {args.count}")
+    check_count(args.count, MAX_COUNT, "--count")
+    clip_bytes = max(args.frames, 0) * max(args.size, 0) ** 2 * 3
+    check_fits((min(args.count, SHEET_CLIPS) + 1) * clip_bytes,  # the clips the sheet shows, and the one being written
+               f"clips of {args.frames:,} frames of {args.size}x{args.size}", "lower --frames or --size")
     check_fps(args.fps)
     check_seed(args.seed)
     if args.out.exists() and not args.out.is_dir():
@@ -95,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
                 write_video(tmp / name, clip.video, fps=fps)
                 names = [ds.class_names[j] if ds.class_names else str(j) for j in clip.labels.tolist()]
                 labels[name] = names
-                clips.append(clip.video)
-                titles.append(f"{name}  {' '.join(names)}")
+                if i < SHEET_CLIPS:
+                    clips.append(clip.video)
+                    titles.append(f"{name}  {' '.join(names)}")
             clips_sheet(clips, tmp / "sheet.png", titles=titles, max_frames=10)
             atomic_write_text(tmp / "labels.json", json.dumps(labels, indent=1) + "\n")
     except KeyboardInterrupt as stop:
