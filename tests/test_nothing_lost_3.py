@@ -403,3 +403,13 @@ def test_arvid_data_keeps_only_the_clips_its_sheet_shows(tmp_path, capsys, monke
     assert main(["data", "shapes", "--out", str(tmp_path / "d"), "--count", "20", "--frames", "2", "--size", "16",
                  "--format", "npy"]) == 0
     assert shown == [16] and len(list((tmp_path / "d").glob("sample_*.npy"))) == 20
+
+
+def test_training_refuses_a_batch_that_cannot_fit_before_work(tmp_path, capsys, monkeypatch):
+    import arvid.train.tokenizer
+
+    _no_work(monkeypatch)
+    monkeypatch.setattr(arvid.train.tokenizer, "make_dataset", lambda *a, **k: (_ for _ in ()).throw(WorkBegan()))
+    refused(capsys, "train", "tokenizer", "--out", tmp_path / "run", "--batch-size", 1_000_000, "--steps", 1,
+            match="lower --batch-size, --frames or --size")
+    assert list(tmp_path.iterdir()) == []

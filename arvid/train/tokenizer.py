@@ -219,6 +219,12 @@ ARCHITECTURE_FLAGS = ("tau", "spatial_factor", "quantizer", "levels", "num_codes
 
 
 def task_from_args(args: argparse.Namespace) -> TokenizerTask:
+    from arvid.utils.memory import check_fits
+
+    # a batch's frames as float32: the least a step holds, before the dataset is built or anything is written
+    check_fits(max(args.batch_size, 0) * max(args.frames, 0) * max(args.size, 0) ** 2 * 3 * 4,
+               f"a batch of {args.batch_size:,} clips of {args.frames:,} frames of {args.size}x{args.size}",
+               "lower --batch-size, --frames or --size")
     init = getattr(args, "init", None)
     if init is not None:
         given = [f"--{f.replace('_', '-')}" for f in ARCHITECTURE_FLAGS
