@@ -413,3 +413,13 @@ def test_training_refuses_a_batch_that_cannot_fit_before_work(tmp_path, capsys, 
     refused(capsys, "train", "tokenizer", "--out", tmp_path / "run", "--batch-size", 1_000_000, "--steps", 1,
             match="lower --batch-size, --frames or --size")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_training_into_a_run_folder_refuses_before_tokenizing(tmp_path, capsys, monkeypatch):
+    import arvid.train.generator
+
+    assert main(["train", "toy", "--out", str(tmp_path / "run"), "--steps", "1", "--ckpt-every", "1"]) == 0
+    before = listing(tmp_path)
+    monkeypatch.setattr(arvid.train.generator, "task_from_args", lambda *a, **k: (_ for _ in ()).throw(WorkBegan()))
+    refused(capsys, "train", "generator", "--out", tmp_path / "run", match="already holds a training checkpoint")
+    assert listing(tmp_path) == before

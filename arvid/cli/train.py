@@ -210,6 +210,7 @@ def build_kind_parser(kind: str):
 
 def run(args: argparse.Namespace) -> int:
     from arvid.train import train
+    from arvid.train.trainer import check_out_dir
 
     parser, module = build_kind_parser(args.kind)
     opts = parser.parse_args(args.options)
@@ -218,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
         raise ArvidError(f"--out {opts.out!r} must name a folder for the run (it is {'empty' if not str(opts.out).strip() else 'a file'})")
     if opts.resume:
         opts = resume_options(parser, args.options, opts)
+    check_out_dir(out, opts.resume)  # before a task's data work (the generator tokenizes its dataset first)
     set_threads(opts.threads)
     cfg = config_from_args(opts)
     task = module.task_from_args(opts)

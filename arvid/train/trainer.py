@@ -124,6 +124,19 @@ def train(task: TrainTask, cfg: TrainConfig) -> dict:
         teardown(ctx)
 
 
+def check_out_dir(out: Path, resume: bool) -> None:
+    """ArvidError if a run cannot start in `out` as asked: a file, an earlier run without --resume, or --resume in
+    a folder of model files without checkpoints. Checked again by the run; the CLI asks before any data work."""
+    if out.exists() and not out.is_dir():
+        raise ArvidError(f"--out {out} is a file, not a folder")
+    if not resume and out.is_dir() and holds_checkpoint(out):
+        raise ArvidError(f"{out} already holds a training checkpoint: add --resume to continue it, "
+                         "or give another --out")
+    if resume and latest_checkpoint(out) is None and holds_checkpoint(out):
+        raise ArvidError(f"{out} holds model files but no checkpoints/ folder: it is not a training run "
+                         "that can be resumed (or its checkpoints were deleted); give another --out")
+
+
 class _Run:
     def __init__(self, task, cfg: TrainConfig, ctx: DistContext) -> None:
         self.task, self.cfg, self.ctx = task, cfg, ctx
@@ -135,14 +148,7 @@ class _Run:
     # -- setup
 
     def _prepare_out_dir(self) -> None:
-        if self.out.exists() and not self.out.is_dir():
-            raise ArvidError(f"--out {self.out} is a file, not a folder")
-        if not self.cfg.resume and self.out.is_dir() and holds_checkpoint(self.out):
-            raise ArvidError(f"{self.out} already holds a training checkpoint: add --resume to continue it, "
-                             "or give another --out")
-        if self.cfg.resume and latest_checkpoint(self.out) is None and holds_checkpoint(self.out):
-            raise ArvidError(f"{self.out} holds model files but no checkpoints/ folder: it is not a training run "
-                             "that can be resumed (or its checkpoints were deleted); give another --out")
+        check_out_dir(self.out, self.cfg.resume)
         self.ctx.barrier()  # every process has looked before the first one writes
         if self.ctx.is_main:
             try:
@@ -273,4 +279,4 @@ def _short(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-__all__ = ["TrainConfig", "TrainTask", "build_optimizer", "default_no_decay", "train"]
+__all__ = ["TrainConfig", "TrainTask", "build_optimizer", "check_out_dir", "default_no_decay", "train"]
