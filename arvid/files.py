@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from arvid.errors import ArvidError
 from arvid.utils import jsonfile
 from arvid.utils.atomic import atomic_path, atomic_write_text
+from arvid.utils import memory
 from arvid.version import __version__
 
 MODEL_FILE = "model.safetensors"
@@ -204,11 +205,19 @@ def read_envelope(path: Path, kind: str) -> dict:
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     if not path.is_file():
         raise ArvidError(f"{path} is missing")
+    size = path.stat().st_size
+    too_big = ArvidError(f"{path}: its {size / 2**20:,.1f} MiB of weights does not fit in the memory available to "
+                         "arvid: free memory, raise the memory limit, or use a machine with more")
+    free = memory.available_bytes()
+    if free is not None and size > memory.HEADROOM * free:
+        raise too_big
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = dict(f.metadata() or {})
         return load_file(str(path), device="cpu"), metadata
-    except Exception as e:  # the safetensors error type is not public; any failure means a bad file
+    except MemoryError:  # under a memory cap (ulimit -v, a container) the mapping fails: the file is fine
+        raise too_big from None
+    except Exception as e:  # the safetensors error type is not public; any other failure means a bad file
         raise _unreadable(path, e) from None
 
 

@@ -423,3 +423,22 @@ def test_training_into_a_run_folder_refuses_before_tokenizing(tmp_path, capsys, 
     monkeypatch.setattr(arvid.train.generator, "task_from_args", lambda *a, **k: (_ for _ in ()).throw(WorkBegan()))
     refused(capsys, "train", "generator", "--out", tmp_path / "run", match="already holds a training checkpoint")
     assert listing(tmp_path) == before
+
+
+def test_a_model_too_big_for_the_memory_is_called_too_big_not_corrupt(model_dir, tmp_path, capsys, monkeypatch):
+    import arvid.files
+
+    def capped(*args, **kwargs):  # what safetensors raises under a memory cap (ulimit -v): the mmap fails
+        raise MemoryError("Cannot allocate memory (os error 12)")
+
+    monkeypatch.setattr(arvid.files, "load_file", capped)
+    line = refused(capsys, "generate", "--model", model_dir, "--frames", 2, "--out", tmp_path / "o.npy",
+                   match="does not fit in the memory")
+    assert "corrupt" not in line
+    monkeypatch.undo()
+    import arvid.utils.memory
+
+    monkeypatch.setattr(arvid.utils.memory, "available_bytes", lambda: 1024)
+    refused(capsys, "generate", "--model", model_dir, "--frames", 2, "--out", tmp_path / "o.npy",
+            match="does not fit in the memory")
+    assert list(tmp_path.iterdir()) == []
