@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -321,26 +321,72 @@ class Arvid:
         """Fit `video` (one clip, or a batch of clips of equal length), tokenize the longest 1 + k·τ tail of its
         frames in chunks, keep the last W latent frames; one clip is repeated for a batch of `batch`."""
         frames, notes = self.fit(video)
-        tau, T = self.temporal_factor, frames.shape[1]
-        skip = tail_start(T, tau)
-        if skip:
-            notes.append(f"the first {skip} input frame{'s' if skip > 1 else ''} {'start' if skip > 1 else 'starts'} "
-                         f"the output unchanged but do{'' if skip > 1 else 'es'} not steer the new frames: the model "
-                         f"reads the input in steps of {tau} frames, counted back from its last frame")
-        keep = self.generator.config.window_frames
-        enc = self.tokenizer.encoder_stream(frames.shape[0])
-        tail: list[torch.Tensor] = []
-        n_threads = cpu_threads.choose(cpu_threads.PARALLEL, self.threads) if self.device.type == "cpu" else None
-        with torch.inference_mode(), cpu_threads.using(n_threads or torch.get_num_threads()):
-            for start in range(skip, T, ENCODE_CHUNK):
-                x = video_to_tensor(frames[:, start:start + ENCODE_CHUNK], self.channels)  # (B, C, n, H, W)
-                codes = enc.push(x.to(self.device))  # (B, t_new, h, w)
-                if codes.shape[1]:
-                    tail = (tail + [codes])[-keep:]
-        context = torch.cat(tail, dim=1)[:, -keep:]
+        notes += self._skip_notes(frames.shape[1])
+        context = self._encode_tail((frames[:, t] for t in range(frames.shape[1])), frames.shape[1], frames.shape[0])
         if frames.shape[0] == 1 and batch > 1:  # one clip for all: its frames are broadcast when joined
             context = context.expand(batch, -1, -1, -1)
         return Prepared(frames=frames, context=context.contiguous(), notes=notes)
+
+    def prepare_stream(self, frames: Iterable[np.ndarray], count: int, batch: int = 1,
+                       put: Callable[[np.ndarray], None] | None = None) -> Prepared:
+        """`prepare` for one clip given one frame (H, W, C) at a time, `count` of them (`arvid.video.io.stream_video`):
+        each frame, once fitted, goes to `put` as (1, H, W, C) and is not kept; only the frames tokenized together
+        are held. The same context and notes as `prepare`; the Prepared's `frames` is empty (1, 0, H, W, C)."""
+        if count < 1:
+            raise ArvidError("the input video has no frames")
+        notes: list[str] = []
+
+        def fitted() -> Iterator[np.ndarray]:
+            for t, frame in enumerate(frames):
+                one, said = self.fit(frame[None])  # (1, 1, H, W, C)
+                if t == 0:
+                    notes.extend(said)
+                if put is not None:
+                    put(one[:, 0])
+                yield one[:, 0]
+
+        context = self._encode_tail(fitted(), count, 1)
+        if batch > 1:
+            context = context.expand(batch, -1, -1, -1)
+        H, W = self.resolution
+        return Prepared(frames=np.zeros((1, 0, H, W, self.channels), np.uint8), context=context.contiguous(),
+                        notes=notes + self._skip_notes(count))
+
+    def _skip_notes(self, T: int) -> list[str]:
+        skip, tau = tail_start(T, self.temporal_factor), self.temporal_factor
+        if not skip:
+            return []
+        return [f"the first {skip} input frame{'s' if skip > 1 else ''} {'start' if skip > 1 else 'starts'} "
+                f"the output unchanged but do{'' if skip > 1 else 'es'} not steer the new frames: the model "
+                f"reads the input in steps of {tau} frames, counted back from its last frame"]
+
+    def _encode_tail(self, frames: Iterable[np.ndarray], T: int, B: int) -> torch.Tensor:
+        """Tokenize the longest 1 + k·τ tail of `T` fitted frames, given one step (B, H, W, C) at a time, in chunks
+        of ENCODE_CHUNK frames from its start; the last W latent frames (B, t, h, w). Frames before the tail are
+        passed over; a chunk is all that is held."""
+        skip = tail_start(T, self.temporal_factor)
+        keep = self.generator.config.window_frames
+        enc = self.tokenizer.encoder_stream(B)
+        tail: list[torch.Tensor] = []
+        chunk: list[np.ndarray] = []
+        n_threads = cpu_threads.choose(cpu_threads.PARALLEL, self.threads) if self.device.type == "cpu" else None
+        seen = 0
+        for t, frame in enumerate(frames):
+            seen += 1
+            if t < skip:
+                continue
+            chunk.append(frame)
+            if len(chunk) < ENCODE_CHUNK and t < T - 1:
+                continue
+            with torch.inference_mode(), cpu_threads.using(n_threads or torch.get_num_threads()):
+                x = video_to_tensor(np.stack(chunk, axis=1), self.channels)  # (B, C, n, H, W)
+                codes = enc.push(x.to(self.device))  # (B, t_new, h, w)
+            chunk = []
+            if codes.shape[1]:
+                tail = (tail + [codes])[-keep:]
+        if seen != T:
+            raise ArvidError(f"the input video gave {seen} frames, not the {T} it declared")
+        return torch.cat(tail, dim=1)[:, -keep:]
 
 
 def _inference(it: Iterator[torch.Tensor], n_threads: int) -> Iterator[torch.Tensor]:

@@ -456,3 +456,34 @@ def test_a_model_too_big_for_the_memory_is_called_too_big_not_corrupt(model_dir,
     refused(capsys, "generate", "--model", model_dir, "--frames", 2, "--out", tmp_path / "o.npy",
             match="does not fit in the memory")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_extend_reads_a_long_input_as_a_stream_its_memory_does_not_grow_with_it(model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from arvid.video import VideoWriter
+
+    def clip(frames: int) -> Path:
+        path = tmp_path / f"in{frames}.mp4"
+        writer = VideoWriter(path, 8)
+        y, x = np.mgrid[:128, :128]
+        for t in range(frames):
+            writer.write(np.stack([(x + t) % 256, (y * 2 + t) % 256, (x + y + 3 * t) % 256], -1).astype(np.uint8))
+        writer.close()
+        return path
+
+    def peak_mib(path: Path) -> float:  # the peak RSS of `arvid extend` in a fresh process
+        code = ("import resource, sys\nfrom arvid.cli.main import main\nfrom arvid.kernels import use_backend\n"
+                "with use_backend('pytorch'):\n    rc = main(sys.argv[1:])\n"
+                "print(rc, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+        out = tmp_path / f"{path.stem}.out.mp4"
+        done = subprocess.run([sys.executable, "-c", code, "extend", str(path), "--model", str(model_dir), "--frames",
+                               "2", "--threads", "1", "--out", str(out)], capture_output=True, text=True, timeout=300)
+        rc, peak = done.stdout.split()[-2:]
+        assert rc == "0", done.stderr
+        return float(peak)
+
+    short, long = peak_mib(clip(100)), peak_mib(clip(1200))
+    # 1,200 decoded 128x128 RGB frames are 56 MiB, held twice when the input is read whole: streamed, a few MiB
+    assert long - short < 20, f"extend's peak memory: {short:.0f} MiB for 100 input frames, {long:.0f} MiB for 1,200"

@@ -116,19 +116,19 @@ def _run(args, input_path: Path | None = None) -> int:
     from tqdm import tqdm
 
     from arvid.pipeline import Arvid
-    from arvid.video import VideoWriter, clip_sheet_frames, clips_sheet, read_video
+    from arvid.video import VideoWriter, clip_sheet_frames, clips_sheet
+    from arvid.video.io import stream_video
 
     labels, settings = _request(args)
     outs = _outputs(args.out, args.batch, args.sheet, (input_path,) if input_path is not None else (), args.overwrite)
     model = Arvid.from_pretrained(args.model, device=args.device, threads=args.threads)
     sampling = model.sampling(labels, **settings)
     model.check(sampling, labels, args.batch)  # against this model, before the input is read or a bar starts
-    video = read_video(input_path) if input_path is not None else None
-    prepared = model.prepare(video.frames, args.batch) if video is not None else None
-    for note in prepared.notes if prepared else []:
-        print(f"arvid: {note}", file=sys.stderr)
-    fps = args.fps or (video.fps if video is not None else None) or model.fps
-    given = prepared.frames.shape[1] if prepared is not None else 0
+    # the input is read as a stream: its frames go to the outputs as they are decoded, and only the frames tokenized
+    # together are held, so memory does not grow with its length
+    source = stream_video(input_path) if input_path is not None else None
+    fps = args.fps or (source.fps if source is not None else None) or model.fps
+    given = source.count if source is not None else 0
     total = given + args.frames
     shown = set(clip_sheet_frames(total)) if args.sheet is not None else set()
     kept: list[np.ndarray] = []  # the frames the contact sheet shows: memory does not grow with the clip
@@ -143,10 +143,18 @@ def _run(args, input_path: Path | None = None) -> int:
             kept.append(np.array(np.broadcast_to(frames, (len(writers), *frames.shape[1:]))))
         written += 1
 
+    prepared = None
+    if source is not None:
+        try:  # the input's own frames first, as fitted to the model; stopped here, nothing is kept
+            prepared = model.prepare_stream(source.frames, source.count, args.batch, put)
+        except BaseException:
+            for w in writers:
+                w.abort()
+            raise
+        for note in prepared.notes:
+            print(f"arvid: {note}", file=sys.stderr)
     stream = model.stream(args.frames, prepared, seed=args.seed, labels=labels, batch=args.batch, sampling=sampling)
     try:
-        for t in range(given):  # the input's own frames first, as fitted to the model
-            put(prepared.frames[:, t])
         with tqdm(total=args.frames, unit="frame", desc="generating", file=sys.stderr, dynamic_ncols=True) as bar:
             for frames in stream:
                 put(frames)

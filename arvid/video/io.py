@@ -164,6 +164,45 @@ def read_video(path: str | os.PathLike, *, limits: ReadLimits | None = None,
     return Video(_convert_channels(video.frames, channels), video.fps)
 
 
+@dataclass
+class FrameStream:
+    """A clip read one frame at a time (`stream_video`): `count` frames (H, W, C) uint8 from `frames`, at `fps`."""
+
+    frames: Iterator[np.ndarray]
+    count: int
+    fps: float = DEFAULT_FPS
+
+
+def stream_video(path: str | os.PathLike, *, limits: ReadLimits | None = None,
+                 channels: int | None = None) -> FrameStream:
+    """`read_video`, one frame at a time: the same frames, checks and errors, but a video file is decoded twice
+    (once to check and count it, then as the frames are taken), so memory does not grow with its length. Other
+    inputs (frame folders, images, .npy) are read whole, then given one frame at a time."""
+    if channels not in (None, 1, 3):
+        raise ArvidError(f"channels must be None, 1 or 3, got {channels!r}")
+    limits = limits or ReadLimits()
+    where = Path(path).expanduser()
+    if not (where.is_file() and where.suffix.lower() in _DEMUXERS and where.stat().st_size):
+        video = read_video(path, limits=limits, channels=channels)
+        return FrameStream(iter(video.frames), len(video), video.fps)
+    fps, count, gray = _read_av(where, limits, channels, keep=False)
+    return FrameStream(_stream_av(where, limits, channels, gray, count), count, fps)
+
+
+def _stream_av(path: Path, limits: ReadLimits, channels: int | None, gray: bool, count: int) -> Iterator[np.ndarray]:
+    """The `count` frames of a checked video file, decoded one at a time as `_read_av` decodes them."""
+    _check_container_length(path)
+    done = 0
+    with _as_arvid_error(path), av.open(str(path), format=_DEMUXERS[path.suffix.lower()]) as container:
+        for frame in _checked_frames(path, container, _video_stream(path, container), limits, 1 if gray else 3):
+            if done == count:
+                break
+            yield _convert_channels(_frame_to_array(frame, gray)[None], channels)[0]
+            done += 1
+    if done != count:
+        raise ArvidError(f"{path}: changed while being read: {count} frames at first, then {done}")
+
+
 def _read_file(path: Path, limits: ReadLimits, channels: int | None) -> Video:
     suffix = path.suffix.lower()
     if suffix == ".npy":
@@ -195,7 +234,8 @@ def _as_arvid_error(path: Path, doing: str = "cannot read it") -> Iterator[None]
 # --- PyAV containers
 
 
-def _read_av(path: Path, limits: ReadLimits, channels: int | None) -> Video:
+def _read_av(path: Path, limits: ReadLimits, channels: int | None, keep: bool = True):
+    """The clip as a `Video`; with `keep=False`, only checked and counted, no frame held: (fps, frames, gray)."""
     _check_container_length(path)
     with _as_arvid_error(path), av.open(str(path), format=_DEMUXERS[path.suffix.lower()]) as container:
         stream = _video_stream(path, container)
@@ -208,15 +248,16 @@ def _read_av(path: Path, limits: ReadLimits, channels: int | None) -> Video:
         # H.264 gray (4:0:0, as arvid writes gray clips) decodes as 4:2:0 with neutral chroma: gray, if every
         # frame's chroma is neutral; else the clip is read again in colour
         neutral = channels is None and not gray and ctx.name == "h264" and ctx.pix_fmt in ("yuv420p", "yuvj420p")
-        frames = _decode(path, container, stream, limits, gray or neutral, check_neutral=neutral)
+        frames = _decode(path, container, stream, limits, gray or neutral, check_neutral=neutral, keep=keep)
     if frames is None:
-        return _read_av(path, limits, 3)
-    if not frames:
+        return _read_av(path, limits, 3, keep)
+    count = len(frames) if keep else frames
+    if not count:
         raise ArvidError(f"{path}: has a video stream but zero video frames")
-    if exact and len(frames) < exact:
+    if exact and count < exact:
         raise ArvidError(f"{path}: truncated or corrupt: the header declares {exact} frames but only "
-                         f"{len(frames)} could be decoded")
-    return Video(np.stack(frames), fps)
+                         f"{count} could be decoded")
+    return Video(np.stack(frames), fps) if keep else (fps, count, gray or neutral)
 
 
 def _video_stream(path: Path, container) -> "av.video.stream.VideoStream":
@@ -258,20 +299,32 @@ def _declared_frames(stream, container, fps: float) -> tuple[int | None, int | N
 
 
 def _decode(path: Path, container, stream, limits: ReadLimits, gray: bool,
-            check_neutral: bool = False) -> list[np.ndarray] | None:
-    """Decoded frames (H, W, 1 or 3); with `check_neutral`, None as soon as a frame's chroma is not neutral."""
+            check_neutral: bool = False, keep: bool = True) -> list[np.ndarray] | int | None:
+    """Decoded frames (H, W, 1 or 3), or with `keep=False` only their count (each checked, none held); with
+    `check_neutral`, None as soon as a frame's chroma is not neutral."""
     frames: list[np.ndarray] = []
-    channels = 1 if gray else 3
-    for frame in container.decode(stream):
-        size = (frame.height, frame.width)
-        if frames and size != frames[0].shape[:2]:
-            raise ArvidError(f"{path}: the frame size changes mid-video ({frames[0].shape[1]}x"
-                             f"{frames[0].shape[0]} to {frame.width}x{frame.height} at frame {len(frames)})")
-        limits.check(path, frames=len(frames) + 1, height=frame.height, width=frame.width, channels=channels)
+    count = 0
+    for frame in _checked_frames(path, container, stream, limits, 1 if gray else 3):
         if check_neutral and not _neutral_chroma(frame):
             return None
-        frames.append(_frame_to_array(frame, gray))
-    return frames
+        if keep:
+            frames.append(_frame_to_array(frame, gray))
+        count += 1
+    return frames if keep else count
+
+
+def _checked_frames(path: Path, container, stream, limits: ReadLimits, channels: int) -> Iterator["av.VideoFrame"]:
+    """The decoded frames, each checked against `limits`; a frame size that changes mid-video is refused."""
+    first, count = None, 0
+    for frame in container.decode(stream):
+        size = (frame.height, frame.width)
+        first = first or size
+        if size != first:
+            raise ArvidError(f"{path}: the frame size changes mid-video ({first[1]}x{first[0]} to "
+                             f"{frame.width}x{frame.height} at frame {count})")
+        limits.check(path, frames=count + 1, height=frame.height, width=frame.width, channels=channels)
+        count += 1
+        yield frame
 
 
 def _neutral_chroma(frame: "av.VideoFrame") -> bool:
