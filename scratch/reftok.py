@@ -329,16 +329,23 @@ def oracle_batch(ds, step, bs):
         rng = clip_rng(ds.seed, ds.split, i)
         which = rng.integers(0, len(ds.digits), size=ds.num_digits)
         best = np.zeros((ds.height, ds.width)); own = np.zeros((ds.height, ds.width), np.int64)
-        d_all = []
+        d_all, starts_k = [], []
         for k, d in enumerate(which):
             path = bounce_path(rng, ds.frames, ds.height - DIGIT, ds.width - DIGIT, ds.speed)
+            starts_k.append(path[0])
             y, x = path[0]
             patch = ds.digits[d].astype(float)
             reg, o = best[y:y + DIGIT, x:x + DIGIT], own[y:y + DIGIT, x:x + DIGIT]
             m = (patch > reg) & (patch > 30)
             reg[m] = patch[m]; o[m] = k + 1
             d_all.append((path[0][None] - path[1:]).T)  # (2, T-1)
-        owners.append(own); disp.append(np.stack(d_all))
+        # layers in an order the decoder can see: by the digit's frame-0 column, then row (painting order is not)
+        starts = [tuple(p0) for p0 in starts_k]
+        order = sorted(range(len(which)), key=lambda k: (starts[k][1], starts[k][0]))
+        relabel = np.zeros(len(which) + 1, np.int64)
+        for new_k, k in enumerate(order):
+            relabel[k + 1] = new_k + 1
+        owners.append(relabel[own]); disp.append(np.stack([d_all[k] for k in order]))
     return batch(ds, step, bs), torch.from_numpy(np.stack(owners)), torch.from_numpy(np.stack(disp)).float()
 
 
