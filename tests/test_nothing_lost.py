@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from arvid.cli.main import main
 from arvid.kernels import use_backend
+from cli_cases import listing, refused, run
 from corpus import tiny_model_dir
 
 
@@ -31,26 +32,6 @@ def model_dir(tmp_path_factory):
 def pytorch_attention():
     with use_backend("pytorch"):
         yield
-
-
-def run(capsys, *argv) -> tuple[int, list[str]]:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    lines = [line for line in re.split(r"[\r\n]", err) if line.strip() and not line.startswith("generating")]
-    return code, lines
-
-
-def refused(capsys, *argv, match: str) -> str:
-    code, lines = run(capsys, *argv)
-    assert code == 2 and len(lines) == 1, lines
-    assert lines[0].startswith("arvid") and "error:" in lines[0] and "Traceback" not in lines[0], lines
-    assert match in lines[0], lines[0]
-    return lines[0]
-
-
-def listing(folder) -> dict:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
 
 
 def clip(T: int = 5) -> np.ndarray:

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,9 +20,8 @@ from PIL import Image
 
 from arvid.cli.main import main
 from arvid.kernels import use_backend
+from cli_cases import listing, no_temporaries, refused, run
 from corpus import tiny_model_dir
-
-STARTED = re.compile(rb"generating:[^\r\n]*\| *[1-9]\d*/")  # the bar has counted at least one frame
 
 
 @pytest.fixture(scope="module")
@@ -36,30 +34,7 @@ def pytorch_attention():
     with use_backend("pytorch"):
         yield
 
-
-def run(capsys, *argv) -> tuple[int, list[str]]:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    lines = [line for line in re.split(r"[\r\n]", err) if line.strip() and not line.startswith("generating")]
-    return code, lines
-
-
-def refused(capsys, *argv, match: str) -> str:
-    code, lines = run(capsys, *argv)
-    assert code == 2 and len(lines) == 1, lines
-    assert lines[0].startswith("arvid") and "error:" in lines[0] and "Traceback" not in lines[0], lines
-    assert match in lines[0], lines[0]
-    return lines[0]
-
-
-def listing(folder) -> dict:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() and not p.is_symlink() else None
-            for p in sorted(folder.rglob("*"))}
-
-
-def no_temporaries(folder: Path) -> None:
-    assert not [p for p in folder.rglob("*") if re.search(r"\.(tmp|old)(\.|$)", p.name)], list(folder.rglob("*"))
+STARTED = re.compile(rb"generating:[^\r\n]*\| *[1-9]\d*/")  # the bar has counted at least one frame
 
 
 # ---------------------------------------------------------------- a process whose stderr is gone, other signals
@@ -147,7 +122,7 @@ def test_hangup_quit_and_usr1_keep_the_frames_as_sigterm_does(model_dir, tmp_pat
         code = finished(proc)
     assert code == 128 + sig
     assert len(read_video(out)) >= 1
-    assert f"holds the" in err.decode() and "Traceback" not in err.decode()
+    assert "holds the" in err.decode() and "Traceback" not in err.decode()
     no_temporaries(tmp_path)
 
 

@@ -8,7 +8,6 @@ Each case asserts the exit code, one `arvid: error:` line (no traceback) for a r
 from __future__ import annotations
 
 import hashlib
-import re
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import pytest
 from arvid.cli.main import main
 from arvid.errors import ArvidError
 from arvid.kernels import use_backend
+from cli_cases import listing, no_temporaries, refused, run
 from corpus import tiny_model_dir
 
 
@@ -29,33 +29,6 @@ def model_dir(tmp_path_factory):
 def pytorch_attention():
     with use_backend("pytorch"):
         yield
-
-
-def run(capsys, *argv) -> tuple[int, list[str]]:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    lines = [line for line in re.split(r"[\r\n]", err) if line.strip() and not PROGRESS.match(line)]
-    return code, lines
-
-
-PROGRESS = re.compile(r"[^|]*:\s+\d+%\|")  # a progress bar's line (generating, training)
-
-
-def refused(capsys, *argv, match: str) -> str:
-    code, lines = run(capsys, *argv)
-    assert code == 2 and len(lines) == 1, lines
-    assert lines[0].startswith("arvid") and "error:" in lines[0] and "Traceback" not in lines[0], lines
-    assert match in lines[0], lines[0]
-    return lines[0]
-
-
-def no_temporaries(folder: Path) -> None:
-    assert not [p for p in folder.rglob("*") if re.search(r"\.(tmp|old)(\.|$)", p.name)], list(folder.rglob("*"))
-
-
-def listing(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
 
 
 def digest(path: Path) -> str:
