@@ -1,9 +1,9 @@
 """`arvid train KIND ...`: train a tokenizer or a generator (or the toy task) with arvid's engine.
 
-The options of each kind come from its task module (`arvid.train.tokenizer`,
-`arvid.train.generator`), which exposes `add_arguments(parser)` and `task_from_args(args)`.
-That module (and torch) is imported only once a kind is chosen: `arvid --help` and
-`arvid train --help` stay fast, and `arvid train tokenizer --help` lists every option.
+Each kind has a task module (`arvid.train.tokenizer`, `arvid.train.generator`), which exposes
+`add_arguments(parser)` and `task_from_args(args)`. The options come from torch-free modules
+(`arvid.train.options`, `arvid.train.config`), and the task module (and torch) is imported only once
+the options are parsed: `arvid --help` and `arvid train KIND --help` stay fast and list every option.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def register(subparsers) -> None:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """The engine's flags; defaults come from TrainConfig."""
-    from arvid.train import TrainConfig
+    from arvid.train.config import TrainConfig
 
     d = TrainConfig(out_dir="-")
     g = parser.add_argument_group("training")
@@ -133,7 +133,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from arvid.train import TrainConfig
+    from arvid.train.config import TrainConfig
 
     return TrainConfig(
         out_dir=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
@@ -198,22 +198,24 @@ def load_task_module(kind: str):
 
 
 def build_kind_parser(kind: str):
-    module = load_task_module(kind)
+    """The parser of `arvid train KIND`, built without torch (the task module loads after parsing)."""
     from arvid.cli._common import Parser
+    from arvid.train.options import add_task_arguments
 
     parser = Parser(prog=f"arvid train {kind}", description=KIND_HELP.get(kind, ""),
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(parser)
-    module.add_arguments(parser)
-    return parser, module
+    add_task_arguments(kind, parser)
+    return parser
 
 
 def run(args: argparse.Namespace) -> int:
+    parser = build_kind_parser(args.kind)
+    opts = parser.parse_args(args.options)
+    module = load_task_module(args.kind)
     from arvid.train import train
     from arvid.train.trainer import check_out_dir
 
-    parser, module = build_kind_parser(args.kind)
-    opts = parser.parse_args(args.options)
     out = Path(opts.out)
     if not str(opts.out).strip() or (out.exists() and not out.is_dir()):
         raise ArvidError(f"--out {opts.out!r} must name a folder for the run (it is {'empty' if not str(opts.out).strip() else 'a file'})")

@@ -23,7 +23,6 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from arvid.errors import ArvidError
-from arvid.kernels.api import MAX_DECODE_QUERIES
 
 DECODINGS = ("raster", "masked")
 
@@ -161,9 +160,12 @@ def validate(c: GeneratorConfig) -> None:
         bad.append(f"num_classes={c.num_classes}, labels_per_clip={c.labels_per_clip} (both 0 or both > 0)")
     if c.decoding not in DECODINGS:
         bad.append(f"decoding={c.decoding!r} (one of {', '.join(DECODINGS)})")
-    elif c.decoding == "masked" and c.latent_h * c.latent_w > MAX_DECODE_QUERIES:
-        bad.append(f"decoding='masked' with {c.latent_h}x{c.latent_w} tokens per latent frame (a masked model "
-                   f"decodes a whole frame at once: at most {MAX_DECODE_QUERIES} tokens)")
+    elif c.decoding == "masked":
+        from arvid.kernels.api import MAX_DECODE_QUERIES  # only here: a raster config (the presets) needs no torch
+
+        if c.latent_h * c.latent_w > MAX_DECODE_QUERIES:
+            bad.append(f"decoding='masked' with {c.latent_h}x{c.latent_w} tokens per latent frame (a masked model "
+                       f"decodes a whole frame at once: at most {MAX_DECODE_QUERIES} tokens)")
     if not 1 < c.rope_base < math.inf or not 0 < c.norm_eps < 1:
         bad.append(f"rope_base={c.rope_base}, norm_eps={c.norm_eps} (rope_base finite and > 1, 0 < norm_eps < 1)")
     if bad:

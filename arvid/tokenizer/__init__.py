@@ -13,10 +13,32 @@ decode a latent frame at a time), codes.py (code files, .npz). Training lives ab
 evaluation in `arvid.eval.tokenizer`.
 """
 
-from arvid.tokenizer.config import PRESETS, TokenizerConfig
-from arvid.tokenizer.frames import (check_frames, fit_frames, is_valid_frames, longest_prefix, new_latent_frames,
-                                    pixel_frames, tail_start)
-from arvid.tokenizer.model import Tokenizer, tensor_to_video, video_to_tensor
+from __future__ import annotations
+
+# Loaded on first use: the config and the frame rules need no torch, so `arvid train tokenizer --help` builds its
+# options without importing it.
+_CONFIG = ("PRESETS", "TokenizerConfig")
+_FRAMES = ("check_frames", "fit_frames", "is_valid_frames", "longest_prefix", "new_latent_frames", "pixel_frames",
+           "tail_start")
+_MODEL = ("Tokenizer", "tensor_to_video", "video_to_tensor")
 
 __all__ = ["PRESETS", "Tokenizer", "TokenizerConfig", "check_frames", "fit_frames", "is_valid_frames", "longest_prefix",
            "new_latent_frames", "pixel_frames", "tail_start", "tensor_to_video", "video_to_tensor"]
+
+
+def __getattr__(name: str):
+    if name in _CONFIG:
+        from arvid.tokenizer import config as module
+    elif name in _FRAMES:
+        from arvid.tokenizer import frames as module
+    elif name in _MODEL:
+        from arvid.tokenizer import model as module
+    else:
+        raise AttributeError(f"module 'arvid.tokenizer' has no attribute {name!r}")
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -7,16 +7,39 @@ A task (`TrainTask`) builds the model and computes the loss of batch (step, rank
 AdamW with warmup and cosine decay, bf16 autocast on CUDA, atomic checkpoints, exact resume and
 DistributedDataParallel under torchrun. Model folders themselves are `arvid.files`.
 
-Files: trainer.py (the engine's loop), checkpoint.py (training checkpoints: weights, optimizer
-state, RNG states), distributed.py (torchrun), rng.py (RNG capture and restore), schedule.py (the
-learning-rate schedule); the tasks: tokenizer.py (`arvid train tokenizer`), generator.py
-(`arvid train generator`), tokens.py (tokenized clips for the generator), toy.py (a seconds-long
-check of a setup).
+Files: config.py (the engine's settings, `TrainConfig`), trainer.py (the engine's loop), checkpoint.py
+(training checkpoints: weights, optimizer state, RNG states), distributed.py (torchrun), rng.py (RNG capture
+and restore), schedule.py (the learning-rate schedule); the tasks: options.py (the command-line options of
+the tokenizer and generator tasks), tokenizer.py (`arvid train tokenizer`), generator.py (`arvid train
+generator`), tokens.py (tokenized clips for the generator), toy.py (a seconds-long check of a setup).
 """
 
-from arvid.train.checkpoint import latest_checkpoint
-from arvid.train.distributed import unwrap
-from arvid.train.schedule import lr_factor
-from arvid.train.trainer import TrainConfig, TrainTask, build_optimizer, train
+from __future__ import annotations
+
+# Loaded on first use: the settings (config.py) and the tasks' options (options.py) need no torch, so
+# `arvid train KIND --help` lists them without importing it.
+_TRAINER = ("TrainTask", "build_optimizer", "train")
 
 __all__ = ["TrainConfig", "TrainTask", "build_optimizer", "latest_checkpoint", "lr_factor", "train", "unwrap"]
+
+
+def __getattr__(name: str):
+    if name == "TrainConfig":
+        from arvid.train import config as module
+    elif name in _TRAINER:
+        from arvid.train import trainer as module
+    elif name == "latest_checkpoint":
+        from arvid.train import checkpoint as module
+    elif name == "lr_factor":
+        from arvid.train import schedule as module
+    elif name == "unwrap":
+        from arvid.train import distributed as module
+    else:
+        raise AttributeError(f"module 'arvid.train' has no attribute {name!r}")
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

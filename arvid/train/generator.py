@@ -41,10 +41,10 @@ import torch.nn.functional as F
 
 from arvid.data import make_dataset
 from arvid.errors import ArvidError
-from arvid.generator import PRESETS, Generator, GeneratorConfig, slot_inputs
-from arvid.generator.config import DECODINGS
+from arvid.generator import Generator, GeneratorConfig, slot_inputs
 from arvid.tokenizer import Tokenizer
 from arvid.train.distributed import unwrap
+from arvid.train.options import MODEL_FLAGS as _MODEL_FLAGS, generator_arguments as add_arguments
 from arvid.train.tokens import TokenDataset, build_token_dataset
 from arvid.utils.device import resolve_device
 
@@ -159,44 +159,6 @@ def mask_frames(rng: np.random.Generator, batch: int, frames: int, frame_tokens:
 # ---------------------------------------------------------------- command line
 
 _EXTENT = ("window_frames", "sink_frames")  # how far attention reaches: no parameter depends on it, so --init takes it
-_MODEL_FLAGS = {  # flag -> GeneratorConfig field
-    "n_layer": "n_layer", "n_head": "n_head", "n_kv_head": "n_kv_head", "d_model": "d_model",
-    "mlp_hidden": "mlp_hidden", "window": "window_frames", "sinks": "sink_frames",
-}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    data = parser.add_argument_group("data (a token dataset, or a tokenizer and a dataset to tokenize once)")
-    data.add_argument("--tokens", metavar="DIR", help="token dataset folder for training")
-    data.add_argument("--eval-tokens", metavar="DIR", help="token dataset folder of held-out clips")
-    data.add_argument("--tokenizer", metavar="PATH", help="trained tokenizer folder: tokenize --dataset into OUT/tokens-*")
-    data.add_argument("--dataset", default="moving-mnist", help="dataset to tokenize (default %(default)s)")
-    data.add_argument("--data-path", metavar="DIR", help="video folder, for --dataset folder")
-    data.add_argument("--clips", type=int, default=4000, help="training clips to tokenize (default %(default)s)")
-    data.add_argument("--eval-clips", type=int, default=256, help="held-out clips to tokenize (default %(default)s)")
-    data.add_argument("--clip-frames", type=int, default=33, help="frames per tokenized clip (default %(default)s)")
-    data.add_argument("--size", type=int, default=64, help="frame size of tokenized clips (default %(default)s)")
-
-    model = parser.add_argument_group("generator model (vocabulary, frame and labels come from the data)")
-    model.add_argument("--preset", default="mnist", choices=list(PRESETS), help="architecture preset (default %(default)s)")
-    for flag, name in _MODEL_FLAGS.items():
-        model.add_argument(f"--{flag.replace('_', '-')}", type=int, dest=flag, metavar="N",
-                           help=f"override the preset's {name}")
-    model.add_argument("--no-labels", action="store_true", help="train unconditionally even when clips have labels")
-    model.add_argument("--decoding", choices=DECODINGS, default=None,
-                       help="raster: a frame's tokens one at a time; masked: a frame's tokens together, by iterative "
-                            "masked decoding (default raster, or --init's; --init may give raster weights to a "
-                            "masked run: the parameters are the same)")
-
-    run = parser.add_argument_group("generator training")
-    run.add_argument("--train-frames", type=int, default=0,
-                     help="latent frames per training window (default: whole clips)")
-    run.add_argument("--label-dropout", type=float, default=0.1,
-                     help="probability of training a clip without its labels, for guidance (default %(default)s)")
-    run.add_argument("--init", metavar="DIR", default=None,
-                     help="start from this trained generator (its weights and architecture; fresh optimizer and schedule)")
-    run.add_argument("--eval-every", type=int, default=200, help="steps between held-out evaluations (default %(default)s)")
-    run.add_argument("--eval-windows", type=int, default=64, help="held-out windows per evaluation (default %(default)s)")
 
 
 def task_from_args(args: argparse.Namespace) -> GeneratorTask:

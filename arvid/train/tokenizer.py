@@ -34,12 +34,10 @@ import torch.nn.functional as F
 
 from arvid.data import make_dataset
 from arvid.errors import ArvidError
-from arvid.tokenizer import PRESETS, Tokenizer, TokenizerConfig, check_frames, tensor_to_video, video_to_tensor
-from arvid.tokenizer.config import QUANTIZERS
+from arvid.tokenizer import Tokenizer, TokenizerConfig, check_frames, tensor_to_video, video_to_tensor
 from arvid.tokenizer.warp import warp as warp_frames
+from arvid.train.options import TRAIN_PARTS, tokenizer_arguments as add_arguments
 from arvid.video.flow import clip_flows, require_opencv
-
-TRAIN_PARTS = ("all", "decoder")
 
 
 class TokenizerTask:
@@ -154,45 +152,6 @@ def consistency_loss(recon: torch.Tensor, target: torch.Tensor, tolerance: float
 def psnr_from_mse(mse: float, peak_to_peak: float = 2.0) -> float:
     """PSNR in dB of an MSE measured on values spanning `peak_to_peak` ([-1, 1]: 2; uint8: 255)."""
     return 10 * math.log10(peak_to_peak**2 / max(mse, 1e-12))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("tokenizer")
-    g.add_argument("--dataset", default="moving-mnist", help="moving-mnist, shapes or folder (default moving-mnist)")
-    g.add_argument("--data-path", default=None, help="folder of videos, for --dataset folder")
-    g.add_argument("--frames", type=int, default=9,
-                   help="frames per training clip, 1 + k·τ (default 9; the model is convolutional, any valid length works later)")
-    g.add_argument("--size", type=int, default=64, help="frame height and width in pixels (default 64)")
-    g.add_argument("--preset", default="mnist", choices=sorted(PRESETS), help="model preset the options below modify (default mnist)")
-    g.add_argument("--tau", type=int, default=None, help="temporal factor τ: 1, 2 or 4 (default: the preset's)")
-    g.add_argument("--spatial-factor", type=int, default=None, help="4, 8 or 16 (default: the preset's)")
-    g.add_argument("--quantizer", default=None, choices=QUANTIZERS, help="fsq, lfq or vq (default: the preset's)")
-    g.add_argument("--levels", default=None, help="FSQ levels, comma-separated, e.g. 8,6,5 (codebook = product)")
-    g.add_argument("--num-codes", type=int, default=None, help="LFQ/VQ codebook size (LFQ: a power of two)")
-    g.add_argument("--width", type=int, default=None, help="channels of the first level (default: the preset's)")
-    g.add_argument("--max-width", type=int, default=None, help="largest channel count (default: the preset's)")
-    g.add_argument("--patch", type=int, default=None, help="pixels folded into channels at the input: 1, 2 or 4")
-    g.add_argument("--depth", type=int, default=None, help="residual blocks per resolution level")
-    g.add_argument("--latent-depth", type=int, default=None, help="residual blocks at the latent resolution")
-    g.add_argument("--temporal-kernel", type=int, default=None,
-                   help="causal kernel length in time of the residual blocks, 1 to 7 (1: frame by frame; default: the preset's)")
-    g.add_argument("--init", metavar="DIR", default=None,
-                   help="start from this trained tokenizer (its weights and architecture; fresh optimizer and schedule)")
-    g.add_argument("--train-part", choices=TRAIN_PARTS, default="all",
-                   help="with --init: 'decoder' freezes the encoder and quantizer, so the codes never change (default all)")
-    g.add_argument("--warp", action="store_true",
-                   help="decoder renders each frame as a blend of its own prediction and the previous frame moved by "
-                        "a predicted flow (motion compensation; with --init it adds this to that tokenizer's decoder)")
-    g.add_argument("--context", action="store_true",
-                   help="conditional coding: the encoder and decoder of each latent frame also see the decoder's previous "
-                        "output frame, so codes carry only what is new (a closed loop, trained latent frame by latent frame)")
-    g.add_argument("--l1-weight", type=float, default=None,
-                   help="weight of |x - x̂| in the reconstruction loss (default: the preset's, 0.2; 0 trains for MSE, i.e. PSNR)")
-    g.add_argument("--l2-weight", type=float, default=None,
-                   help="weight of (x - x̂)² in the reconstruction loss (default: the preset's, 1.0)")
-    g.add_argument("--consistency-weight", type=float, default=0.0,
-                   help="weight of the loss on |x̂_t - warp(x̂_t-1)| along the real clip's optical flow (Farneback, "
-                        "needs OpenCV): the reconstruction must move as the clip moves, without flicker (default 0: off)")
 
 
 def config_from_args(args: argparse.Namespace) -> TokenizerConfig:

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from arvid.errors import ArvidError
+
+if TYPE_CHECKING:  # torch loads when the task runs: `arvid train toy --help` answers without it
+    import torch
+    from torch import nn
 
 
 @dataclass
@@ -29,6 +31,8 @@ class ToyTask:
     kind: str = "toy"
 
     def build_model(self) -> nn.Module:
+        from torch import nn
+
         return nn.Sequential(nn.Linear(self.dim, self.hidden), nn.GELU(), nn.Dropout(self.dropout),
                              nn.Linear(self.hidden, self.dim))
 
@@ -36,10 +40,14 @@ class ToyTask:
         return {"dim": self.dim, "hidden": self.hidden, "dropout": self.dropout}
 
     def target(self) -> torch.Tensor:
+        import torch
+
         g = torch.Generator().manual_seed(self.data_seed)
         return torch.randn(self.dim, self.dim, generator=g) / self.dim**0.5  # (C, C)
 
     def batch(self, step: int, rank: int, world_size: int, batch_size: int, device: torch.device):
+        import torch
+
         xs = []
         for j in range(batch_size):
             index = rank * batch_size + j  # counts samples across processes

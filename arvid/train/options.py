@@ -1,0 +1,104 @@
+"""The command-line options of `arvid train tokenizer` and `arvid train generator`, without torch: `arvid train KIND
+--help` lists them before torch loads. Each task module (tokenizer.py, generator.py) exposes its function as
+`add_arguments` and turns the parsed options into its task (`task_from_args`); toy.py, torch-free itself, keeps its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from arvid.generator.config import DECODINGS, PRESETS as GENERATOR_PRESETS
+from arvid.tokenizer.config import PRESETS as TOKENIZER_PRESETS, QUANTIZERS
+
+TRAIN_PARTS = ("all", "decoder")  # what `--train-part` may train of a tokenizer
+
+MODEL_FLAGS = {  # flag -> GeneratorConfig field
+    "n_layer": "n_layer", "n_head": "n_head", "n_kv_head": "n_kv_head", "d_model": "d_model",
+    "mlp_hidden": "mlp_hidden", "window": "window_frames", "sinks": "sink_frames",
+}
+
+
+def tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("tokenizer")
+    g.add_argument("--dataset", default="moving-mnist", help="moving-mnist, shapes or folder (default moving-mnist)")
+    g.add_argument("--data-path", default=None, help="folder of videos, for --dataset folder")
+    g.add_argument("--frames", type=int, default=9,
+                   help="frames per training clip, 1 + k·τ (default 9; the model is convolutional, any valid length works later)")
+    g.add_argument("--size", type=int, default=64, help="frame height and width in pixels (default 64)")
+    g.add_argument("--preset", default="mnist", choices=sorted(TOKENIZER_PRESETS), help="model preset the options below modify (default mnist)")
+    g.add_argument("--tau", type=int, default=None, help="temporal factor τ: 1, 2 or 4 (default: the preset's)")
+    g.add_argument("--spatial-factor", type=int, default=None, help="4, 8 or 16 (default: the preset's)")
+    g.add_argument("--quantizer", default=None, choices=QUANTIZERS, help="fsq, lfq or vq (default: the preset's)")
+    g.add_argument("--levels", default=None, help="FSQ levels, comma-separated, e.g. 8,6,5 (codebook = product)")
+    g.add_argument("--num-codes", type=int, default=None, help="LFQ/VQ codebook size (LFQ: a power of two)")
+    g.add_argument("--width", type=int, default=None, help="channels of the first level (default: the preset's)")
+    g.add_argument("--max-width", type=int, default=None, help="largest channel count (default: the preset's)")
+    g.add_argument("--patch", type=int, default=None, help="pixels folded into channels at the input: 1, 2 or 4")
+    g.add_argument("--depth", type=int, default=None, help="residual blocks per resolution level")
+    g.add_argument("--latent-depth", type=int, default=None, help="residual blocks at the latent resolution")
+    g.add_argument("--temporal-kernel", type=int, default=None,
+                   help="causal kernel length in time of the residual blocks, 1 to 7 (1: frame by frame; default: the preset's)")
+    g.add_argument("--init", metavar="DIR", default=None,
+                   help="start from this trained tokenizer (its weights and architecture; fresh optimizer and schedule)")
+    g.add_argument("--train-part", choices=TRAIN_PARTS, default="all",
+                   help="with --init: 'decoder' freezes the encoder and quantizer, so the codes never change (default all)")
+    g.add_argument("--warp", action="store_true",
+                   help="decoder renders each frame as a blend of its own prediction and the previous frame moved by "
+                        "a predicted flow (motion compensation; with --init it adds this to that tokenizer's decoder)")
+    g.add_argument("--context", action="store_true",
+                   help="conditional coding: the encoder and decoder of each latent frame also see the decoder's previous "
+                        "output frame, so codes carry only what is new (a closed loop, trained latent frame by latent frame)")
+    g.add_argument("--l1-weight", type=float, default=None,
+                   help="weight of |x - x̂| in the reconstruction loss (default: the preset's, 0.2; 0 trains for MSE, i.e. PSNR)")
+    g.add_argument("--l2-weight", type=float, default=None,
+                   help="weight of (x - x̂)² in the reconstruction loss (default: the preset's, 1.0)")
+    g.add_argument("--consistency-weight", type=float, default=0.0,
+                   help="weight of the loss on |x̂_t - warp(x̂_t-1)| along the real clip's optical flow (Farneback, "
+                        "needs OpenCV): the reconstruction must move as the clip moves, without flicker (default 0: off)")
+
+
+
+def generator_arguments(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("data (a token dataset, or a tokenizer and a dataset to tokenize once)")
+    data.add_argument("--tokens", metavar="DIR", help="token dataset folder for training")
+    data.add_argument("--eval-tokens", metavar="DIR", help="token dataset folder of held-out clips")
+    data.add_argument("--tokenizer", metavar="PATH", help="trained tokenizer folder: tokenize --dataset into OUT/tokens-*")
+    data.add_argument("--dataset", default="moving-mnist", help="dataset to tokenize (default %(default)s)")
+    data.add_argument("--data-path", metavar="DIR", help="video folder, for --dataset folder")
+    data.add_argument("--clips", type=int, default=4000, help="training clips to tokenize (default %(default)s)")
+    data.add_argument("--eval-clips", type=int, default=256, help="held-out clips to tokenize (default %(default)s)")
+    data.add_argument("--clip-frames", type=int, default=33, help="frames per tokenized clip (default %(default)s)")
+    data.add_argument("--size", type=int, default=64, help="frame size of tokenized clips (default %(default)s)")
+
+    model = parser.add_argument_group("generator model (vocabulary, frame and labels come from the data)")
+    model.add_argument("--preset", default="mnist", choices=list(GENERATOR_PRESETS), help="architecture preset (default %(default)s)")
+    for flag, name in MODEL_FLAGS.items():
+        model.add_argument(f"--{flag.replace('_', '-')}", type=int, dest=flag, metavar="N",
+                           help=f"override the preset's {name}")
+    model.add_argument("--no-labels", action="store_true", help="train unconditionally even when clips have labels")
+    model.add_argument("--decoding", choices=DECODINGS, default=None,
+                       help="raster: a frame's tokens one at a time; masked: a frame's tokens together, by iterative "
+                            "masked decoding (default raster, or --init's; --init may give raster weights to a "
+                            "masked run: the parameters are the same)")
+
+    run = parser.add_argument_group("generator training")
+    run.add_argument("--train-frames", type=int, default=0,
+                     help="latent frames per training window (default: whole clips)")
+    run.add_argument("--label-dropout", type=float, default=0.1,
+                     help="probability of training a clip without its labels, for guidance (default %(default)s)")
+    run.add_argument("--init", metavar="DIR", default=None,
+                     help="start from this trained generator (its weights and architecture; fresh optimizer and schedule)")
+    run.add_argument("--eval-every", type=int, default=200, help="steps between held-out evaluations (default %(default)s)")
+    run.add_argument("--eval-windows", type=int, default=64, help="held-out windows per evaluation (default %(default)s)")
+
+
+def add_task_arguments(kind: str, parser: argparse.ArgumentParser) -> None:
+    """The options of `arvid train KIND`, with torch not yet imported."""
+    if kind == "toy":
+        from arvid.train.toy import add_arguments
+    else:
+        add_arguments = {"tokenizer": tokenizer_arguments, "generator": generator_arguments}[kind]
+    add_arguments(parser)
+
+
+__all__ = ["MODEL_FLAGS", "TRAIN_PARTS", "add_task_arguments", "generator_arguments", "tokenizer_arguments"]
