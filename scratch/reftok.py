@@ -123,6 +123,15 @@ class RefTok(nn.Module):
                 with torch.no_grad():
                     self.vel_head.bias.copy_(torch.randn(self.K * 2 * tau) * 0.5)
                 self.enc_prev = CausalConv3d(2 * self.K, W[1], 1, 1)
+                # per-layer attention over the 4x4 token features (vel_attn): a layer's query comes from its own
+                # masked reference features, so it can look at the tokens where its object is
+                self.vel_q = nn.Linear(W[0], W[-1])
+                self.vel_base = nn.Parameter(torch.randn(self.K, W[-1]) * 0.02)
+                self.vel_pos = nn.Parameter(torch.randn(16, W[-1]) * 0.02)
+                self.vel_k = nn.Linear(W[-1], W[-1])
+                self.vel_v = nn.Linear(W[-1], W[-1])
+                self.vel_out = nn.Linear(W[-1], 2 * tau)
+                nn.init.zeros_(self.vel_out.weight); nn.init.zeros_(self.vel_out.bias)
             if variant == "mvp":  # the decoder's previous flow, seen by the encoder (closed loop) and the decoder
                 self.enc_prev = CausalConv3d(2, W[1], 1, 1)
                 self.dec_prev = CausalConv3d(2, W[1], 1, 1)
@@ -188,7 +197,10 @@ class RefTok(nn.Module):
             x = block(x + dec[n + 1 + j], state)
             if self.variant == "mvl" and j == 0:
                 tau = self.cfg.temporal_factor
-                d = self.vel_head(x.mean((3, 4)).transpose(1, 2))  # (B, t, K·2·τ)
+                if getattr(self, "vel_attn", False):
+                    d = self._vel_attn(x, raw)  # (B, t, K·2·τ)
+                else:
+                    d = self.vel_head(x.mean((3, 4)).transpose(1, 2))  # (B, t, K·2·τ)
                 d = rearrange(d, "b t (k c j) -> b k c (t j)", k=self.K, c=2, j=tau) * 8
                 self.vel = self.prev_v[..., None] + torch.cumsum(d, dim=-1)  # (B, K, 2, T) displacement into the reference
             x = up(x)
@@ -236,6 +248,22 @@ class RefTok(nn.Module):
         warped = rearrange(warped, "(b t) c h w -> b c t h w", b=B)
         self.last_warped = warped
         return gate * direct + (1 - gate) * warped
+
+    def _vel_attn(self, x, raw):
+        """x (B, C, t, 4, 4) token-level features -> each layer's displacement change (B, t, K·2·τ), read by a
+        query per layer (its mask-weighted reference features) over the 16 positions (no averaging across layers)."""
+        B, C, t = x.shape[:3]
+        a = torch.softmax(self.assign(raw[0][:, :, 0]), 1)[:, 1:]  # (B, K, 32, 32)
+        f = raw[0][:, :, 0]  # (B, W0, 32, 32)
+        pooled = torch.einsum("bkhw,bchw->bkc", a, f) / a.sum((2, 3))[..., None].clamp(min=1e-3)  # (B, K, W0)
+        q = self.vel_q(pooled) + self.vel_base  # (B, K, C)
+        tok = rearrange(x, "b c t h w -> (b t) (h w) c")
+        k, v = self.vel_k(tok + self.vel_pos), self.vel_v(tok)  # (B·t, 16, C)
+        q = q.repeat_interleave(t, 0)  # (B·t, K, C)
+        att = torch.softmax(q @ k.transpose(1, 2) / C ** 0.5, -1)  # (B·t, K, 16)
+        d = self.vel_out(att @ v)  # (B·t, K, 2τ)
+        d = d + self.vel_head.bias.view(self.K, -1)  # keep the layers' symmetry-breaking start
+        return rearrange(d, "(b t) k j -> b t (k j)", b=B)
 
     def _layers(self, direct, motion, ref, raw):
         """Each layer k of the reference (soft masks from its features) moved rigidly by vel[:, k]; summed."""
@@ -395,11 +423,13 @@ def main():
     ap.add_argument("--tv-weight", type=float, default=0.0)
     ap.add_argument("--assign-weight", type=float, default=0.0)
     ap.add_argument("--oracle", action="store_true")
+    ap.add_argument("--vel-attn", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     os.makedirs(a.out, exist_ok=True)
     model = RefTok(a.variant, tuple(int(v) for v in a.levels.split(",")), a.latent_down)
+    model.vel_attn = a.vel_attn
     if a.freeze_encoder:  # codes stay fixed: everything the encoder reads is frozen (the reference trunk included)
         enc_side = ["ref.conv_in", "ref.downs", "ref.enc_out", "ref_down", "ref_enc4", "encoder.", "enc_down", "enc_norm",
                     "enc_out", "xa_enc", "enc_flow"]
