@@ -1,11 +1,17 @@
 """Video files in and out: uint8 frames (T, H, W, C), C in {1, 3}, and a frame rate.
 
-Read (`read_video`):
-    .mp4 .m4v .mov .mkv .webm .avi .gif   decoded with PyAV (FFmpeg); the demuxer is chosen by the
-                                          suffix, never guessed from the bytes
+Read (`read_video`), recognised by content, whatever the file is called:
+    video files                           decoded with PyAV (FFmpeg): MP4/MOV, Matroska/WebM, AVI, GIF,
+                                          MPEG program and transport streams (.mpg, .ts), MPEG-1/2
+                                          video, FLV, Ogg, ASF/WMV, ... (`VIDEO_DEMUXERS`). The container
+                                          is known from the file's signature (`file_kind`); a file
+                                          without a known signature is offered to FFmpeg's own probe,
+                                          limited to those containers and to local files (never a
+                                          playlist, which names other files or URLs)
     a folder of .png/.jpg frames          in natural order (frame_2 before frame_10)
     a single .png/.jpg                    a one-frame clip
     .npy                                  uint8 (T, H, W) or (T, H, W, C) with C in {1, 3}
+A file whose content is none of these is refused as "not a video PyAV can read".
 Write (`write_video`), by suffix:
     .mp4   H.264 (libx264, crf 18): yuv420p, whose width and height must be even; gray clips as 4:0:0
            (mp4 and webm are written bit-exact: the same frames and settings give the same bytes)
@@ -61,8 +67,11 @@ from arvid.utils.atomic import atomic_path, check_target, umask
 
 DEFAULT_FPS = 8.0
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-_DEMUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "matroska",
-             ".avi": "avi", ".gif": "gif"}
+# The FFmpeg demuxers arvid opens: video containers and MPEG video streams. Never a playlist or a list of files
+# (hls, concat), an image or a text demuxer: FFmpeg's probe would otherwise pick them for untrusted bytes.
+VIDEO_DEMUXERS = ("mp4", "mov", "matroska", "avi", "gif", "mpeg", "mpegts", "mpegvideo", "flv", "ogg", "asf", "nut",
+                  "yuv4mpegpipe", "ivf", "mxf")
+_LOCAL_ONLY = {"protocol_whitelist": "file"}  # FFmpeg reads the file itself, nothing it names
 _FPS_KEY = "arvid:fps"
 MAX_FPS = 1000.0
 # Subsampled YUV is brought to 4:4:4 with a bicubic filter before RGB conversion: FFmpeg's direct
@@ -182,18 +191,20 @@ def stream_video(path: str | os.PathLike, *, limits: ReadLimits | None = None,
         raise ArvidError(f"channels must be None, 1 or 3, got {channels!r}")
     limits = limits or ReadLimits()
     where = Path(path).expanduser()
-    if not (where.is_file() and where.suffix.lower() in _DEMUXERS and where.stat().st_size):
+    demuxer = _demuxer(where) if where.is_file() and where.stat().st_size else None
+    if demuxer is None:
         video = read_video(path, limits=limits, channels=channels)
         return FrameStream(iter(video.frames), len(video), video.fps)
-    fps, count, gray = _read_av(where, limits, channels, keep=False)
-    return FrameStream(_stream_av(where, limits, channels, gray, count), count, fps)
+    fps, count, gray = _read_av(where, demuxer, limits, channels, keep=False)
+    return FrameStream(_stream_av(where, demuxer, limits, channels, gray, count), count, fps)
 
 
-def _stream_av(path: Path, limits: ReadLimits, channels: int | None, gray: bool, count: int) -> Iterator[np.ndarray]:
+def _stream_av(path: Path, demuxer: str, limits: ReadLimits, channels: int | None, gray: bool,
+               count: int) -> Iterator[np.ndarray]:
     """The `count` frames of a checked video file, decoded one at a time as `_read_av` decodes them."""
-    _check_container_length(path)
+    _check_container_length(path, demuxer)
     done = 0
-    with _as_arvid_error(path), av.open(str(path), format=_DEMUXERS[path.suffix.lower()]) as container:
+    with _as_arvid_error(path), _open(path, demuxer) as container:
         for frame in _checked_frames(path, container, _video_stream(path, container), limits, 1 if gray else 3):
             if done == count:
                 break
@@ -204,15 +215,100 @@ def _stream_av(path: Path, limits: ReadLimits, channels: int | None, gray: bool,
 
 
 def _read_file(path: Path, limits: ReadLimits, channels: int | None) -> Video:
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
+    kind = _kind_or_suffix(path)
+    if kind == "npy":
         return _read_npy(path, limits)
-    if suffix in IMAGE_SUFFIXES:
+    if kind == "image":
         return _read_images(path, [path], limits)
-    if suffix in _DEMUXERS:
-        return _read_av(path, limits, channels)
-    known = ", ".join(sorted(set(_DEMUXERS) | set(IMAGE_SUFFIXES) | {".npy"}))
-    raise ArvidError(f"{path}: unsupported file type '{path.suffix}'; arvid reads {known} and folders of frames")
+    if kind is not None:
+        return _read_av(path, kind, limits, channels)
+    raise ArvidError(f"{path} is not a video PyAV can read: its content is no video container FFmpeg knows, nor a "
+                     "png/jpg image or a .npy array (unsupported file type); give a video file (mp4, mov, mkv, webm, avi, "
+                     "mpg, ts, flv, gif, ...), a folder of frames or a .npy array")
+
+
+# --- what a file is, by content
+
+
+def file_kind(path: str | os.PathLike) -> str | None:
+    """What the file's content is: "npy", "image" (PNG, JPEG), the FFmpeg demuxer of a video file (one of
+    `VIDEO_DEMUXERS`), or None (none of these, or unreadable). Its name plays no part. The common containers are
+    known by their signatures; other bytes are offered to FFmpeg's probe, limited to `VIDEO_DEMUXERS`."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1024)
+    except OSError:
+        return None
+    return _signature_kind(head) or (_probed_demuxer(path) if head else None)
+
+
+def is_video_file(path: str | os.PathLike) -> bool:
+    """Whether `path` is a file `read_video` reads as a clip of its own: a video file or a .npy array, by content
+    (not an image, a text or anything else)."""
+    path = Path(path)
+    return path.is_file() and file_kind(path) not in (None, "image")
+
+
+def _signature_kind(head: bytes) -> str | None:
+    """The kind (see `file_kind`) that a file's first bytes announce, or None."""
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if head.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")):
+        return "image"
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"):
+        return "mp4"  # FFmpeg's one demuxer for MP4, MOV, 3GP
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "matroska"
+    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
+        return "avi"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if head.startswith(b"\x00\x00\x01\xba"):
+        return "mpeg"  # an MPEG program stream (.mpg, .vob)
+    if head.startswith(b"\x00\x00\x01\xb3"):
+        return "mpegvideo"  # an MPEG-1/2 video stream without a container
+    if len(head) >= 3 * 188 and all(head[i] == 0x47 for i in (0, 188, 376)):
+        return "mpegts"  # 188-byte transport packets (.ts)
+    if len(head) >= 3 * 192 and all(head[i] == 0x47 for i in (4, 196, 388)):
+        return "mpegts"  # 192-byte packets with a timecode (.m2ts)
+    if head.startswith(b"FLV\x01"):
+        return "flv"
+    if head.startswith(b"OggS"):
+        return "ogg"
+    if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):
+        return "asf"
+    return None
+
+
+def _probed_demuxer(path: Path) -> str | None:
+    """The demuxer FFmpeg's probe picks among `VIDEO_DEMUXERS` for a local file, or None."""
+    try:
+        with av.open(str(path), options={**_LOCAL_ONLY, "format_whitelist": ",".join(VIDEO_DEMUXERS)}) as container:
+            names = container.format.name.split(",")
+    except Exception:  # noqa: BLE001 - no demuxer wants it: not a video
+        return None
+    return next((d for d in VIDEO_DEMUXERS if d in names), None)
+
+
+def _kind_or_suffix(path: Path) -> str | None:
+    """The file's kind by content; when its content is no known kind, "npy" or "image" if its suffix says so (their
+    readers say best what is wrong with a broken one), else None."""
+    kind = file_kind(path)
+    if kind is not None:
+        return kind
+    suffix = path.suffix.lower()
+    return "npy" if suffix == ".npy" else "image" if suffix in IMAGE_SUFFIXES else None
+
+
+def _demuxer(path: Path) -> str | None:
+    kind = _kind_or_suffix(path)
+    return None if kind in (None, "npy", "image") else kind
+
+
+def _open(path: Path, demuxer: str):
+    """The file opened with `demuxer`, reading nothing but the file."""
+    return av.open(str(path), format=demuxer, options=_LOCAL_ONLY)
 
 
 @contextlib.contextmanager
@@ -234,15 +330,15 @@ def _as_arvid_error(path: Path, doing: str = "cannot read it") -> Iterator[None]
 # --- PyAV containers
 
 
-def _read_av(path: Path, limits: ReadLimits, channels: int | None, keep: bool = True):
+def _read_av(path: Path, demuxer: str, limits: ReadLimits, channels: int | None, keep: bool = True):
     """The clip as a `Video`; with `keep=False`, only checked and counted, no frame held: (fps, frames, gray)."""
-    _check_container_length(path)
-    with _as_arvid_error(path), av.open(str(path), format=_DEMUXERS[path.suffix.lower()]) as container:
+    _check_container_length(path, demuxer)
+    with _as_arvid_error(path), _open(path, demuxer) as container:
         stream = _video_stream(path, container)
         fps = _stream_fps(stream)
         exact, estimate = _declared_frames(stream, container, fps)
         ctx = stream.codec_context
-        height, width = (ctx.height, ctx.width) if ctx.width and ctx.height else _header_size(path)
+        height, width = (ctx.height, ctx.width) if ctx.width and ctx.height else _header_size(path, demuxer)
         limits.check(path, frames=exact or estimate, height=height, width=width, declared=True)
         gray = channels == 1 or (channels is None and (ctx.pix_fmt or "").startswith(("gray", "ya")))
         # H.264 gray (4:0:0, as arvid writes gray clips) decodes as 4:2:0 with neutral chroma: gray, if every
@@ -250,7 +346,7 @@ def _read_av(path: Path, limits: ReadLimits, channels: int | None, keep: bool = 
         neutral = channels is None and not gray and ctx.name == "h264" and ctx.pix_fmt in ("yuv420p", "yuvj420p")
         frames = _decode(path, container, stream, limits, gray or neutral, check_neutral=neutral, keep=keep)
     if frames is None:
-        return _read_av(path, limits, 3, keep)
+        return _read_av(path, demuxer, limits, 3, keep)
     count = len(frames) if keep else frames
     if not count:
         raise ArvidError(f"{path}: has a video stream but zero video frames")
@@ -268,9 +364,9 @@ def _video_stream(path: Path, container) -> "av.video.stream.VideoStream":
     raise ArvidError(f"{path}: has no video stream (zero video frames)")
 
 
-def _header_size(path: Path) -> tuple[int | None, int | None]:
+def _header_size(path: Path, demuxer: str) -> tuple[int | None, int | None]:
     """(H, W) from the file header where the demuxer leaves it to the decoder (GIF's logical screen)."""
-    if path.suffix.lower() != ".gif":
+    if demuxer != "gif":
         return None, None
     with open(path, "rb") as f:
         width, height = struct.unpack("<HH", f.read(10)[6:10])
@@ -348,18 +444,14 @@ def _frame_to_array(frame: "av.VideoFrame", gray: bool) -> np.ndarray:
 # --- container length checks (truncation shows as a declared length past the end of the file)
 
 
-def _check_container_length(path: Path) -> None:
+def _check_container_length(path: Path, demuxer: str) -> None:
+    overrun = {"mp4": _mp4_overrun, "mov": _mp4_overrun, "matroska": _matroska_overrun, "avi": _riff_overrun,
+               "gif": _gif_overrun}.get(demuxer)
+    if overrun is None:  # streams without a declared length (MPEG, FLV, ...): a cut one just ends early
+        return
     size = path.stat().st_size
-    suffix = path.suffix.lower()
     with _as_arvid_error(path), open(path, "rb") as f:
-        if suffix in (".mp4", ".m4v", ".mov"):
-            problem = _mp4_overrun(f, size)
-        elif suffix in (".mkv", ".webm"):
-            problem = _matroska_overrun(f, size)
-        elif suffix == ".avi":
-            problem = _riff_overrun(f, size)
-        else:
-            problem = _gif_overrun(f, size)
+        problem = overrun(f, size)
     if problem:
         raise ArvidError(f"{path}: {problem}")
 
