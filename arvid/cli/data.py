@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from arvid.cli._common import check_fps, check_seed
@@ -92,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         raise ArvidError(f"cannot create {args.out}: its parent folder {args.out.parent} does not exist")
     ds = make_dataset(args.dataset, frames=args.frames, size=args.size, split=args.split, seed=args.seed,
                       path=args.path, stride=args.stride)
+    if hasattr(ds, "notice"):  # a folder of videos: which files are held out, which were skipped
+        print(f"arvid: {ds.notice()}", file=sys.stderr)
     fps = args.fps or ds.fps
     ds[0]  # a dataset that cannot make a clip (a folder of short videos) says so before the bar and the folder
     clips, titles, labels = [], [], {}

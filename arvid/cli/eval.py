@@ -20,7 +20,9 @@ fraction of codes that occur) and perplexity (exp of the entropy of the code his
 same clips through H.264 (libx264, preset veryslow, tune psnr; grayscale as 4:0:0) at the highest
 CRF that still spends at least the tokenizer's bits on each clip (packet bytes only, without the
 SEI messages x264 adds). Clips are indices 0..CLIPS-1 of the dataset's eval split: for Moving MNIST,
-digits 4000-4999 that training never sees.
+digits 4000-4999 that training never sees; for a folder of videos, the files held out from training
+(about a tenth, chosen by their path). A folder of fewer than 3 videos holds none out: its clips then
+come from the training files, and the table says they are not held out.
 """
 
 
@@ -93,7 +95,10 @@ def run_tokenizer(args: argparse.Namespace) -> int:
     notes = tok.config.notes
     dataset = args.dataset or notes.get("dataset") or "moving-mnist"
     size = args.size or notes.get("size") or 64
-    ds = make_dataset(dataset, frames=args.frames, size=size, split=args.split, seed=args.seed, path=args.path)
+    extra = {"channels": tok.config.channels} if dataset == "folder" else {}
+    ds = make_dataset(dataset, frames=args.frames, size=size, split=args.split, seed=args.seed, path=args.path, **extra)
+    if hasattr(ds, "notice"):
+        print(f"arvid: {ds.notice()}")
     report = evaluate_tokenizer(tok, ds, clips=args.clips, batch_size=args.batch_size, h264=not args.no_h264,
                                 preset=args.h264_preset, progress=True, refine=args.refine)
     refined = f", encoded with {args.refine} refinement steps per latent frame" if args.refine else ""
@@ -108,6 +113,7 @@ def run_tokenizer(args: argparse.Namespace) -> int:
         print(f"wrote {args.rd_plot}")
     if args.json is not None:
         atomic_write_text(args.json, json.dumps({"model": str(args.model), "dataset": dataset, "split": args.split,
+                                                 "held_out": ds.is_held_out,
                                                  "refine": args.refine,
                                                  **report.to_dict(), "h264_curve": curve}, indent=2) + "\n")
     return 0

@@ -47,6 +47,20 @@ class ClipDataset:
     def clip(self, i: int) -> Clip:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @property
+    def is_held_out(self) -> bool:
+        """Whether this split's clips come from data that training never reads (the eval split, where it has some)."""
+        return getattr(self, "split", "train") == "eval"
+
+    @property
+    def source(self) -> str:
+        """A short phrase for tables: "held-out clips", or "clips (training split, not held out)"."""
+        return "held-out clips" if self.is_held_out else "clips (training split, not held out)"
+
+    def describe(self) -> str:
+        """What the clips are, for a report: "held-out shapes clips", "training shapes clips"."""
+        return f"{'held-out' if self.is_held_out else 'training'} {self.name} clips"
+
     def batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
         """Clips `indices` stacked: videos uint8 (B, T, H, W, C), labels int64 (B, k)."""
         clips = [self[i] for i in indices]

@@ -91,6 +91,11 @@ class MovingMNIST(ClipDataset):
         self.labels_per_clip = self.num_digits
         self.digits, self.digit_labels = mnist_digits(split)
 
+    def describe(self) -> str:
+        if self.split == "eval":
+            return "held-out Moving MNIST clips (digits 4000-4999, eval-split seeds)"
+        return "training Moving MNIST clips (digits 0-3999)"
+
     def clip(self, i: int) -> Clip:
         rng = clip_rng(self.seed, self.split, i)
         video = np.zeros((self.frames, self.height, self.width), dtype=np.uint8)

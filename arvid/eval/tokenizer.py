@@ -159,6 +159,7 @@ class Report:
     h264_floor: int | None = None  # clips where H.264 is at CRF 51, its lowest rate, and still spends more bits
     frame_psnr: list[float] | None = None  # per frame index: PSNR of the clips' mean MSE at that frame
     h264_frame_psnr: list[float] | None = None
+    source: str = "held-out clips"  # what the clips are: "held-out clips", or "... not held out"
 
     def table(self) -> str:
         head = f"{'':18}{'PSNR dB':>9}{'SSIM':>8}{'bpp':>9}{'usage':>8}{'perplexity':>12}"
@@ -169,7 +170,7 @@ class Report:
             usage = f"{row.usage:8.1%}" if row.usage is not None else f"{'-':>8}"
             perp = f"{row.perplexity:12.1f}" if row.perplexity is not None else f"{'-':>12}"
             lines.append(f"{row.name:18}{row.psnr:9.2f}{row.ssim:8.4f}{row.bpp:9.4f}{usage}{perp}")
-        lines.append(f"{self.clips} held-out clips of {self.frames} frames, {self.height}x{self.width}")
+        lines.append(f"{self.clips} {self.source} of {self.frames} frames, {self.height}x{self.width}")
         if self.frame_psnr and self.frames > 1:
             line = f"per frame: first {self.frame_psnr[0]:.2f} dB, the rest {_db_mean(self.frame_psnr[1:]):.2f} dB"
             if self.h264_frame_psnr:
@@ -228,7 +229,8 @@ def evaluate_tokenizer(tok: Tokenizer, dataset, clips: int = 100, batch_size: in
     h_row = Row("H.264 (libx264)", _mean(h_psnr), float(np.mean(h_ssim)), float(np.mean(h_bits)) / pixels) if h264 else None
     return Report(clips, *shape, row, h_row, float(np.mean(h_crf)) if h264 else None, wins if h264 else None,
                   sum(c == 51 for c in h_crf) if h264 else None,
-                  _frame_db(tok_frame_mse), _frame_db(h_frame_mse) if h264 else None)
+                  _frame_db(tok_frame_mse), _frame_db(h_frame_mse) if h264 else None,
+                  getattr(dataset, "source", "held-out clips"))
 
 
 def _frame_mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -297,7 +299,7 @@ def rd_plot(path, curve: list[dict], report: "Report", label: str) -> None:
         ax.set(xlabel="frame", ylabel="PSNR (dB)", title="PSNR per frame")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{report.clips} held-out clips of {report.frames} frames, {report.height}x{report.width}", fontsize=10)
+    fig.suptitle(f"{report.clips} {report.source} of {report.frames} frames, {report.height}x{report.width}", fontsize=10)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
