@@ -15,5 +15,6 @@ class ArvidError(Exception):
 
 
 class ArvidNotice(UserWarning):
-    """Something arvid changed on the way, said as a Python warning: an input clip resized or turned to gray to fit
-    the model, or input frames that start the output but do not steer the new frames."""
+    """Something arvid changed on the way, or a result to expect, said as a Python warning: an input clip resized or
+    turned to gray to fit the model, input frames that start the output but do not steer the new frames, or an
+    input far from what the model was trained on."""

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from arvid.data.stats import StatsCounter, far_notice
 from arvid.errors import ArvidError, ArvidNotice
 from arvid.generator import Generator, Sampling, check_request, generate
 from arvid.generator.sampling import check_seed
@@ -47,6 +48,7 @@ from arvid.video import fit_video
 DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "default"
 SAMPLING_FILE = "sampling.json"  # a model folder's recommended decoding settings (optional)
 ENCODE_CHUNK = 32  # frames pushed into the streaming encoder at a time when tokenizing an input clip
+STATS_FRAMES = 16  # an input's first frames, whose pixel statistics are held against the model's training data
 DEFAULT_FPS = 8.0  # frame rate of generated clips when no input says otherwise: the rate arvid's datasets are made at
 Labels = Sequence[int] | Sequence[Sequence[int]] | np.ndarray | None  # k per clip, for all clips or (B, k); -1: none
 
@@ -191,7 +193,8 @@ class Arvid:
 
         video: uint8 (T, H, W, C), repeated for a batch of `batch`; or B clips (B, T, H, W, C); or what `prepare`
             made of one: continue it. None: start a new clip. A clip of another size or colour is fitted to the
-            model, with an `ArvidNotice` warning that says what changed.
+            model, with an `ArvidNotice` warning that says what changed, and another where the clip is far from
+            the model's training data (colour into a gray model, much brighter or darker; `arvid.data.stats`).
         seed: the random seed; the same seed and settings make the same clip.
         labels: k per clip, for all clips or (B, k); -1 means none.
         batch: how many clips to make at once.
@@ -241,7 +244,8 @@ class Arvid:
         """The input clip followed by `num_frames` new frames: uint8 (B, T_in + num_frames, H, W, C).
 
         video: uint8 (T, H, W, C) or B clips (B, T, H, W, C), fitted to the model's size and colour with an
-        `ArvidNotice` warning that says what changed. seed, labels, batch, sampling, the decoding settings
+        `ArvidNotice` warning that says what changed (and one where it is far from the training data, as for
+        `stream`). seed, labels, batch, sampling, the decoding settings
         (temperature ... choice_temperature; None: the model's recommended value) and progress (a progress bar
         on stderr) are as for `stream`."""
         _check_count(num_frames)
@@ -321,6 +325,11 @@ class Arvid:
         """Fit `video` (one clip, or a batch of clips of equal length), tokenize the longest 1 + k·τ tail of its
         frames in chunks, keep the last W latent frames; one clip is repeated for a batch of `batch`."""
         frames, notes = self.fit(video)
+        raw = np.asarray(video)
+        raw = raw[..., None] if raw.ndim == 3 else raw
+        counter = StatsCounter()
+        counter.push(raw[:STATS_FRAMES] if raw.ndim == 4 else raw[:, :STATS_FRAMES])
+        notes += self._far_notes(counter)
         notes += self._skip_notes(frames.shape[1])
         context = self._encode_tail((frames[:, t] for t in range(frames.shape[1])), frames.shape[1], frames.shape[0])
         if frames.shape[0] == 1 and batch > 1:  # one clip for all: its frames are broadcast when joined
@@ -335,12 +344,15 @@ class Arvid:
         if count < 1:
             raise ArvidError("the input video has no frames")
         notes: list[str] = []
+        counter = StatsCounter()
 
         def fitted() -> Iterator[np.ndarray]:
             for t, frame in enumerate(frames):
                 one, said = self.fit(frame[None])  # (1, 1, H, W, C)
                 if t == 0:
                     notes.extend(said)
+                if t < STATS_FRAMES:
+                    counter.push(frame if np.ndim(frame) == 3 else np.asarray(frame)[..., None])
                 if put is not None:
                     put(one[:, 0])
                 yield one[:, 0]
@@ -350,7 +362,14 @@ class Arvid:
             context = context.expand(batch, -1, -1, -1)
         H, W = self.resolution
         return Prepared(frames=np.zeros((1, 0, H, W, self.channels), np.uint8), context=context.contiguous(),
-                        notes=notes + self._skip_notes(count))
+                        notes=notes + self._far_notes(counter) + self._skip_notes(count))
+
+    def _far_notes(self, counter: StatsCounter) -> list[str]:
+        """A note where the input's first frames are far from the model's training data (`arvid.data.stats`):
+        colour into a gray model or gray into a colour one, much brighter or darker; nothing where the training
+        data is unknown."""
+        note = far_notice(counter.stats(), self.tokenizer.config.notes)
+        return [note] if note else []
 
     def _skip_notes(self, T: int) -> list[str]:
         skip, tau = tail_start(T, self.temporal_factor), self.temporal_factor
