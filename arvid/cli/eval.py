@@ -120,18 +120,28 @@ def run_tokenizer(args: argparse.Namespace) -> int:
 
 
 _GENERATION_HELP = """\
-Measure what a model (a tokenizer and a generator) generates, on held-out Moving MNIST clips (digits
-4000-4999, eval-split seeds), and write a report folder: report.md (tables, the acceptance checks of
-the default model, timings), figures.json and PNG plots and contact sheets.
+Measure what a model (a tokenizer and a generator) generates, on held-out clips of its own kind of
+data, and write a report folder: report.md (tables, the acceptance checks of the default model,
+timings), figures.json and PNG plots and contact sheets.
+
+The clips: --dataset at the model's size and colour (default: the dataset the model was trained on,
+else moving-mnist). Moving MNIST: digits 4000-4999 and seeds training never used; shapes: seeds
+training never used; folder (--data-path DIR): the files held out from training (about a tenth,
+chosen by their path). A folder of fewer than 3 videos holds none out: its clips then come from the
+training files, and the report says so. Clips' labels are given to models that take them.
 
   continuation   CONTEXT frames given, PREDICT generated: per-frame MSE (sum over the frame, pixels
-                 in [0, 1]) and SSIM, greedy and sampled, against copying the last given frame and
-                 against the tokenizer's reconstruction of the truth (the floor)
+                 in [0, 1]), PSNR and SSIM, greedy and sampled, against copying the last given frame
+                 and against the tokenizer's reconstruction of the truth (the floor)
   consistency    warping error under Farneback optical flow: real clips, generated clips, and the
-                 same weights with a window of one latent frame (no temporal context)
-  long clips     LONG_CLIPS clips of LONG_FRAMES frames, streamed in constant memory; intensity and
-                 digit blobs per 64-frame block against real clips; the collapse rate
+                 same weights sampling each latent frame on its own (no temporal context)
+  long clips     Moving MNIST models only: LONG_CLIPS clips of LONG_FRAMES frames, streamed in
+                 constant memory; intensity and digit blobs per 64-frame block against real clips;
+                 the collapse rate
   tokenizer      the `arvid eval tokenizer` table (skip with --tokenizer-clips 0)
+
+The digit measures (labels shown, identity switches, long clips) run for Moving MNIST models
+(64x64, 1 channel) only.
 """
 
 
@@ -140,6 +150,10 @@ def register_generation(kinds) -> None:
                          description=_GENERATION_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped default model)")
     p.add_argument("--out", type=Path, required=True, help="report folder to write")
+    p.add_argument("--dataset", choices=("moving-mnist", "shapes", "folder"), default=None,
+                   help="the clips to measure against (default: the dataset the model was trained on, else moving-mnist)")
+    p.add_argument("--data-path", type=Path, default=None, metavar="DIR",
+                   help="the folder of videos, for --dataset folder (its held-out files are measured)")
     p.add_argument("--clips", type=int, default=64, help="continuation and consistency clips (default 64)")
     p.add_argument("--context", type=int, default=10, help="frames given (default 10)")
     p.add_argument("--predict", type=int, default=10, help="frames predicted (default 10)")
@@ -179,7 +193,7 @@ def run_generation(args: argparse.Namespace) -> int:
     import sys
 
     from arvid.errors import ArvidError
-    from arvid.eval.generation import Settings, evaluate_generation, write_report
+    from arvid.eval.generation import Settings, data_for, evaluate_generation, write_report
     from arvid.generator.sampling import Sampling
     from arvid.pipeline import Arvid
     from arvid.utils import check_target
@@ -200,19 +214,30 @@ def run_generation(args: argparse.Namespace) -> int:
     check_target(args.out, is_dir=True)
     refuse_foreign_folder(args.out, "figures.json", ("settings",), "arvid eval generation")
     set_threads(args.threads)
+    if args.data_path is not None and not args.data_path.is_dir():
+        raise ArvidError(f"--data-path {args.data_path} is not a folder: give the folder of videos")
     model = Arvid.from_pretrained(args.model, device=args.device, threads=args.threads)
-    if model.channels != 1 or model.resolution != (64, 64):
-        raise ArvidError(f"arvid eval generation measures Moving MNIST models (64x64, 1 channel); this model makes "
-                         f"{model.resolution[1]}x{model.resolution[0]} frames with {model.channels} channels")
-    # the decoding users get with labels (every clip here has them): what is not given is the model's recommended
+    trained_on = model.tokenizer.config.notes.get("dataset")
+    dataset = args.dataset or ("folder" if args.data_path is not None else None) or (
+        trained_on if trained_on in ("moving-mnist", "shapes", "folder") else "moving-mnist")
+    if dataset == "folder" and args.data_path is None:
+        raise ArvidError("measuring on a folder of videos needs --data-path DIR (the folder the model was trained on: "
+                         "its held-out files are measured)")
+    if dataset != "folder" and args.data_path is not None:
+        raise ArvidError(f"--data-path is for --dataset folder; {dataset} clips are generated")
+    data = data_for(model, dataset, args.data_path)  # a folder without videos, or clips of another colour: now
+    if data.notice:
+        print(f"arvid: {data.notice}")
+    # the decoding users get, with labels where the clips give them: what is not given is the model's recommended
     # setting (sampling.json)
-    sampling = Sampling.build(given(args), model.recommended, labels=True)
+    sampling = Sampling.build(given(args), model.recommended, labels=data.labelled)
     st = Settings(clips=args.clips, context=args.context, predict=args.predict, consistency_frames=args.frames,
                   long_clips=args.long_clips, long_frames=args.long_frames, seed=args.seed, sampling=sampling,
                   batch=args.batch, tokenizer_clips=args.tokenizer_clips, sweep=sweep, guidance_sweep=guidance_sweep,
-                  reader_steps=args.reader_steps)
+                  reader_steps=args.reader_steps, dataset=dataset,
+                  data_path=None if args.data_path is None else str(args.data_path))
     command = "arvid " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["eval"] else ""
-    report = evaluate_generation(model, st, command=command or "arvid eval generation")
+    report = evaluate_generation(model, st, command=command or "arvid eval generation", data=data)
     paths = write_report(report, args.out)
     for name, ok, detail in report.checks():
         print(f"{'pass' if ok else 'FAIL'}  {name}: {detail}")

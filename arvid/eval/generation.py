@@ -1,13 +1,19 @@
 """Measure what a trained model generates: `arvid eval generation`.
 
-Three protocols on held-out clips (for Moving MNIST, digits 4000-4999 and seeds training never used),
-each batched through the pipeline's public streaming API (`Arvid.stream`, and `Arvid.latents` /
+Any model is measured on its own kind of data (`Data`): the eval split of a dataset at the model's size and
+colour: Moving MNIST (digits 4000-4999 and seeds training never used), bouncing shapes (seeds training never
+used), or a folder of videos (its held-out files; a folder too small to hold any out is measured on its training
+files, and the report says so). Clips' labels are given to the model where it takes labels of that kind. The
+digit measures (labels shown, identity, the long-clip collapse rule, which counts digits) apply to Moving MNIST
+models (64x64, 1 channel) only.
+
+Three protocols, each batched through the pipeline's public streaming API (`Arvid.stream`, and `Arvid.latents` /
 `Arvid.render` for the ablation):
 
 1. Continuation: `context` real frames given (as tokens), `predict` frames generated, compared with the
    true frames. Per-frame MSE is the sum over the frame of squared errors of pixels in [0, 1] (the
-   Moving MNIST convention: ConvLSTM 103.3, PredRNN 56.8, SimVP 23.8 on the standard test set), SSIM
-   as in `arvid eval tokenizer`. Baselines on the same clips: "copy the last given frame", and the
+   Moving MNIST convention: ConvLSTM 103.3, PredRNN 56.8, SimVP 23.8 on the standard test set), PSNR of
+   the clips' mean squared error at each frame, SSIM as in `arvid eval tokenizer`. Baselines on the same clips: "copy the last given frame", and the
    tokenizer's own reconstruction of the true frames (the floor any generator of these tokens has).
 2. Temporal consistency: the warping error of consecutive frames: Farneback flow from frame t to frame
    t-1 (OpenCV), frame t-1 warped onto frame t along it (bilinear), and the mean absolute difference in
@@ -18,7 +24,7 @@ each batched through the pipeline's public streaming API (`Arvid.stream`, and `A
    Identity, on the same clips: every legible digit tracked from frame to frame and read by a single-digit
    reader (arvid/eval/identity.py); identity switches per 100 tracked steps and the share of digits read
    confidently, of every clip set against the real clips read the same way.
-3. Long clips: clips of `long_frames` frames (1,024 by default), consumed as they stream (constant
+3. Long clips (Moving MNIST): clips of `long_frames` frames (1,024 by default), consumed as they stream (constant
    memory), summarized per block of 64 frames by mean intensity and digit blobs (8-connected components
    of the frame thresholded at 128, of at least MIN_BLOB_AREA pixels). A clip collapses when a block
    goes blank (mean intensity under half the real clips' lowest block mean), saturates (over twice
@@ -46,7 +52,7 @@ from arvid.errors import ArvidError
 from arvid.eval.digits import label_hits, train_reader
 from arvid.eval.identity import (CONFIDENT, EXPECTED, THRESHOLD, clip_identity, heldout_accuracy, identity_reader,
                                  summarize)
-from arvid.eval.tokenizer import evaluate_tokenizer, ssim
+from arvid.eval.tokenizer import evaluate_tokenizer, psnr, ssim
 from arvid.generator import Sampling
 from arvid.pipeline import Arvid
 from arvid.tokenizer import longest_prefix, new_latent_frames, tail_start, tensor_to_video, video_to_tensor
@@ -93,6 +99,14 @@ def frame_mse(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return (d**2).sum(axis=(2, 3, 4)).mean(axis=0)
 
 
+def frame_psnr(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Per-frame PSNR in dB of the clips' mean squared error there (pixels in [0, 255]): (B, T, H, W, C) -> (T,)."""
+    d = pred.astype(np.float64) - true.astype(np.float64)
+    mse = (d**2).mean(axis=(0, 2, 3, 4))
+    with np.errstate(divide="ignore"):
+        return 10 * np.log10(255.0**2 / mse)
+
+
 def frame_ssim(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     """Per-frame SSIM (B, T, H, W, C) -> (T,), mean over clips."""
     return np.array([np.mean([ssim(pred[b, t:t + 1], true[b, t:t + 1]) for b in range(pred.shape[0])])
@@ -100,7 +114,10 @@ def frame_ssim(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
 
 
 def _gray(clip: np.ndarray) -> np.ndarray:
-    return clip[..., 0] if clip.ndim == 4 else clip
+    """uint8 (T, H, W[, C]) -> (T, H, W): the luma of colour frames (ITU-R 601), the channel of gray ones."""
+    if clip.ndim == 3 or clip.shape[-1] == 1:
+        return clip[..., 0] if clip.ndim == 4 else clip
+    return np.round(clip.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.uint8)
 
 
 def _flows(clip: np.ndarray) -> np.ndarray:
@@ -220,16 +237,67 @@ class Settings:
     guidance_sweep: tuple[float, ...] = (1.0, 5.0)  # extra guidance scales for the consistency sweep (1: off)
     reader_steps: int = 1200  # training steps of the digit reader that measures label fidelity (0: skip)
     identity_steps: int = 600  # training steps of the single-digit reader that counts identity switches (0: skip)
+    dataset: str = "moving-mnist"  # the clips measured against: moving-mnist, shapes or folder
+    data_path: str | None = None  # the folder of videos, for dataset "folder"
 
     def decoding(self, **changes) -> Sampling:
         """These settings' decoding, with some settings changed (another temperature or guidance)."""
         return dataclasses.replace(self.sampling, **changes)
 
 
-def _real(size: int, frames: int, count: int, seed: int):
-    ds = make_dataset("moving-mnist", frames=frames, size=size, split="eval", seed=seed)
+@dataclass
+class Data:
+    """What a run measures against: the eval split of `dataset` at the model's size and colour."""
+
+    dataset: str
+    path: str | None
+    description: str  # "held-out Moving MNIST clips (digits 4000-4999, eval-split seeds)"
+    held_out: bool  # False: the clips come from data the model may have been trained on (said in the report)
+    labelled: bool  # the clips' labels are given to the model
+    digits: bool  # a Moving MNIST model (64x64, 1 channel): the digit measures apply
+    notice: str = ""  # a folder's held-out files, or why none are
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def eval_dataset(model, dataset: str, path, frames: int, seed: int = 0, split: str = "eval"):
+    """`dataset`'s `split` at the model's resolution and channels; ArvidError where its clips cannot match them."""
+    extra = {"channels": model.channels} if dataset == "folder" else {}
+    ds = make_dataset(dataset, frames=frames, size=model.resolution, split=split, seed=seed, path=path, **extra)
+    if ds.channels != model.channels:
+        H, W = model.resolution
+        raise ArvidError(f"the model makes {W}x{H} frames with {model.channels} channel(s), but {dataset} clips have "
+                         f"{ds.channels}: measure it on its own kind of data (--dataset shapes, moving-mnist, or folder "
+                         "--data-path DIR)")
+    return ds
+
+
+def data_for(model, dataset: str = "moving-mnist", path=None) -> Data:
+    """The `Data` a run on `model` measures against (checked now: a folder without videos fails here, not later)."""
+    ds = eval_dataset(model, dataset, path, frames=1)
+    labelled = _labelled(model, ds)
+    digits = dataset == "moving-mnist" and model.resolution == (64, 64) and model.channels == 1
+    return Data(dataset, None if path is None else str(path), ds.describe(), ds.is_held_out, labelled, digits,
+                ds.notice() if hasattr(ds, "notice") else "")
+
+
+def _real(model, st: Settings, frames: int, count: int, seed: int):
+    """`count` clips (count, frames, H, W, C) of the settings' dataset, and their labels (count, k), or None where
+    the model is not given labels."""
+    ds = eval_dataset(model, st.dataset, st.data_path, frames, seed)
     clips = [ds[i] for i in range(count)]
-    return np.stack([c.video for c in clips]), np.stack([c.labels for c in clips])
+    video = np.stack([c.video for c in clips])
+    return video, (np.stack([c.labels for c in clips]) if _labelled(model, ds) else None)
+
+
+def _labelled(model, ds) -> bool:
+    cfg = model.generator.config
+    return bool(cfg.num_classes and ds.labels_per_clip == cfg.labels_per_clip and ds.num_classes <= cfg.num_classes)
+
+
+def _part(labels: np.ndarray | None, sl: slice) -> np.ndarray | None:
+    return None if labels is None else labels[sl]
 
 
 @torch.inference_mode()
@@ -245,14 +313,13 @@ def _batches(n: int, batch: int):
 
 def continuation(model, st: Settings) -> dict:
     tau = model.temporal_factor
-    size = model.resolution[0]
-    video, labels = _real(size, st.context + st.predict, st.clips, st.seed)
+    video, labels = _real(model, st, st.context + st.predict, st.clips, st.seed)
     skip = (st.context - 1) % tau  # tokenize the last 1 + k·τ given frames
     given, true = video[:, skip:st.context], video[:, st.context:]
     out = {"greedy": [], "sampled": [], "floor": []}
     for sl in _batches(st.clips, st.batch):
         for name, temp in (("greedy", 0.0), ("sampled", st.sampling.temperature)):
-            frames = list(rollout(model, st.predict, st.decoding(temperature=temp), labels=labels[sl],
+            frames = list(rollout(model, st.predict, st.decoding(temperature=temp), labels=_part(labels, sl),
                                   context=given[sl], seed=st.seed))
             out[name].append(np.stack(frames, axis=1))
         # the floor: the tokenizer's reconstruction of the real frames, from the same first frame on
@@ -263,9 +330,11 @@ def continuation(model, st: Settings) -> dict:
         out["floor"].append(floor[:, given.shape[1]:])
     preds = {k: np.concatenate(v) for k, v in out.items()}
     preds["copy last"] = np.repeat(video[:, st.context - 1:st.context], st.predict, axis=1)
-    res = {name: {"mse": frame_mse(p, true).tolist(), "ssim": frame_ssim(p, true).tolist()} for name, p in preds.items()}
-    for r in res.values():
+    res = {name: {"mse": frame_mse(p, true).tolist(), "ssim": frame_ssim(p, true).tolist(),
+                  "psnr": frame_psnr(p, true).tolist()} for name, p in preds.items()}
+    for (name, r), p in zip(res.items(), preds.values()):
         r["mean_mse"], r["mean_ssim"] = float(np.mean(r["mse"])), float(np.mean(r["ssim"]))
+        r["mean_psnr"] = psnr(p, true)
     return {"figures": res, "examples": {"given": video[:4, :st.context], "true": true[:4],
                                          **{k: preds[k][:4] for k in ("greedy", "sampled")}}}
 
@@ -275,7 +344,7 @@ def consistency(model, st: Settings) -> dict:
     generator of these tokens is rendered through), of generated clips, of the no-context ablation, and of
     generated clips at the sweeps' other temperatures and guidance scales."""
     size, tau = model.resolution[0], model.temporal_factor
-    video, labels = _real(size, st.consistency_frames, st.clips, st.seed + 1)
+    video, labels = _real(model, st, st.consistency_frames, st.clips, st.seed + 1)
     n = longest_prefix(video.shape[1], tau)
     recon = np.concatenate([reconstruct(model.tokenizer, video[sl, :n]) for sl in _batches(st.clips, st.batch)])
     clips = {"real": video, "tokenizer reconstruction": recon}
@@ -287,7 +356,7 @@ def consistency(model, st: Settings) -> dict:
              for g in sorted(set(st.guidance_sweep)) if g != default_g]
     for name, kw, ablate in runs:
         clips[name] = np.concatenate([np.stack(list(rollout(
-            model, st.consistency_frames, kw, labels=labels[sl], seed=st.seed + sl.start, no_context=ablate,
+            model, st.consistency_frames, kw, labels=_part(labels, sl), seed=st.seed + sl.start, no_context=ablate,
             batch=sl.stop - sl.start)), axis=1) for sl in _batches(st.clips, st.batch)])
     reader = None
     if st.reader_steps:
@@ -300,7 +369,7 @@ def consistency(model, st: Settings) -> dict:
                          "motion": float(np.mean([motion(x) for x in c])),
                          "speed": float(np.mean([speed(x, flows=f) for x, f in zip(c, flows)])),
                          "sharpness": float(np.mean([sharpness(x) for x in c]))}
-        if reader is not None:
+        if reader is not None and labels is not None:
             hits = label_hits(reader, c.reshape(-1, *c.shape[2:]), np.repeat(labels[:len(c)], c.shape[1], axis=0))
             figures[name]["labels"] = float(hits.mean())
     if st.identity_steps:
@@ -332,9 +401,8 @@ def _run_name(st: Settings, what: str, value: float, default: float | None = Non
 def long_clips(model, st: Settings, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
-    size = model.resolution[0]
-    real, _ = _real(size, min(st.long_frames, 256), max(st.long_clips, 16), st.seed + 2)
-    _, labels = _real(size, 1, st.long_clips, st.seed + 3)
+    real, _ = _real(model, st, min(st.long_frames, 256), max(st.long_clips, 16), st.seed + 2)
+    _, labels = _real(model, st, 1, st.long_clips, st.seed + 3)
     rs = BlockStats(len(real))
     for t in range(real.shape[1]):
         rs.push(real[:, t])
@@ -372,6 +440,8 @@ class Report:
     seconds: dict = field(default_factory=dict)
     examples: dict = field(default_factory=dict)
     command: str = ""
+    data: Data | None = None  # the clips measured against (None: held-out Moving MNIST, labelled)
+    size: tuple[int, int, int] = (64, 64, 1)  # the model's frames: H, W, C
 
     def checks(self) -> list[tuple[str, bool, str]]:
         out = []
@@ -398,49 +468,56 @@ class Report:
         return out
 
     def markdown(self, plots: list[str]) -> str:
-        st = self.settings
+        st, data = self.settings, self.data
+        H, W, C = self.size
+        digits = data is None or data.digits
         lines = ["# Generation quality", "", f"Command: `{self.command}`", "",
                  f"Hardware: {platform.machine()}, {torch.get_num_threads()} torch threads, "
-                 f"{'CUDA' if torch.cuda.is_available() else 'CPU only'}. Held-out Moving MNIST clips (digits "
-                 "4000-4999, eval-split seeds); the clips' digit labels are given to the model.", ""]
+                 f"{'CUDA' if torch.cuda.is_available() else 'CPU only'}. {_data_text(data)}", ""]
         lines += ["## Acceptance checks", "", "| check | result | figures |", "| --- | --- | --- |"]
         lines += [f"| {n} | {'pass' if ok else '**fail**'} | {d} |" for n, ok, d in self.checks()]
         c = self.figures.get("continuation")
         if c:
             lines += ["", f"## Continuation ({st.context} frames given, {st.predict} predicted, {st.clips} clips)", "",
-                      "Per-frame MSE: sum over the 64x64 frame of squared errors, pixels in [0, 1]. For scale, on the "
-                      "standard test set: " + ", ".join(f"{k} {v}" for k, v in PUBLISHED_MSE.items()) + ".", "",
-                      "| decoding | mean MSE | mean SSIM | MSE per frame |", "| --- | --- | --- | --- |"]
+                      f"Per-frame MSE: sum over the {W}x{H}{f'x{C}' if C > 1 else ''} frame of squared errors, pixels "
+                      "in [0, 1]" + (". For scale, on the standard test set: " + ", ".join(
+                          f"{k} {v}" for k, v in PUBLISHED_MSE.items()) if digits else "") + ". PSNR: of the mean "
+                      "squared error over every predicted frame of every clip.", "",
+                      "| decoding | mean MSE | PSNR (dB) | mean SSIM | MSE per frame |", "| --- | --- | --- | --- | --- |"]
             for name, r in c.items():
-                lines.append(f"| {name} | {r['mean_mse']:.1f} | {r['mean_ssim']:.3f} | "
-                             + " ".join(f"{v:.0f}" for v in r["mse"]) + " |")
+                lines.append(f"| {name} | {r['mean_mse']:.1f} | {r.get('mean_psnr', float('nan')):.2f} | "
+                             f"{r['mean_ssim']:.3f} | " + " ".join(f"{v:.0f}" for v in r["mse"]) + " |")
             lines += ["", "`floor` is the tokenizer's reconstruction of the true frames: no generator of these "
-                      "tokens can do better on average. " + _decoding_text(st) + " Greedy decoding takes the same "
+                      "tokens can do better on average. " + _decoding_text(st, data) + " Greedy decoding takes the same "
                       "guidance and top-k/top-p (which cannot change the most likely token)."]
         w = self.figures.get("consistency")
         if w:
+            bright = "digits'" if digits else "bright"
             lines += ["", f"## Temporal consistency ({st.clips} clips of {st.consistency_frames} frames)", "",
                       "Warping error: mean |warp(frame t-1 -> t) - frame t| (pixels in [0, 1]) along Farneback flow. "
                       "The ablation samples every latent frame on its own (as the first frame of a new clip).", "",
                       "Motion: mean |frame t - frame t-1|; a clip that moves less has less to warp, so a low warping "
                       "error counts only with real-like motion. Motion also counts flicker, so it falls when a clip "
                       "only flickers less; speed does not: the mean optical-flow length (pixels per frame) on the "
-                      "digits' pixels (brighter than 64), how far they move. Sharpness: the root mean square "
-                      "difference between neighbouring pixels; a blurred clip also has less to warp wrongly, so a low "
-                      "warping error counts only with real-like sharpness. The tokenizer reconstruction is the real "
-                      "clips encoded and decoded: every generated clip is rendered by that decoder.", "",
-                      "Labels shown: the fraction of frames in which a digit reader (a small CNN trained on frames of "
-                      "the train split) finds exactly the clip's two digit classes. "
-                      "Its score on real frames is the ceiling of the measure (overlapping digits hide each other).",
-                      "", _decoding_text(st), "",
+                      f"{bright} pixels (brighter than 64), how far they move. Sharpness: the "
+                      "root mean square difference between neighbouring pixels; a blurred clip also has less to warp "
+                      "wrongly, so a low warping error counts only with real-like sharpness. The tokenizer "
+                      "reconstruction is the real clips encoded and decoded: every generated clip is rendered by that "
+                      "decoder." + ("" if C == 1 else " Colour clips are measured on their luma."), ""]
+            shown = any("labels" in v for v in w.values() if isinstance(v, dict))
+            if shown:
+                lines += ["Labels shown: the fraction of frames in which a digit reader (a small CNN trained on frames "
+                          "of the train split) finds exactly the clip's two digit classes. Its score on real frames is "
+                          "the ceiling of the measure (overlapping digits hide each other).", ""]
+            lines += [_decoding_text(st, data), "",
                       "| clips | warping error (mean ± std over clips) | x real | motion | x real | speed (px/frame) "
-                      "| x real | sharpness x real | labels shown |",
-                      "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                      "| x real | sharpness x real |" + (" labels shown |" if shown else ""),
+                      "| --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if shown else "")]
             r = w["real"]
             lines += [f"| {k} | {v['mean']:.4f} ± {v['std']:.4f} | {v['mean'] / r['mean']:.2f} | {v['motion']:.4f} | "
                       f"{v['motion'] / r['motion']:.2f} | {v['speed']:.2f} | {v['speed'] / max(r['speed'], 1e-9):.2f} | "
-                      f"{v['sharpness'] / max(r['sharpness'], 1e-9):.2f} | "
-                      f"{format(v['labels'], '.2f') if 'labels' in v else ''} |"
+                      f"{v['sharpness'] / max(r['sharpness'], 1e-9):.2f} |"
+                      + (f" {format(v['labels'], '.2f') if 'labels' in v else ''} |" if shown else "")
                       for k, v in w.items() if "mean" in v]
             if "identity_reader" in w:
                 lines += _identity_lines(w, st)
@@ -456,7 +533,8 @@ class Report:
                       f"{MIN_BLOB_AREA} px). The same rule flags {lc['real_flagged']} of the {lc['real_clips']} real clips."]
         t = self.figures.get("tokenizer")
         if t:
-            lines += ["", "## Tokenizer (17-frame held-out clips)", "", "```", t["table"], "```"]
+            lines += ["", f"## Tokenizer ({t['frames']}-frame {t.get('source', 'held-out clips')})", "", "```",
+                      t["table"], "```"]
         lines += ["", "## Time", ""] + [f"- {k}: {v:.0f} s" for k, v in self.seconds.items()]
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
         return "\n".join(lines) + "\n"
@@ -489,15 +567,47 @@ def _identity_lines(w: dict, st: Settings) -> list[str]:
     return lines
 
 
-def _decoding_text(st: Settings) -> str:
+def _decoding_text(st: Settings, data: Data | None = None) -> str:
     s = st.sampling
     shown = ", ".join(f"{name.replace('_', '-')} {getattr(s, name):g}" if s.is_on(name) else f"{name.replace('_', '-')} off"
                       for name in Sampling.settings())
+    if data is not None and not data.labelled:
+        return f"Sampling: {shown} (no labels are given)."
     return f"Sampling: {shown} (the labels are given; guidance is classifier-free guidance)."
 
 
-def evaluate_generation(model, st: Settings, command: str = "", progress: bool = True) -> Report:
-    rep = Report(st, command=command)
+def _data_text(data: Data | None) -> str:
+    """The report's line on the clips measured against."""
+    if data is None or data.dataset == "moving-mnist" and data.labelled:
+        return "Held-out Moving MNIST clips (digits 4000-4999, eval-split seeds); the clips' digit labels are given to the model."
+    text = data.description[:1].upper() + data.description[1:]
+    text += "; the clips' labels are given to the model." if data.labelled else "; no labels are given to the model."
+    if data.notice:
+        text += f" {data.notice[:1].upper() + data.notice[1:]}."
+    if not data.digits:
+        text += (" The digit measures (labels shown, identity, the long-clip collapse rule) are for Moving MNIST "
+                 "models (64x64, 1 channel) and are not run.")
+    return text
+
+
+def fitted_settings(st: Settings, data: Data) -> Settings:
+    """The settings as run on `data`: the digit measures off where they do not apply (not a Moving MNIST model),
+    the guidance sweep off where no labels are given (guidance needs them)."""
+    changes = {}
+    if not data.digits:
+        changes.update(reader_steps=0, identity_steps=0, long_clips=0)
+    if not data.labelled:
+        changes.update(guidance_sweep=())
+    return dataclasses.replace(st, **changes)
+
+
+def evaluate_generation(model, st: Settings, command: str = "", progress: bool = True,
+                        data: Data | None = None) -> Report:
+    """Measure `model` on `st.dataset` (see the module docstring); `data`: what `data_for` says of it (found here
+    when not given)."""
+    data = data or data_for(model, st.dataset, st.data_path)
+    st = fitted_settings(st, data)
+    rep = Report(st, command=command, data=data, size=(*model.resolution, model.channels))
     torch.manual_seed(st.seed)
     for name, fn in (("continuation", continuation), ("consistency", consistency), ("long", long_clips)):
         if name == "long" and st.long_clips == 0:
@@ -510,7 +620,7 @@ def evaluate_generation(model, st: Settings, command: str = "", progress: bool =
         rep.examples.update({f"{name}/{k}": v for k, v in out["examples"].items()})
     if st.tokenizer_clips:
         t0 = time.perf_counter()
-        ds = make_dataset("moving-mnist", frames=17, size=model.resolution[0], split="eval", seed=0)
+        ds = eval_dataset(model, st.dataset, st.data_path, frames=longest_prefix(17, model.temporal_factor))
         tr = evaluate_tokenizer(model.tokenizer, ds, clips=st.tokenizer_clips, progress=progress)
         rep.figures["tokenizer"] = {**tr.to_dict(), "table": tr.table()}
         rep.seconds["tokenizer"] = time.perf_counter() - t0
@@ -593,6 +703,7 @@ def write_report(rep: Report, out: Path) -> list[Path]:
         plots.append("long_sheet.png")
     figures = {k: {kk: vv for kk, vv in v.items() if kk != "table"} for k, v in rep.figures.items()}
     atomic_write_text(out / "figures.json", json.dumps({"settings": dataclasses.asdict(rep.settings),
+                                                        "data": rep.data.to_dict() if rep.data else None,
                                                         "figures": figures, "seconds": rep.seconds,
                                                         "checks": [{"check": n, "pass": ok, "figures": d}
                                                                    for n, ok, d in rep.checks()],
@@ -631,5 +742,5 @@ def _sheet(rows: list[tuple[str, np.ndarray]], path: Path) -> None:
         Image.fromarray(stacked).save(tmp, format="PNG")
 
 
-__all__ = ["Settings", "Report", "evaluate_generation", "write_report", "warping_error", "motion", "speed", "sharpness", "blob_count", "BlockStats",
+__all__ = ["Data", "Settings", "Report", "data_for", "evaluate_generation", "frame_psnr", "write_report", "warping_error", "motion", "speed", "sharpness", "blob_count", "BlockStats",
            "collapse_rule", "collapsed", "frame_mse", "rollout"]
