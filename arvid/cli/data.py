@@ -31,7 +31,8 @@ def register(sub) -> None:
     )
     p.add_argument("dataset", choices=("moving-mnist", "shapes", "folder"),
                    help="moving-mnist: real MNIST digits bouncing in 64x64 frames; shapes: coloured "
-                   "bouncing shapes; folder: random clips from your own videos (needs --path)")
+                   "bouncing shapes; folder: random clips from your own videos (needs --path; the files held out for evaluation are "
+                   "said, and only --split eval reads them)")
     p.add_argument("--out", required=True, type=Path, help="folder to write into (created if missing)")
     p.add_argument("--frames", type=int, default=20, help="frames per clip (default 20)")
     p.add_argument("--count", type=int, default=8, help="number of clips (default 8)")

@@ -44,13 +44,14 @@ def register(sub) -> None:
     g.set_defaults(func=run_generate)
     e = sub.add_parser(
         "extend", help=COMMANDS["extend"],
-        description="Continue INPUT (mp4, webm, mkv, avi, gif, a folder of png/jpg frames, or .npy) by "
-        "--frames new frames. The input is resized (short side) and centre-cropped to the model's "
+        description="Continue INPUT (any video FFmpeg reads, recognised by its content: mp4, mov, mkv, webm, avi, "
+        "mpg, ts, flv, gif, ...; a folder of png/jpg frames, or .npy) by --frames new frames. The input is resized (short side) and centre-cropped to the model's "
         "resolution, tokenized, and its last latent frames prefill the cache. The output is the input's "
         "frames (as fitted to the model) followed by exactly --frames new ones, all of them written in the "
         "output's format: an .mp4, .webm or .gif output encodes the input's frames again (lossy: H.264 at CRF 18 "
         "moves sharp edges by up to about 20 levels), while .npy and png-folder outputs keep them exactly. Gray "
-        "clips stay gray in .mp4 (H.264 4:0:0), .npy and png.",
+        "clips stay gray in .mp4 (H.264 4:0:0), .npy and png. An input far from the model's training data (colour "
+        "into a gray model, much brighter or darker) is said on the terminal, with what to expect.",
     )
     e.add_argument("input", type=Path, help="the video to continue")
     _arguments(e, "the input's, or 8 if it has none")

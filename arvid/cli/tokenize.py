@@ -21,7 +21,8 @@ COMMANDS = {"tokenize": "turn a video into tokens (.npz) with a tokenizer", "det
 def register(sub) -> None:
     p = sub.add_parser(
         "tokenize", help=COMMANDS["tokenize"],
-        description="Encode VIDEO (mp4, webm, gif, a folder of frames, .npy...) into the tokens of a tokenizer, "
+        description="Encode VIDEO (any video FFmpeg reads, by its content: mp4, mov, mkv, webm, mpg, ts, gif, ...; a "
+        "folder of frames, or .npy) into the tokens of a tokenizer, "
         "written to a .npz with what is needed to decode it (codebook size, config and weights fingerprints, "
         "fps, frame count). The clip must have 1 + k·τ frames (τ: the tokenizer's temporal factor) unless "
         "--fit says how to make it fit, and frames whose sides are multiples of the spatial factor "
