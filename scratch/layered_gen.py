@@ -1,0 +1,105 @@
+"""Generate with a generator trained on layered tokens (trial); measure warping, labels, identity, continuation.
+
+    python scratch/layered_gen.py --gen runs/lay-gen --clips 32 --frames 64 [--sheet runs/lay.png]
+"""
+import argparse, sys, json, time
+import numpy as np, torch
+sys.path.insert(0, "scratch")
+from layered import Codec, from_tokens, render, search, CODES, PER_LATENT, K, ABSENT
+from arvid.generator import Generator
+from arvid.generator.sampler import generate
+from arvid.generator.sampling import Sampling
+from arvid.eval.generation import warping_error, motion
+from arvid.data.moving_mnist import MovingMNIST
+from arvid.eval.digits import train_reader, label_hits
+from arvid.eval.identity import identity_figures, identity_reader
+
+
+def decode(c, tokens, frames, ref=None):
+    """tokens (B, n, 8, 8) -> uint8 (B, frames, H, W); ref: pixels to use instead of the decoded codes."""
+    out, bad = [], 0
+    tokens = np.asarray(tokens).astype(np.int64)
+    codes = torch.from_numpy(np.stack([from_tokens(t)[0] for t in tokens]))
+    refs = c.ref_pixels(codes) if ref is None else ref
+    lay, box = c.layers(refs)
+    for j, t in enumerate(tokens):
+        _, pos, b = from_tokens(t)
+        bad += b
+        pos = pos[:frames].copy()
+        for f in range(1, len(pos)):  # a slot the reference has but the tokens left out: hold it
+            miss = (pos[f, :, 0] >= ABSENT) & (box[j, :, 0] >= 0)
+            pos[f, miss] = pos[f - 1, miss]
+        out.append(np.stack([render(lay[j], box[j], p) for p in pos]))
+    return np.stack(out), bad
+
+
+@torch.no_grad()
+def continue_positions(g, prefix, labels, n_new, temperature=1.0, seed=0):
+    """Raster sampling of n_new tokens after prefix (B, L) (no cache), position codes only."""
+    gen = torch.Generator().manual_seed(seed)
+    from arvid.generator.model import slot_inputs
+    seq = prefix.clone()
+    for _ in range(n_new):
+        inp = torch.nn.functional.pad(seq, (1, 0), value=g.config.bos_token)
+        logits = g(inp, labels)[:, -1]
+        logits[:, :CODES] = -float("inf")
+        p = torch.softmax(logits / temperature, -1)
+        seq = torch.cat([seq, torch.multinomial(p, 1, generator=gen)], 1)
+    return seq
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gen", required=True); ap.add_argument("--seg", default="runs/seg/seg.pt")
+    ap.add_argument("--ref-decoder", default=None)
+    ap.add_argument("--clips", type=int, default=32); ap.add_argument("--frames", type=int, default=64)
+    ap.add_argument("--guidance", type=float, default=1.0); ap.add_argument("--sheet")
+    ap.add_argument("--threads", type=int, default=1); ap.add_argument("--continuation", type=int, default=16)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    c, g = Codec(a.seg, a.ref_decoder), Generator.from_pretrained(a.gen).eval()
+    ds = MovingMNIST(frames=a.frames, split="eval", seed=1)
+    real = np.stack([ds[i].video for i in range(a.clips)])
+    labels = np.stack([ds[i].labels for i in range(a.clips)])
+    n_latent = 1 + -(-a.frames // PER_LATENT)
+    t0 = time.time()
+    toks = []
+    for s in range(0, a.clips, 16):
+        lab = torch.as_tensor(labels[s:s + 16])
+        toks.append(torch.stack(list(generate(g, n_latent, Sampling(guidance=a.guidance), batch=len(lab),
+                                              labels=lab, seed=s)), 1).numpy())
+    gen, bad = decode(c, np.concatenate(toks), a.frames)
+    el = time.time() - t0
+    res = {"gen_seconds": round(el, 1), "frames_per_s": round(a.clips * a.frames / el, 1), "stray_tokens": bad}
+    reader, idr = train_reader(size=64, steps=1200, seed=0), identity_reader()
+    for name, v in (("real", real[..., 0]), ("generated", gen)):
+        hits = label_hits(reader, v.reshape(-1, 64, 64), np.repeat(labels, v.shape[1], axis=0))
+        r = {"warp": float(np.mean([warping_error(x) for x in v])), "motion": float(np.mean([motion(x) for x in v])),
+             "labels": float(hits.mean())}
+        r.update({k: v2 for k, v2 in identity_figures(v[..., None], idr).items() if k in ("switches_per_100", "confident_share", "tracked_steps", "switches")})
+        res[name] = r
+    res["generated"]["warp_ratio"] = res["generated"]["warp"] / res["real"]["warp"]
+    if a.continuation:  # 10 given frames (the reference is the first, in pixels), 10 predicted
+        n = a.continuation
+        given, future = real[:n, :10, ..., 0], real[:n, 10:20, ..., 0]
+        from layered import second_piece
+        refs = [int(np.argmax([second_piece(f) for f in v])) for v in given]  # the clearest given frame
+        codes = c.ref_codes(np.stack([v[r] for v, r in zip(given, refs)]))
+        lay, box = c.layers(np.stack([v[r] for v, r in zip(given, refs)]))  # in pixels, unquantized
+        pos = np.stack([search(lay[j], box[j], given[j], r=refs[j]) for j in range(n)])  # (n, 10, K, 2)
+        prefix = torch.cat([codes.reshape(n, -1), torch.from_numpy(CODES + pos.reshape(n, -1))], 1)
+        seq = continue_positions(g, prefix, torch.as_tensor(labels[:n]), 10 * K * 2)
+        newpos = (seq[:, -10 * K * 2:] - CODES).reshape(n, 10, K, 2).numpy()
+        pred = np.stack([[render(lay[j], box[j], p) for p in newpos[j]] for j in range(n)])
+        mse = float(((pred.astype(np.float64) - future) ** 2).mean() / 255**2)
+        copy = float(((given[:, -1:].astype(np.float64) - future) ** 2).mean() / 255**2)
+        res["continuation"] = {"mse": mse, "copy_last_mse": copy, "ratio": mse / copy}
+    print(json.dumps(res, indent=1))
+    if a.sheet:
+        from arvid.video.sheet import clips_sheet
+        clips_sheet([real[0]] + [v[..., None] for v in gen[:4]], a.sheet,
+                    titles=["real", "generated", "generated", "generated", "generated"])
+
+
+if __name__ == "__main__":
+    main()
