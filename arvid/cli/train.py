@@ -15,6 +15,7 @@ from pathlib import Path
 
 from arvid.cli._common import PARALLEL_THREADS_HELP, set_threads
 from arvid.errors import ArvidError
+from arvid.train.recipes import KINDS as RECIPE_KINDS, recipe_help, recipe_values
 
 # kind -> module with add_arguments(parser) and task_from_args(args)
 TASK_MODULES = {
@@ -25,14 +26,23 @@ TASK_MODULES = {
 
 _DESCRIPTION = """\
 Train a model with arvid's training engine: AdamW with linear warmup and cosine decay, gradient
-clipping, bf16 autocast on a GPU, a progress bar, checkpoints (safetensors weights, JSON config,
-optimizer state) written atomically every --ckpt-every steps and at the end, and --resume that
-continues a stopped or killed run exactly where its last checkpoint left it.
+clipping, bf16 autocast on a GPU, a progress bar with the time left, checkpoints (safetensors weights,
+JSON config, optimizer state) written atomically every --ckpt-every steps, every --ckpt-minutes minutes
+and at the end, and --resume that continues a stopped or killed run exactly where its last checkpoint
+left it. Ctrl-C, SIGTERM or SIGHUP finish the step in progress, save a checkpoint and say how to resume.
 
 kinds:
   tokenizer   the causal 3D-conv VQ video tokenizer
   generator   the transformer over tokenized clips
   toy         a tiny regression task that trains in seconds: checks a setup (GPU, torchrun)
+  plot        the curves of a run: `arvid train plot RUN` prints its log as a table and draws curves.png
+
+While it trains, the run folder holds log.csv (the losses and evaluation figures of every logged step;
+TensorBoard event files in tensorboard/ too when the tensorboard package is installed) and, after
+each evaluation, preview.png: held-out clips beside the model's reconstructions or continuations.
+
+`--recipe cpu-hour` (tokenizer and generator) sets the model size, clip length, steps and checkpoint
+interval for a small model in about an hour on 2 CPU cores; `--recipe gpu` for one GPU.
 
 `--resume` continues the run in --out with the options it was started with (kept in its checkpoint):
 give only --out and --resume, and --steps to extend the schedule; an option given that differs from the
@@ -54,6 +64,7 @@ Train the video tokenizer: the causal 3D-convolution autoencoder that turns fram
 and codes back into frames.
 
     arvid train tokenizer --out runs/tok --dataset moving-mnist --frames 9 --steps 2000
+    arvid train tokenizer --out runs/tok --dataset folder --data-path VIDEOS --recipe cpu-hour
 
 The loss is l1_weight·|x̂ - x| + l2_weight·(x̂ - x)² plus the quantizer's own terms; the progress bar
 shows it with PSNR and the share of codes in use. --consistency-weight W also charges flicker: each
@@ -64,18 +75,26 @@ reconstructed frame is compared with the one before it, moved along the real cli
 made with DIR keep working. --warp gives the decoder motion compensation (each frame blends its own
 rendering with the previous frame moved along a flow it predicts). --context trains a conditional coder:
 each latent frame is coded against the frame the decoder showed last, so the codes carry what is new.
+
+Every --eval-every steps the PSNR of held-out clips goes into the log (eval_psnr) and OUT/preview.png
+shows those clips above their reconstructions. OUT/log.csv holds every logged step; `arvid train plot
+OUT` shows it. Ctrl-C (or SIGTERM, SIGHUP) saves a checkpoint at the step reached; --resume continues.
 """,
     "generator": """\
 Train the generator: the causal transformer that predicts a clip's tokens, on clips coded by a trained
 tokenizer.
 
     arvid train generator --out runs/gen --tokenizer runs/tok --dataset moving-mnist --steps 3000
+    arvid train generator --out runs/gen --tokenizer runs/tok --dataset folder --data-path VIDEOS --recipe cpu-hour
 
 The clips are tokenized once into OUT/tokens-train and OUT/tokens-eval, which --resume and later runs
 reuse (--tokens and --eval-tokens take such folders). Each step trains on random windows of
 --train-frames latent frames; the bar shows the loss in bits per token, and every --eval-every steps the
-bits per token of held-out windows. Give --train-frames at least window + sinks + 2, so training shows the
-sink frames at the distance they keep in long clips.
+bits per token of held-out windows, and OUT/preview.png shows held-out clips above the model's
+continuations of their first latent frame. --train-frames must be at least window + sinks + 2 (9 for
+preset mnist), so training shows the sink frames at the distance they keep in long clips. OUT/log.csv
+holds every logged step (`arvid train plot OUT`); Ctrl-C (or SIGTERM, SIGHUP) saves a checkpoint at the
+step reached, and --resume continues it.
 
 With probability --label-dropout a clip trains without its labels, which --guidance needs later.
 --decoding masked trains a model that decides a latent frame's tokens together in a few steps (MaskGIT):
@@ -96,7 +115,7 @@ def register(subparsers) -> None:
         "train", help=COMMANDS["train"], description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("kind", choices=list(TASK_MODULES), help="what to train")
+    parser.add_argument("kind", choices=[*TASK_MODULES, "plot"], help="what to train (plot: a run's curves)")
     parser.add_argument("options", nargs=argparse.REMAINDER, metavar="OPTIONS",
                         help="training and model options: see `arvid train KIND --help`")
     parser.set_defaults(func=run)
@@ -122,7 +141,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--grad-clip", type=float, default=d.grad_clip,
                    help="max gradient norm, 0: off (default %(default)s)")
     g.add_argument("--ckpt-every", type=int, default=d.ckpt_every,
-                   help="steps between checkpoints (default %(default)s)")
+                   help="steps between checkpoints, at least 1 (default %(default)s)")
+    g.add_argument("--ckpt-minutes", type=float, default=None, metavar="M",
+                   help="also write a checkpoint whenever M minutes have passed since the last one, M > 0 "
+                        "(default: off)")
     g.add_argument("--log-every", type=int, default=d.log_every, help="steps between bar updates (default %(default)s)")
     g.add_argument("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
     g.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
@@ -138,14 +160,16 @@ def config_from_args(args: argparse.Namespace):
     return TrainConfig(
         out_dir=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, warmup_steps=args.warmup, min_lr_ratio=args.min_lr_ratio,
-        grad_clip=args.grad_clip, ckpt_every=args.ckpt_every, log_every=args.log_every, seed=args.seed,
+        grad_clip=args.grad_clip, ckpt_every=args.ckpt_every, ckpt_minutes=args.ckpt_minutes or 0.0,
+        log_every=args.log_every, seed=args.seed,
         device=args.device, bf16=args.bf16, resume=args.resume,
         options={k: str(v) if isinstance(v, os.PathLike) else v for k, v in vars(args).items()},
     )
 
 
 # options a resumed run may change: they do not change what is trained
-RESUME_MAY_CHANGE = ("out", "resume", "steps", "device", "threads", "log_every", "ckpt_every", "eval_every")
+RESUME_MAY_CHANGE = ("out", "resume", "steps", "device", "threads", "log_every", "ckpt_every", "ckpt_minutes",
+                     "eval_every")
 
 
 def resume_options(parser: argparse.ArgumentParser, argv: list[str], opts: argparse.Namespace) -> argparse.Namespace:
@@ -205,15 +229,54 @@ def build_kind_parser(kind: str):
     parser = Parser(prog=f"arvid train {kind}", description=KIND_HELP.get(kind, ""),
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(parser)
+    if kind in RECIPE_KINDS:
+        parser.add_argument("--recipe", metavar="NAME|FILE.toml", help=recipe_help(kind))
     add_task_arguments(kind, parser)
     return parser
 
 
+PLOT_HELP = """\
+Show the curves of a training run (finished or still training): its log.csv as a table of about a dozen
+steps spread over the run, with the loss, the figures, the held-out evaluation's and the learning rate,
+and the same curves drawn into a PNG.
+
+    arvid train plot runs/tok                      the table, and runs/tok/curves.png
+    arvid train plot runs/gen --out gen.png --rows 20
+"""
+
+
+def build_plot_parser() -> argparse.ArgumentParser:
+    from arvid.cli._common import Parser
+
+    parser = Parser(prog="arvid train plot", description=PLOT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", metavar="RUN", help="run folder of `arvid train` (or its log.csv)")
+    parser.add_argument("--out", metavar="FILE.png", default=None,
+                        help="where to draw the curves (default: RUN/curves.png); an existing file is replaced only "
+                             "when arvid drew it")
+    parser.add_argument("--rows", type=int, default=12, help="steps the table shows, at least 2 (default %(default)s)")
+    parser.add_argument("--no-picture", action="store_true", help="print the table only")
+    return parser
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.kind == "plot":
+        from arvid.train.plot import plot
+
+        opts = build_plot_parser().parse_args(args.options)
+        plot(opts.run, opts.out, opts.rows, picture=not opts.no_picture)
+        return 0
     parser = build_kind_parser(args.kind)
     opts = parser.parse_args(args.options)
+    if getattr(opts, "recipe", None):  # before --resume, which then puts back the run's own values
+        given = _given(parser, args.options)
+        for dest, value in recipe_values(opts.recipe, args.kind, parser).items():
+            if dest not in given:
+                setattr(opts, dest, value)
+    if opts.ckpt_minutes is not None and not 0 < opts.ckpt_minutes < float("inf"):
+        raise ArvidError(f"--ckpt-minutes must be a number of minutes above 0 (a finite one), got {opts.ckpt_minutes:g}")
     module = load_task_module(args.kind)
     from arvid.train import train
+    from arvid.train.checkpoint import sweep_temporaries
     from arvid.train.trainer import check_out_dir
 
     out = Path(opts.out)
@@ -222,11 +285,13 @@ def run(args: argparse.Namespace) -> int:
     if opts.resume:
         opts = resume_options(parser, args.options, opts)
     check_out_dir(out, opts.resume)  # before a task's data work (the generator tokenizes its dataset first)
+    if out.is_dir() and os.environ.get("RANK", "0") == "0":
+        sweep_temporaries(out)  # what a killed run left (a half-built token folder), before new data work
     set_threads(opts.threads)
     cfg = config_from_args(opts)
     task = module.task_from_args(opts)
     metrics = train(task, cfg)
     if os.environ.get("RANK", "0") == "0":
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float) and k != "lr")
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float) and k not in ("lr", "elapsed_s", "left_s"))
         print(f"arvid: trained {args.kind} to step {metrics.get('step', cfg.steps)} ({shown}); model in {cfg.out_dir}")
     return 0

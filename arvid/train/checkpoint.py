@@ -42,6 +42,9 @@ import torch
 from arvid.errors import ArvidError
 from arvid.files import (CONFIG_FILE, MODEL_FILE, Layout, ModelFiles, envelope_json, load_model_files, read_json,
                          read_safetensors, saveable, write_safetensors)
+from arvid.train.preview import CURVES_FILE, PREVIEW_FILE
+from arvid.train.runlog import LOG_FILE
+from arvid.train.tokens import TOKEN_FOLDERS
 from arvid.utils.atomic import atomic_path, is_temporary
 from arvid.version import __version__
 
@@ -50,6 +53,7 @@ STATE_FILE = "trainer_state.json"
 CHECKPOINTS = "checkpoints"
 _STATE_FILES = (MODEL_FILE, CONFIG_FILE, OPTIMIZER_FILE, STATE_FILE)  # publishing order: state last
 _STEP_DIR = re.compile(r"^step-(\d{8,})$")
+RUN_FILES = (*_STATE_FILES, LOG_FILE, PREVIEW_FILE, CURVES_FILE)  # the files a run writes at its folder's top
 
 
 @dataclass
@@ -123,18 +127,23 @@ def publish(folder: Path, out: Path) -> None:
 
 
 def sweep_temporaries(out_dir: str | os.PathLike) -> None:
-    """Delete what a killed run left: temporary step folders and temporary top-level files."""
+    """Delete what a killed run left in its folder: temporary step folders, temporary top-level files (the
+    checkpoint's, log.csv's, the pictures'), and half-built token folders (`.tokens-train.XXXXXXXX.tmp`). Only
+    names arvid's own writers make are touched (`arvid.utils.atomic.is_temporary`); a user's files never are."""
     out = Path(out_dir)
     root = out / CHECKPOINTS
     if root.is_dir():
         for p in root.iterdir():
             if _is_step_temporary(p):
                 shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-    for name in _STATE_FILES:
-        for p in out.iterdir():
-            if is_temporary(p, name):
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
+    if not out.is_dir():
+        return
+    for p in out.iterdir():
+        if any(is_temporary(p, name) for name in RUN_FILES) and not p.is_dir():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        elif any(is_temporary(p, name, is_dir=True) for name in TOKEN_FOLDERS) and p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _is_step_temporary(p: Path) -> bool:

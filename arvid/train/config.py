@@ -21,6 +21,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0  # 0 turns clipping off
     ckpt_every: int = 500
+    ckpt_minutes: float = 0.0  # also a checkpoint whenever this many minutes passed since the last (0: off)
     log_every: int = 10
     seed: int = 0
     device: str = "auto"
@@ -35,6 +36,7 @@ class TrainConfig:
             "weight_decay": self.weight_decay >= 0, "warmup_steps": self.warmup_steps >= 0,
             "min_lr_ratio": 0 <= self.min_lr_ratio <= 1, "grad_clip": self.grad_clip >= 0,
             "ckpt_every": self.ckpt_every >= 1, "log_every": self.log_every >= 1,
+            "ckpt_minutes": 0 <= self.ckpt_minutes < float("inf"),
             "betas": len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
         }
         bad = [name for name, ok in checks.items() if not ok]

@@ -47,6 +47,15 @@ class DistContext:
             value /= self.world_size
         return value
 
+    def max(self, values: list[float]) -> list[float]:
+        """The element-wise maximum of `values` over all processes (every process must call it): what one process
+        decided (a stop signal, a checkpoint due) every process then does at the same step."""
+        if not self.enabled:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t.tolist()
+
     def all_gather_bytes(self, blob: bytes) -> list[bytes]:
         """Every process's `blob`, in rank order (a collective: all processes must call it)."""
         if not self.enabled:

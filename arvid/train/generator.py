@@ -5,8 +5,9 @@ an arvid dataset and a trained tokenizer (--tokenizer PATH --dataset NAME) into 
 and OUT/tokens-eval, which later runs and --resume reuse. Each step draws random windows of
 --train-frames latent frames; batch (step, rank) is a pure function of its arguments, so resume
 is exact. The loss is next-token cross-entropy over every slot; the bar shows it in bits per
-token, and every --eval-every steps (and at the last step) the bits per token of a fixed set of
-held-out windows (eval_bits_per_token).
+token. Every --eval-every steps (and at the last step) the engine asks `eval_figures` for the bits per
+token of a fixed set of held-out windows (eval_bits_per_token) and `preview_clips` for held-out clips beside
+the model's continuations of their first latent frame (decoded by the tokenizer, into OUT/preview.png).
 
 Masked models (--decoding masked) learn to fill in a latent frame: each window is run twice in one
 pass, clean and masked. In the masked copy every latent frame has a random fraction of its tokens
@@ -22,8 +23,9 @@ clip's labels are replaced by the null label, which is what classifier-free guid
 for instance to train it further on more clips, or to start a masked generator from a raster one's weights
 (--decoding masked). --window and --sinks may differ from DIR's: no weight depends on how far attention reaches.
 
-Use --train-frames of at least window + sinks + 2 latent frames, so that training shows the sinks
-at the distance they keep for ever in long generation (see `arvid.generator.rope.sink_shift`).
+Windows have at least window + sinks + 2 latent frames (a shorter --train-frames is refused), so that
+training shows the sinks at the distance they keep for ever in long generation (see
+`arvid.generator.rope.sink_shift`).
 """
 
 from __future__ import annotations
@@ -42,10 +44,10 @@ import torch.nn.functional as F
 from arvid.data import make_dataset
 from arvid.errors import ArvidError
 from arvid.generator import Generator, GeneratorConfig, slot_inputs
-from arvid.tokenizer import Tokenizer
+from arvid.tokenizer import Tokenizer, tensor_to_video
 from arvid.train.distributed import unwrap
-from arvid.train.options import MODEL_FLAGS as _MODEL_FLAGS, generator_arguments as add_arguments
-from arvid.train.tokens import TokenDataset, build_token_dataset
+from arvid.train.options import MODEL_FLAGS as _MODEL_FLAGS, generator_arguments as add_arguments, train_frames_minimum
+from arvid.train.tokens import TOKEN_FOLDERS, TokenDataset, build_token_dataset
 from arvid.utils.device import resolve_device
 
 LN2 = math.log(2.0)
@@ -64,11 +66,11 @@ class GeneratorTask:
     steps: int = 0  # total steps of the run: evaluate at the last one
     seed: int = 0
     init: Generator | None = None  # trained weights to start from
+    tokenizer: Tokenizer | None = None  # decodes the preview's clips (none: no preview)
     kind: str = "generator"
 
     def __post_init__(self) -> None:
         self.train_frames = self.train_frames or self.train_data.frames
-        self._eval_value: float | None = None
 
     def build_model(self) -> Generator:
         model = Generator(self.config)
@@ -93,7 +95,7 @@ class GeneratorTask:
         if self.config.conditional:
             drop = torch.from_numpy(rng.random(batch_size) < self.label_dropout)
             labels = torch.where(drop[:, None], self.config.null_label, labels)
-        return {"step": step, **self._tensors(tokens, labels, device, rng)}
+        return self._tensors(tokens, labels, device, rng)
 
     def _tensors(self, tokens: torch.Tensor, labels: torch.Tensor, device, rng: np.random.Generator) -> dict:
         """raster: inputs (B, N) = the tokens shifted by one. masked: inputs = the tokens with each frame's random
@@ -116,14 +118,32 @@ class GeneratorTask:
     def loss(self, model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         logits, targets = self._logits(model, batch)
         loss = F.cross_entropy(logits.float(), targets)
-        metrics = {self.metric: loss.item() / LN2}
-        step = batch["step"]
-        if self.eval_data is not None and (self._eval_value is None or step % self.eval_every == 0
-                                           or step + 1 == self.steps):
-            self._eval_value = self.evaluate(model, batch["inputs"].device)
-        if self._eval_value is not None:
-            metrics["eval_" + self.metric] = self._eval_value
-        return loss, metrics
+        return loss, {self.metric: loss.item() / LN2}
+
+    def eval_figures(self, model) -> dict[str, float]:
+        """What the engine records at every --eval-every steps: the held-out bits per (masked) token."""
+        if self.eval_data is None:
+            return {}
+        return {"eval_" + self.metric: self.evaluate(model, next(model.parameters()).device)}
+
+    def preview_clips(self, model, clips: int = 2) -> list[tuple[str, np.ndarray]]:
+        """The first `clips` held-out clips (training clips without held-out ones) as the tokenizer shows them,
+        each followed by the model's continuation of its first latent frame, decoded: (title, uint8 (T, H, W, C))."""
+        from arvid.generator.sampler import generate
+
+        if self.tokenizer is None:
+            return []
+        data = self.eval_data or self.train_data
+        n = min(clips, data.num_clips)
+        real = torch.from_numpy(np.asarray(data.tokens[:n, :self.train_frames]).astype(np.int64))  # (B, t, h, w)
+        labels = torch.from_numpy(data.labels[:n].copy()) if self.config.conditional else None
+        frames = list(generate(unwrap(model), real.shape[1] - 1, batch=n, labels=labels, context=real[:, :1], seed=0))
+        made = torch.cat([real[:, :1], torch.stack(frames, dim=1).cpu()], dim=1) if frames else real[:, :1]
+        shown = [tensor_to_video(self.tokenizer.decode(t)) for t in (real, made)]  # uint8 (B, T, H, W, C) each
+        which = "held-out" if self.eval_data is not None else "training"
+        return [(title, clip[i]) for i in range(n) for title, clip in
+                ((f"{which} clip {i + 1} (through the tokenizer)", shown[0]),
+                 ("generated after its first latent frame", shown[1]))]
 
     @property
     def metric(self) -> str:
@@ -192,18 +212,33 @@ def task_from_args(args: argparse.Namespace) -> GeneratorTask:
             **overrides)
     if eval_data is not None and (eval_data.latent_hw != (h, w) or eval_data.vocab_size != train_data.vocab_size):
         raise ArvidError(f"--eval-tokens {eval_data.folder} does not match the training tokens (frame or vocabulary)")
-    frames = args.train_frames or train_data.frames
-    if not 1 <= frames <= train_data.frames or (eval_data is not None and frames > eval_data.frames):
-        raise ArvidError(f"--train-frames {frames} must be between 1 and the clips' {train_data.frames} latent frames")
+    longest = min(train_data.frames, eval_data.frames if eval_data is not None else train_data.frames)
+    frames = args.train_frames or longest
+    if not 1 <= frames <= longest:
+        raise ArvidError(f"--train-frames {frames} must be between 1 and the clips' {longest} latent frames")
+    check_train_frames(frames, config, "--init " + str(init) if init_model is not None else f"preset {args.preset}",
+                       given=bool(args.train_frames), longest=longest)
     if not 0 <= args.label_dropout <= 1 or args.eval_every < 1 or args.eval_windows < 1:
-        raise ArvidError("--label-dropout must be in [0, 1], --eval-every and --eval-windows >= 1")
-    if config.sink_frames and frames < config.window_frames + config.sink_frames + 2 and _is_main():
-        print(f"arvid: note: --train-frames {frames} < window + sinks + 2 = "
-              f"{config.window_frames + config.sink_frames + 2}: training never shows the sinks at the distance "
-              "they keep in long generation")
+        raise ArvidError(f"--label-dropout must be in [0, 1] (got {args.label_dropout}), --eval-every and --eval-windows "
+                         f"at least 1 (got {args.eval_every} and {args.eval_windows})")
     return GeneratorTask(config, train_data, eval_data, frames, args.label_dropout if conditional else 0.0,
                          args.eval_every, args.eval_windows, getattr(args, "steps", 0), getattr(args, "seed", 0),
-                         init_model)
+                         init_model, tokenizer=_preview_tokenizer(args, train_data))
+
+
+def check_train_frames(frames: int, config: GeneratorConfig, origin: str, given: bool, longest: int) -> None:
+    """ArvidError, with the numbers, when windows of `frames` latent frames are too short for the sinks: training
+    must show them at the distance they keep for ever in long generation (window + sinks + 2 latent frames)."""
+    least = train_frames_minimum(config.window_frames, config.sink_frames)
+    if frames >= least:
+        return
+    rule = (f"at least {least} latent frames for {origin} (window {config.window_frames} + sinks "
+            f"{config.sink_frames} + 2), so training shows the sink frames at the distance they keep in long clips")
+    if given:
+        fix = f"give --train-frames {least} or more" if least <= longest else "tokenize longer clips (--clip-frames)"
+        raise ArvidError(f"--train-frames {frames} is too short: windows need {rule}; {fix}, or a smaller --window")
+    raise ArvidError(f"the clips have {longest} latent frames: windows need {rule}; tokenize longer clips "
+                     "(--clip-frames), or give a smaller --window")
 
 
 def _data_from_args(args) -> tuple[TokenDataset, TokenDataset | None]:
@@ -216,9 +251,28 @@ def _data_from_args(args) -> tuple[TokenDataset, TokenDataset | None]:
     out = Path(args.out)
     source = {"tokenizer": str(Path(args.tokenizer).resolve()), "dataset": args.dataset, "size": args.size,
               "frames": args.clip_frames, "data_path": args.data_path}
-    train = tokenized(out / "tokens-train", args, "train", args.clips, source)
-    evals = tokenized(out / "tokens-eval", args, "eval", args.eval_clips, source) if args.eval_clips else None
+    train_folder, eval_folder = (out / name for name in TOKEN_FOLDERS)
+    train = tokenized(train_folder, args, "train", args.clips, source)
+    evals = tokenized(eval_folder, args, "eval", args.eval_clips, source) if args.eval_clips else None
     return train, evals
+
+
+def _preview_tokenizer(args, data: TokenDataset) -> Tokenizer | None:
+    """The tokenizer that made the training tokens (--tokenizer, or the one their folder names), to decode the
+    preview; None when it is gone or does not read these codes: training goes on without a preview."""
+    path = args.tokenizer or data.source.get("tokenizer")
+    if not isinstance(path, str) or not Path(path).is_dir():
+        return None
+    try:
+        tokenizer = _load_tokenizer(path, getattr(args, "device", "auto"))
+    except ArvidError:
+        return None
+    return tokenizer if tokenizer.codebook_size == data.vocab_size else None
+
+
+def _load_tokenizer(path, device_name: str) -> Tokenizer:
+    device = resolve_device(device_name if device_name else "auto")
+    return Tokenizer.from_pretrained(path, device=device).eval()
 
 
 def tokenized(folder: Path, args, split: str, count: int, source: dict) -> TokenDataset:
@@ -237,8 +291,10 @@ def tokenized(folder: Path, args, split: str, count: int, source: dict) -> Token
 
 
 def _build(folder: Path, args, split: str, count: int, source: dict) -> None:
-    device = resolve_device(getattr(args, "device", "auto"))
-    tokenizer = Tokenizer.from_pretrained(args.tokenizer, device=device).eval()
+    from arvid.train.tokenizer import check_clip_size
+
+    tokenizer = _load_tokenizer(args.tokenizer, getattr(args, "device", "auto"))
+    check_clip_size(args.clip_frames, args.size, tokenizer.config, "--clip-frames", "--size")
     dataset = make_dataset(args.dataset, frames=args.clip_frames, size=args.size, split=split,
                            seed=getattr(args, "seed", 0), path=args.data_path)
     folder.parent.mkdir(parents=True, exist_ok=True)

@@ -23,8 +23,11 @@ def tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--dataset", default="moving-mnist", help="moving-mnist, shapes or folder (default moving-mnist)")
     g.add_argument("--data-path", default=None, help="folder of videos, for --dataset folder")
     g.add_argument("--frames", type=int, default=9,
-                   help="frames per training clip, 1 + k·τ (default 9; the model is convolutional, any valid length works later)")
-    g.add_argument("--size", type=int, default=64, help="frame height and width in pixels (default 64)")
+                   help=f"frames per training clip: 1 + k·τ, {_frame_rule()} (default 9; the model is convolutional, "
+                        "any valid length works later)")
+    g.add_argument("--size", type=int, default=64,
+                   help=f"frame height and width in pixels: a multiple of the spatial factor, {_size_rule()}; "
+                        "moving-mnist needs at least 28 (default 64)")
     g.add_argument("--preset", default="mnist", choices=sorted(TOKENIZER_PRESETS), help="model preset the options below modify (default mnist)")
     g.add_argument("--tau", type=int, default=None, help="temporal factor τ: 1, 2 or 4 (default: the preset's)")
     g.add_argument("--spatial-factor", type=int, default=None, help="4, 8 or 16 (default: the preset's)")
@@ -52,6 +55,10 @@ def tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
                    help="weight of |x - x̂| in the reconstruction loss (default: the preset's, 0.2; 0 trains for MSE, i.e. PSNR)")
     g.add_argument("--l2-weight", type=float, default=None,
                    help="weight of (x - x̂)² in the reconstruction loss (default: the preset's, 1.0)")
+    g.add_argument("--eval-every", type=int, default=200,
+                   help="steps between evaluations: the PSNR of held-out clips (eval_psnr in the log) and preview.png "
+                        "in --out, real clips beside their reconstructions; 0: none (default %(default)s)")
+    g.add_argument("--eval-clips", type=int, default=8, help="held-out clips per evaluation (default %(default)s)")
     g.add_argument("--consistency-weight", type=float, default=0.0,
                    help="weight of the loss on |x̂_t - warp(x̂_t-1)| along the real clip's optical flow (Farneback, "
                         "needs OpenCV): the reconstruction must move as the clip moves, without flicker (default 0: off)")
@@ -67,8 +74,11 @@ def generator_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--data-path", metavar="DIR", help="video folder, for --dataset folder")
     data.add_argument("--clips", type=int, default=4000, help="training clips to tokenize (default %(default)s)")
     data.add_argument("--eval-clips", type=int, default=256, help="held-out clips to tokenize (default %(default)s)")
-    data.add_argument("--clip-frames", type=int, default=33, help="frames per tokenized clip (default %(default)s)")
-    data.add_argument("--size", type=int, default=64, help="frame size of tokenized clips (default %(default)s)")
+    data.add_argument("--clip-frames", type=int, default=33,
+                      help="frames per tokenized clip: 1 + k·τ of the tokenizer (τ 2: an odd number; τ 4: 5, 9, 13, ...), "
+                           "giving at least --train-frames latent frames (default %(default)s)")
+    data.add_argument("--size", type=int, default=64,
+                      help="frame size of tokenized clips: a multiple of the tokenizer's spatial factor (default %(default)s)")
 
     model = parser.add_argument_group("generator model (vocabulary, frame and labels come from the data)")
     model.add_argument("--preset", default="mnist", choices=list(GENERATOR_PRESETS), help="architecture preset (default %(default)s)")
@@ -83,13 +93,47 @@ def generator_arguments(parser: argparse.ArgumentParser) -> None:
 
     run = parser.add_argument_group("generator training")
     run.add_argument("--train-frames", type=int, default=0,
-                     help="latent frames per training window (default: whole clips)")
+                     help="latent frames per training window (default: whole clips); at least window + sinks + 2, so "
+                          f"training shows the sink frames at the distance they keep in long clips: {_train_frames_rule()}")
     run.add_argument("--label-dropout", type=float, default=0.1,
                      help="probability of training a clip without its labels, for guidance (default %(default)s)")
     run.add_argument("--init", metavar="DIR", default=None,
                      help="start from this trained generator (its weights and architecture; fresh optimizer and schedule)")
-    run.add_argument("--eval-every", type=int, default=200, help="steps between held-out evaluations (default %(default)s)")
+    run.add_argument("--eval-every", type=int, default=200,
+                     help="steps between evaluations: bits per token of held-out windows (eval_bits_per_token in the "
+                          "log) and preview.png in --out, real clips beside the model's continuations of their first "
+                          "latent frame (default %(default)s)")
     run.add_argument("--eval-windows", type=int, default=64, help="held-out windows per evaluation (default %(default)s)")
+
+
+def train_frames_minimum(window: int, sinks: int) -> int:
+    """The fewest latent frames a training window may have: window + sinks + 2 (any number without sinks)."""
+    return window + sinks + 2 if sinks else 1
+
+
+def _train_frames_rule() -> str:
+    """The minimum of --train-frames for each preset, as --help states it."""
+    by: dict[str, list[str]] = {}
+    for name, c in GENERATOR_PRESETS.items():
+        key = f"{train_frames_minimum(c.window_frames, c.sink_frames)} (window {c.window_frames} + sinks {c.sink_frames} + 2)"
+        by.setdefault(key, []).append(name)
+    return "; ".join(f"{k} for preset {' and '.join(v)}" for k, v in by.items()) + ", else from --window and --sinks"
+
+
+def _frame_rule() -> str:
+    """The valid --frames of each tokenizer preset."""
+    by: dict[int, list[str]] = {}
+    for name, p in TOKENIZER_PRESETS.items():
+        by.setdefault(p["temporal_factor"], []).append(name)
+    return "; ".join(f"with τ {t} ({', '.join(v)}): {', '.join(str(1 + k * t) for k in range(1, 5))}, ..."
+                     for t, v in sorted(by.items()))
+
+
+def _size_rule() -> str:
+    by: dict[int, list[str]] = {}
+    for name, p in TOKENIZER_PRESETS.items():
+        by.setdefault(p["spatial_factor"], []).append(name)
+    return "; ".join(f"{s} for {', '.join(v)}" for s, v in sorted(by.items()))
 
 
 def add_task_arguments(kind: str, parser: argparse.ArgumentParser) -> None:
@@ -101,4 +145,4 @@ def add_task_arguments(kind: str, parser: argparse.ArgumentParser) -> None:
     add_arguments(parser)
 
 
-__all__ = ["MODEL_FLAGS", "TRAIN_PARTS", "add_task_arguments", "generator_arguments", "tokenizer_arguments"]
+__all__ = ["MODEL_FLAGS", "TRAIN_PARTS", "add_task_arguments", "train_frames_minimum", "generator_arguments", "tokenizer_arguments"]

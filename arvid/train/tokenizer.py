@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from arvid.data import make_dataset
 from arvid.errors import ArvidError
-from arvid.tokenizer import Tokenizer, TokenizerConfig, check_frames, tensor_to_video, video_to_tensor
+from arvid.tokenizer import Tokenizer, TokenizerConfig, tensor_to_video, video_to_tensor
+from arvid.tokenizer.frames import is_valid_frames, nearest_valid_frames
 from arvid.tokenizer.warp import warp as warp_frames
 from arvid.train.options import TRAIN_PARTS, tokenizer_arguments as add_arguments
 from arvid.video.flow import clip_flows, require_opencv
@@ -47,7 +48,7 @@ class TokenizerTask:
 
     def __init__(self, config: TokenizerConfig, dataset_name: str, frames: int, size: int,
                  data_path: str | None = None, seed: int = 0, init: str | None = None, part: str = "all",
-                 warp: bool = False, consistency_weight: float = 0.0):
+                 warp: bool = False, consistency_weight: float = 0.0, eval_every: int = 0, eval_clips: int = 8):
         if part not in TRAIN_PARTS:
             raise ArvidError(f"--train-part must be one of {', '.join(TRAIN_PARTS)}, got {part!r}")
         if part != "all" and init is None:
@@ -56,7 +57,13 @@ class TokenizerTask:
             raise ArvidError(f"--consistency-weight must be a finite number >= 0, got {consistency_weight}")
         if consistency_weight:
             require_opencv()  # fail before training when OpenCV is missing
+        if eval_every < 0 or eval_clips < 1:
+            raise ArvidError(f"--eval-every must be >= 0 (0: no evaluation) and --eval-clips >= 1, got {eval_every} "
+                             f"and {eval_clips}")
         self.init, self.part = init, part
+        self.eval_every, self.eval_clips, self.seed, self.data_path = eval_every, eval_clips, seed, data_path
+        self._eval_set: torch.Tensor | None = None
+        self._shown: list[tuple[str, np.ndarray]] = []
         self.consistency_weight = float(consistency_weight)
         self._init_model = Tokenizer.from_pretrained(init) if init is not None else None  # fails before training
         if part == "decoder":  # refuses, before anything is written, a tokenizer that cannot be frozen
@@ -69,7 +76,7 @@ class TokenizerTask:
             config = config.replace(notes={**config.notes, "init": str(init), "trained_part": part},
                                     warp=config.warp or warp)
         self.added_warp = init is not None and warp and not self._init_model.config.warp
-        check_frames(frames, config.temporal_factor, what="--frames")
+        check_clip_size(frames, size, config, "--frames", "--size")
         self.dataset = make_dataset(dataset_name, frames=frames, size=size, split="train", seed=seed, path=data_path)
         if self.dataset.channels != config.channels:
             if init is not None:
@@ -127,6 +134,42 @@ class TokenizerTask:
 
     def throughput(self, batch: torch.Tensor) -> dict[str, float]:
         return {"frames": float(batch.shape[0] * batch.shape[2])}
+
+    def eval_figures(self, model) -> dict[str, float]:
+        """PSNR of the reconstructions of the first --eval-clips clips of the dataset's eval split (the same clips
+        at every evaluation); the first two, beside their reconstructions, are what `preview_clips` shows."""
+        if self._eval_set is None:
+            data = make_dataset(self.dataset_name, frames=self.frames, size=self.size, split="eval", seed=self.seed,
+                                path=self.data_path)
+            self._eval_set = video_to_tensor(data.batch(range(self.eval_clips))[0])  # (N, C, T, H, W)
+        device = next(model.parameters()).device
+        se, shown = 0.0, []
+        for first in range(0, self.eval_clips, 4):
+            x = self._eval_set[first: first + 4].to(device)
+            recon = model(x)[0].float().clamp(-1, 1)
+            se += F.mse_loss(recon, x, reduction="sum").item()
+            if first == 0:
+                shown = [(title, tensor_to_video(v[None])[0]) for i in range(min(2, len(x)))
+                         for title, v in ((f"held-out clip {i + 1}", x[i]), ("reconstructed", recon[i]))]
+        self._shown = shown
+        return {"eval_psnr": psnr_from_mse(se / self._eval_set.numel())}
+
+    def preview_clips(self, model) -> list[tuple[str, np.ndarray]]:
+        return self._shown
+
+
+def check_clip_size(frames: int, size: int, config: TokenizerConfig, frames_flag: str, size_flag: str) -> None:
+    """ArvidError naming the flag and the valid values when clips of `frames` frames of `size` pixels do not fit
+    a tokenizer of `config` (1 + k·τ frames; a size that is a multiple of the spatial factor)."""
+    tau, s = config.temporal_factor, config.spatial_factor
+    if frames < 1 or not is_valid_frames(frames, tau):
+        near = " or ".join(str(n) for n in nearest_valid_frames(max(frames, 1), tau))
+        raise ArvidError(f"{frames_flag} {frames} does not fit the tokenizer: it takes 1 + k·{tau} frames (τ = {tau}): "
+                         f"give {near}")
+    if size < s or size % s:
+        near = " or ".join(str(n) for n in sorted({max(s, size // s * s), (size // s + 1) * s}))
+        raise ArvidError(f"{size_flag} {size} does not fit the tokenizer: frames must be a multiple of {s} pixels "
+                         f"(its spatial factor): give {near}")
 
 
 def consistency_loss(recon: torch.Tensor, target: torch.Tensor, tolerance: float = 0.1) -> torch.Tensor:
@@ -194,4 +237,5 @@ def task_from_args(args: argparse.Namespace) -> TokenizerTask:
                          data_path=args.data_path, seed=getattr(args, "seed", 0) or 0,
                          init=init, part=getattr(args, "train_part", "all"),
                          warp=bool(getattr(args, "warp", False)),
-                         consistency_weight=getattr(args, "consistency_weight", 0.0) or 0.0)
+                         consistency_weight=getattr(args, "consistency_weight", 0.0) or 0.0,
+                         eval_every=getattr(args, "eval_every", 0) or 0, eval_clips=getattr(args, "eval_clips", 8))

@@ -25,6 +25,7 @@ from arvid.utils.atomic import atomic_path
 from arvid.utils.jsonfile import read_json
 
 TOKENS, LABELS, META = "tokens.npy", "labels.npy", "meta.json"
+TOKEN_FOLDERS = ("tokens-train", "tokens-eval")  # what `arvid train generator --tokenizer` builds in its run folder
 
 
 class TokenDataset:
@@ -142,4 +143,4 @@ def _load_array(path: Path, mmap: bool) -> np.ndarray:
         raise ArvidError(f"{path} is not a readable .npy array (truncated or not numpy): {e}") from None
 
 
-__all__ = ["TokenDataset", "build_token_dataset", "write_token_dataset"]
+__all__ = ["TOKEN_FOLDERS", "TokenDataset", "build_token_dataset", "write_token_dataset"]

@@ -13,8 +13,10 @@ step, so a resumed run draws the same batches and random numbers as an uninterru
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -29,8 +31,11 @@ from arvid.train.checkpoint import (OPTIMIZER_FILE, holds_checkpoint, latest_che
                                     save_checkpoint, sweep_temporaries)
 from arvid.train.config import TrainConfig
 from arvid.train.distributed import DistContext, setup, teardown
+from arvid.train.preview import PREVIEW_FILE, check_own, write_preview
 from arvid.train.rng import capture as capture_rng, restore as restore_rng, seed_all
+from arvid.train.runlog import LOG_FILE, RunLog, is_run_log
 from arvid.train.schedule import lr_factor
+from arvid.train.stop import StopNow, StopRequests
 
 
 @runtime_checkable
@@ -101,6 +106,11 @@ def check_out_dir(out: Path, resume: bool) -> None:
     if resume and latest_checkpoint(out) is None and holds_checkpoint(out):
         raise ArvidError(f"{out} holds model files but no checkpoints/ folder: it is not a training run "
                          "that can be resumed (or its checkpoints were deleted); give another --out")
+    log = out / LOG_FILE
+    if os.path.lexists(log) and not is_run_log(log):
+        raise ArvidError(f"{log} exists and arvid did not write it: a run writes its log there; move that file, "
+                         "or give another --out")
+    check_own(out / PREVIEW_FILE, "training preview")
 
 
 class _Run:
@@ -172,30 +182,106 @@ class _Run:
     def run(self) -> dict:
         start = self._setup()
         cfg, ctx = self.cfg, self.ctx
-        bar = tqdm(total=cfg.steps, initial=start, desc=f"train {self.task.kind}", unit="step",
-                   dynamic_ncols=True, disable=not ctx.is_main)
+        bar = tqdm(total=cfg.steps, initial=start, desc=f"train {self.task.kind}", unit="step", dynamic_ncols=True,
+                   disable=not ctx.is_main, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
         last: dict = dict(self.history[-1]) if self.history else {}
+        self.figures = {k: v for k, v in last.items() if k.startswith("eval_")}  # the latest evaluation's
+        self.log = RunLog(self.out, self.history, start) if ctx.is_main else None
+        self.clock = _Clock(last.get("elapsed_s") or 0.0)
+        self.saved_at = start if start else None
         counts: dict[str, float] = {}
-        t0, done = time.perf_counter(), 0
+        t0, done, last_save = time.perf_counter(), 0, time.monotonic()
         try:
-            for step in range(start, cfg.steps):
-                loss, metrics, lr, extra = self._step(step)
-                for k, v in extra.items():
-                    counts[k] = counts.get(k, 0.0) + v
-                done += 1
-                bar.update(1)
-                if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-                    elapsed = max(time.perf_counter() - t0, 1e-9)
-                    rates = {f"{k}/s": v * ctx.world_size / elapsed for k, v in counts.items()}
-                    last = {"step": step + 1, "loss": loss, **metrics, "lr": lr,
-                            "steps/s": done / elapsed, **rates}
-                    self.history.append(last)
-                    bar.set_postfix({k: _short(v) for k, v in last.items() if k not in ("step", "steps/s")})
-                if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
-                    self._save(step + 1)
+            with StopRequests() as stop:
+                for step in range(start, cfg.steps):
+                    with self.clock.timing("step"):
+                        loss, metrics, lr, extra = self._step(step)
+                    n = step + 1  # steps done
+                    evaluated = self._eval_due(n)
+                    if evaluated:
+                        with self.clock.timing("eval"):
+                            self._evaluate(n)
+                    for k, v in extra.items():
+                        counts[k] = counts.get(k, 0.0) + v
+                    done += 1
+                    bar.update(1)
+                    if n % cfg.log_every == 0 or n == cfg.steps or evaluated:
+                        elapsed = max(time.perf_counter() - t0, 1e-9)
+                        rates = {f"{k}/s": v * ctx.world_size / elapsed for k, v in counts.items()}
+                        last = {"step": n, "elapsed_s": self.clock.elapsed(), "left_s": self._left(n), "loss": loss,
+                                **metrics, **self.figures, "lr": lr, "steps/s": done / elapsed, **rates}
+                        self.history.append(last)
+                        if self.log is not None:
+                            self.log.append(last, self.history)
+                        bar.set_postfix({"left": _duration(last["left_s"]),
+                                         **{k: _short(v) for k, v in last.items() if k not in _NOT_SHOWN}})
+                    due = cfg.ckpt_minutes > 0 and time.monotonic() - last_save >= cfg.ckpt_minutes * 60
+                    signum, due = (int(v) for v in ctx.max([stop.signum, float(due)]))  # all processes agree
+                    stop.request(signum)
+                    if n % cfg.ckpt_every == 0 or n == cfg.steps or due or stop.requested:
+                        with stop.holding(), self.clock.timing("ckpt"):
+                            self._save(n)
+                        last_save = time.monotonic()
+                    if stop.requested and n < cfg.steps:
+                        raise self._stopped(n, stop.exit_code)
+        except StopNow as e:
+            raise self._stopped(None, e.exit_code) from None
         finally:
             bar.close()
+            if self.log is not None:
+                self.log.close()
         return last
+
+    def _stopped(self, step: int | None, exit_code: int) -> KeyboardInterrupt:
+        """The interruption the CLI reports in one line: where the work is saved and how to continue it."""
+        resume = f"continue with `arvid train {self.task.kind} --out {self.out} --resume`"
+        if step is not None:
+            said = f"step {step} saved in {latest_checkpoint(self.out)}; {resume}"
+        elif self.saved_at is not None:
+            said = (f"stopped at once, without saving the step in progress: the checkpoint of step {self.saved_at} "
+                    f"in {self.out} is intact; {resume}")
+        else:
+            said = "stopped at once, before the first checkpoint: nothing was saved"
+        stop = KeyboardInterrupt(said)
+        stop.exit_code = exit_code
+        return stop
+
+    # -- evaluation, previews, the time left
+
+    def _eval_due(self, n: int) -> bool:
+        every = getattr(self.task, "eval_every", 0) or 0
+        return every > 0 and callable(getattr(self.task, "eval_figures", None)) and (n % every == 0 or n == self.cfg.steps)
+
+    def _evaluate(self, n: int) -> None:
+        """The task's held-out figures (and, on the main process, preview.png) after `n` steps, in eval mode and
+        without touching the training's random numbers, so a run evaluated more or less often trains the same."""
+        model, device = self.model, self.ctx.device
+        rng, was_training = capture_rng(device), model.training
+        model.eval()
+        try:
+            with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                self.figures = {k: float(v) for k, v in self.task.eval_figures(model).items()}
+                clips = getattr(self.task, "preview_clips", None)
+                if self.ctx.is_main and clips is not None:
+                    shown = clips(model)
+                    if shown:
+                        write_preview(self.out / PREVIEW_FILE, shown, f"step {n}")
+        finally:
+            model.train(was_training)
+            restore_rng(rng, device)
+
+    def _left(self, n: int) -> float | None:
+        """Seconds still to go after `n` steps: the steps, evaluations and checkpoints left at their measured cost."""
+        cfg = self.cfg
+        if n >= cfg.steps:
+            return 0.0
+        every = getattr(self.task, "eval_every", 0) or 0
+
+        def left(period: int) -> int:  # multiples of period in (n, steps], and the last step
+            return cfg.steps // period - n // period + (cfg.steps % period != 0) if period else 0
+
+        return self.clock.estimate({"step": cfg.steps - n, "eval": left(every) if self._eval_due(cfg.steps) else 0,
+                                    "ckpt": left(cfg.ckpt_every)})
 
     def _step(self, step: int) -> tuple[float, dict[str, float], float, dict[str, float]]:
         cfg, ctx = self.cfg, self.ctx
@@ -231,6 +317,7 @@ class _Run:
             save_checkpoint(self.out, step, self.model, self.optimizer, self.task.kind,
                                  self.model_config, state)
         self.ctx.barrier()
+        self.saved_at = step
 
 
 def _jsonable(config: dict, what: str) -> dict:
@@ -243,6 +330,44 @@ def _jsonable(config: dict, what: str) -> dict:
 
 def _short(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+_NOT_SHOWN = ("step", "steps/s", "elapsed_s", "left_s")  # kept in the log, not on the bar
+
+
+def _duration(seconds: float | None) -> str:
+    """12:34 or 1:02:03; '?' before anything was measured."""
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class _Clock:
+    """Measured time of each kind of work (steps, evaluations, checkpoints) and the training time so far."""
+
+    def __init__(self, elapsed_before: float) -> None:
+        self.before, self.start = float(elapsed_before), time.perf_counter()
+        self.total: dict[str, float] = {}
+        self.count: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def timing(self, kind: str):
+        t = time.perf_counter()
+        yield
+        self.total[kind] = self.total.get(kind, 0.0) + time.perf_counter() - t
+        self.count[kind] = self.count.get(kind, 0) + 1
+
+    def elapsed(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+    def estimate(self, left: dict[str, int]) -> float | None:
+        """Seconds for `left` (kind -> how many more); None until a step was measured. A kind not measured yet
+        (the first evaluation) is counted as free until it has been."""
+        if not self.count.get("step"):
+            return None
+        return sum(self.total[k] / self.count[k] * n for k, n in left.items() if self.count.get(k))
 
 
 __all__ = ["TrainConfig", "TrainTask", "build_optimizer", "check_out_dir", "default_no_decay", "train"]
