@@ -89,6 +89,8 @@ class TokenizerTask:
             notes["consistency_weight"] = float(consistency_weight)
         self.config = config.replace(notes=notes)
         self.dataset_name, self.frames, self.size = dataset_name, frames, size
+        self._eval_data = make_dataset(dataset_name, frames=frames, size=size, split="eval", seed=seed,
+                                       path=data_path) if eval_every else None  # refused now, not at the first evaluation
 
     def build_model(self) -> Tokenizer:
         if self.init is None:
@@ -139,9 +141,7 @@ class TokenizerTask:
         """PSNR of the reconstructions of the first --eval-clips clips of the dataset's eval split (the same clips
         at every evaluation); the first two, beside their reconstructions, are what `preview_clips` shows."""
         if self._eval_set is None:
-            data = make_dataset(self.dataset_name, frames=self.frames, size=self.size, split="eval", seed=self.seed,
-                                path=self.data_path)
-            self._eval_set = video_to_tensor(data.batch(range(self.eval_clips))[0])  # (N, C, T, H, W)
+            self._eval_set = video_to_tensor(self._eval_data.batch(range(self.eval_clips))[0])  # (N, C, T, H, W)
         device = next(model.parameters()).device
         se, shown = 0.0, []
         for first in range(0, self.eval_clips, 4):
