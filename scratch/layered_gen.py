@@ -55,6 +55,8 @@ def main():
     ap.add_argument("--clips", type=int, default=32); ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--guidance", type=float, default=1.0); ap.add_argument("--sheet")
     ap.add_argument("--threads", type=int, default=1); ap.add_argument("--continuation", type=int, default=16)
+    ap.add_argument("--long", type=int, default=0); ap.add_argument("--long-frames", type=int, default=1024)
+    ap.add_argument("--speed", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     c, g = Codec(a.seg, a.ref_decoder), Generator.from_pretrained(a.gen).eval()
@@ -94,6 +96,38 @@ def main():
         mse = float(((pred.astype(np.float64) - future) ** 2).mean() / 255**2)
         copy = float(((given[:, -1:].astype(np.float64) - future) ** 2).mean() / 255**2)
         res["continuation"] = {"mse": mse, "copy_last_mse": copy, "ratio": mse / copy}
+    if a.long:  # collapse on long clips, the rule of `arvid eval generation` (bounds from 16 real clips of 256)
+        from arvid.eval.generation import BlockStats, collapse_rule, collapsed
+        lr = MovingMNIST(frames=256, split="eval", seed=3)
+        rs = BlockStats(16)
+        rv = np.stack([lr[i].video for i in range(16)])
+        for t in range(rv.shape[1]):
+            rs.push(rv[:, t])
+        rule = collapse_rule(*rs.arrays()[:2])
+        lab = torch.as_tensor(labels[:a.long])
+        toks = torch.stack(list(generate(g, 1 + a.long_frames // PER_LATENT, Sampling(guidance=a.guidance),
+                                         batch=a.long, labels=lab, seed=99)), 1).numpy()
+        long, _ = decode(c, toks, a.long_frames)
+        gs = BlockStats(a.long)
+        for t in range(long.shape[1]):
+            gs.push(long[:, t, ..., None])
+        bad = collapsed(*gs.arrays(), rule)
+        res["long"] = {"clips": a.long, "frames": a.long_frames, "collapses": int(bad.sum()),
+                       "warp_ratio_last_64": float(np.mean([warping_error(x[-64:]) for x in long]) / res["real"]["warp"])}
+        res["long"].update({k: v for k, v in identity_figures(long[:, -64:, ..., None], idr).items()
+                            if k in ("switches_per_100", "confident_share", "tracked_steps", "switches")})
+    if a.speed:  # batch 1, side by side with the shipped model: frames per second of a 64-frame clip
+        from arvid import Arvid
+        shipped = Arvid.from_pretrained()
+        def timed(f):
+            t0 = time.perf_counter(); f(); return time.perf_counter() - t0
+        lab1 = torch.as_tensor(labels[:1])
+        ours = lambda: decode(c, torch.stack(list(generate(g, 5, Sampling(), batch=1, labels=lab1, seed=5)), 1).numpy(), 64)
+        theirs = lambda: shipped.generate(64, labels=[int(v) for v in labels[0]], seed=5)
+        ours(); theirs()  # warm
+        t_ours = min(timed(ours) for _ in range(2)); t_theirs = min(timed(theirs) for _ in range(2))
+        res["speed"] = {"layered_frames_per_s": 64 / t_ours, "shipped_frames_per_s": 64 / t_theirs,
+                        "ratio": t_theirs / t_ours, "threads": torch.get_num_threads()}
     print(json.dumps(res, indent=1))
     if a.sheet:
         from arvid.video.sheet import clips_sheet
