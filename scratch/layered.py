@@ -25,14 +25,22 @@ from arvid.tokenizer import Tokenizer
 CODES, K, ABSENT = 240, 2, 64
 VOCAB = CODES + ABSENT + 1
 PER_LATENT = 16  # frames of positions per latent frame: 16 x K x 2 = 64 = 8x8
+SEG = "scratch/checkpoints/layer-seg.safetensors"
+REF_DECODER = "scratch/checkpoints/reference-decoder.safetensors"
 
 
 class Codec:
-    def __init__(self, seg="runs/seg/seg.pt", ref_decoder=None):
+    def __init__(self, seg=SEG, ref_decoder=REF_DECODER):
+        from safetensors.torch import load_file
         self.tok = Tokenizer.from_pretrained("arvid/weights/default/tokenizer").eval()
-        self.dec = Tokenizer.from_pretrained(ref_decoder).eval() if ref_decoder else self.tok
+        self.dec = self.tok
+        if ref_decoder and ref_decoder.endswith(".safetensors"):  # the decoder's weights only
+            self.dec = Tokenizer.from_pretrained("arvid/weights/default/tokenizer").eval()
+            self.dec.load_state_dict(load_file(ref_decoder), strict=False)
+        elif ref_decoder:
+            self.dec = Tokenizer.from_pretrained(ref_decoder).eval()
         self.seg = SegNet(K)
-        self.seg.load_state_dict(torch.load(seg))
+        self.seg.load_state_dict(load_file(seg) if seg.endswith(".safetensors") else torch.load(seg))
         self.seg.eval()
 
     @torch.no_grad()
@@ -279,8 +287,8 @@ def recon(a):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("what", choices=["recon", "data"])
-    ap.add_argument("--seg", default="runs/seg/seg.pt")
-    ap.add_argument("--ref-decoder", default=None)
+    ap.add_argument("--seg", default=SEG)
+    ap.add_argument("--ref-decoder", default=REF_DECODER)
     ap.add_argument("--clips", type=int, default=16)
     ap.add_argument("--eval-clips", type=int, default=256)
     ap.add_argument("--frames", type=int, default=17)

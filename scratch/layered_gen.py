@@ -5,7 +5,7 @@
 import argparse, sys, json, time
 import numpy as np, torch
 sys.path.insert(0, "scratch")
-from layered import Codec, from_tokens, render, search, CODES, PER_LATENT, K, ABSENT
+from layered import Codec, from_tokens, render, search, CODES, PER_LATENT, K, ABSENT, SEG, REF_DECODER
 from arvid.generator import Generator
 from arvid.generator.sampler import generate
 from arvid.generator.sampling import Sampling
@@ -50,8 +50,8 @@ def continue_positions(g, prefix, labels, n_new, temperature=1.0, seed=0):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--gen", required=True); ap.add_argument("--seg", default="runs/seg/seg.pt")
-    ap.add_argument("--ref-decoder", default=None)
+    ap.add_argument("--gen", required=True); ap.add_argument("--seg", default=SEG)
+    ap.add_argument("--ref-decoder", default=REF_DECODER)
     ap.add_argument("--clips", type=int, default=32); ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--guidance", type=float, default=1.0); ap.add_argument("--sheet")
     ap.add_argument("--threads", type=int, default=1); ap.add_argument("--continuation", type=int, default=16)
