@@ -114,3 +114,11 @@ def test_clips_the_model_cannot_take_are_refused_in_one_line(colour_model, tmp_p
         lines = [line for line in err.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1 and message in lines[0], (args, err)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_folder_of_videos_too_short_for_the_clips_is_one_line(colour_model, tmp_path, capsys):
+    short = moving_clips(tmp_path / "short", 4, T=4)
+    code, out, err = run(capsys, "--model", colour_model, "--data-path", short, "--out", tmp_path / "r", *FAST)
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "has 5 frames" in lines[0] and "lower --frames" in lines[0], lines
+    assert not (tmp_path / "r").exists()

@@ -94,10 +94,10 @@ def run(args: argparse.Namespace) -> int:
         raise ArvidError(f"cannot create {args.out}: its parent folder {args.out.parent} does not exist")
     ds = make_dataset(args.dataset, frames=args.frames, size=args.size, split=args.split, seed=args.seed,
                       path=args.path, stride=args.stride)
-    if hasattr(ds, "notice"):  # a folder of videos: which files are held out, which were skipped
-        print(f"arvid: {ds.notice()}", file=sys.stderr)
     fps = args.fps or ds.fps
     ds[0]  # a dataset that cannot make a clip (a folder of short videos) says so before the bar and the folder
+    if hasattr(ds, "notice"):  # a folder of videos: which files are held out, which were skipped
+        print(f"arvid: {ds.notice()}", file=sys.stderr)
     clips, titles, labels = [], [], {}
     try:  # into a temporary folder beside --out, renamed into place at the end: whole or nothing
         with atomic_path(args.out, is_dir=True) as tmp:

@@ -97,6 +97,7 @@ def run_tokenizer(args: argparse.Namespace) -> int:
     size = args.size or notes.get("size") or 64
     extra = {"channels": tok.config.channels} if dataset == "folder" else {}
     ds = make_dataset(dataset, frames=args.frames, size=size, split=args.split, seed=args.seed, path=args.path, **extra)
+    ds[0]  # clips too long for the videos are refused in one line, before anything is printed
     if hasattr(ds, "notice"):
         print(f"arvid: {ds.notice()}")
     report = evaluate_tokenizer(tok, ds, clips=args.clips, batch_size=args.batch_size, h264=not args.no_h264,
@@ -193,7 +194,7 @@ def run_generation(args: argparse.Namespace) -> int:
     import sys
 
     from arvid.errors import ArvidError
-    from arvid.eval.generation import Settings, data_for, evaluate_generation, write_report
+    from arvid.eval.generation import Settings, data_for, eval_dataset, evaluate_generation, write_report
     from arvid.generator.sampling import Sampling
     from arvid.pipeline import Arvid
     from arvid.utils import check_target
@@ -226,6 +227,7 @@ def run_generation(args: argparse.Namespace) -> int:
     if dataset != "folder" and args.data_path is not None:
         raise ArvidError(f"--data-path is for --dataset folder; {dataset} clips are generated")
     data = data_for(model, dataset, args.data_path)  # a folder without videos, or clips of another colour: now
+    eval_dataset(model, dataset, args.data_path, max(args.context + args.predict, args.frames))[0]  # videos too short
     if data.notice:
         print(f"arvid: {data.notice}")
     # the decoding users get, with labels where the clips give them: what is not given is the model's recommended
