@@ -221,3 +221,25 @@ def test_eval_tokenizer_calls_only_held_out_clips_held_out(tmp_path, capsys):
         assert said in out, out
         assert ("held-out" in out) == (n == 14)
         assert json.loads((tmp_path / f"{n}.json").read_text())["held_out"] == (n == 14)
+
+
+def test_training_on_a_folder_says_what_is_held_out_and_keeps_the_footages_statistics(tmp_path, capsys):
+    """The tokenizer of a folder run records what the footage looks like (so extend can tell an input far from it)
+    and prints which files evaluation keeps apart."""
+    from arvid.data.stats import PixelStats, training_stats
+    from arvid.tokenizer import Tokenizer
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(4):
+        write_video(videos / f"clip{i}.mp4", np.roll(moving_square(T=12), 3 * i, axis=2), fps=8)
+    out = tmp_path / "tok"
+    assert main(["train", "tokenizer", "--out", str(out), "--dataset", "folder", "--data-path", str(videos),
+                 "--preset", "tiny", "--frames", "5", "--size", "32", "--steps", "1", "--batch-size", "2",
+                 "--eval-every", "0", "--threads", "1"]) == 0
+    printed = capsys.readouterr()
+    assert "held out for evaluation:" in printed.out + printed.err
+    notes = Tokenizer.from_pretrained(out).config.notes
+    stats, what = training_stats(notes)
+    assert isinstance(stats, PixelStats) and "folder" in what
+    assert stats.colour > 0.01  # the colour footage it was trained on, not a known dataset's figures

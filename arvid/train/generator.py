@@ -299,6 +299,8 @@ def _build(folder: Path, args, split: str, count: int, source: dict) -> None:
                            seed=getattr(args, "seed", 0), path=args.data_path)
     folder.parent.mkdir(parents=True, exist_ok=True)
     print(f"arvid: tokenizing {count} {split} clips of {args.dataset} into {folder}")
+    if split == "train" and hasattr(dataset, "notice"):  # a folder: which files evaluation keeps apart
+        print(f"arvid: {dataset.notice()}")
     build_token_dataset(tokenizer, dataset, count, folder, source=source)
 
 

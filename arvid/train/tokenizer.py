@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 
 import numpy as np
 import torch
@@ -85,6 +86,13 @@ class TokenizerTask:
             config = config.replace(channels=self.dataset.channels)
         Tokenizer(config).latent_shape(frames, self.dataset.height, self.dataset.width)  # fail early on sizes
         notes = {**config.notes, "dataset": dataset_name, "frames": frames, "size": size}
+        if hasattr(self.dataset, "notice"):  # a folder of the user's videos
+            from arvid.data.stats import dataset_stats
+
+            if os.environ.get("RANK", "0") == "0":
+                print(f"arvid: {self.dataset.notice()}")
+            # what the footage looks like, so that extend can say when an input is far from it
+            notes["data_stats"] = dataset_stats(self.dataset).to_dict()
         if consistency_weight:
             notes["consistency_weight"] = float(consistency_weight)
         self.config = config.replace(notes=notes)
