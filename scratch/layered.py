@@ -146,11 +146,16 @@ def shift(img, dy, dx):
 
 
 def render(lay, box, pos):
-    """One frame: layers (K, H, W) moved from their boxes (K, 2) to positions (K, 2), combined by max."""
-    out = np.zeros(lay.shape[1:], np.float32)
+    """One frame: layers (K, H, W) moved from their boxes (K, 2) to positions (K, 2), combined by max. A position
+    that would push a layer's ink out of the frame is held at the edge (no clip's digit ever leaves it)."""
+    H, W = lay.shape[1:]
+    out = np.zeros((H, W), np.float32)
     for k in range(K):
         if box[k, 0] >= 0 and pos[k, 0] < ABSENT:
-            np.maximum(out, shift(lay[k], int(pos[k, 0] - box[k, 0]), int(pos[k, 1] - box[k, 1])), out=out)
+            ys, xs = np.nonzero(lay[k])
+            h, w = ys.max() - box[k, 0], xs.max() - box[k, 1]
+            y, x = min(max(int(pos[k, 0]), 0), H - 1 - h), min(max(int(pos[k, 1]), 0), W - 1 - w)
+            np.maximum(out, shift(lay[k], y - box[k, 0], x - box[k, 1]), out=out)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 

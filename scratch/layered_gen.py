@@ -57,6 +57,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1); ap.add_argument("--continuation", type=int, default=16)
     ap.add_argument("--long", type=int, default=0); ap.add_argument("--long-frames", type=int, default=1024)
     ap.add_argument("--speed", action="store_true")
+    ap.add_argument("--ref-guidance", default="1", help="guidance of the reference frame alone, comma-separated")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     c, g = Codec(a.seg, a.ref_decoder), Generator.from_pretrained(a.gen).eval()
@@ -64,23 +65,37 @@ def main():
     real = np.stack([ds[i].video for i in range(a.clips)])
     labels = np.stack([ds[i].labels for i in range(a.clips)])
     n_latent = 1 + -(-a.frames // PER_LATENT)
-    t0 = time.time()
-    toks = []
-    for s in range(0, a.clips, 16):
-        lab = torch.as_tensor(labels[s:s + 16])
-        toks.append(torch.stack(list(generate(g, n_latent, Sampling(guidance=a.guidance), batch=len(lab),
-                                              labels=lab, seed=s)), 1).numpy())
-    gen, bad = decode(c, np.concatenate(toks), a.frames)
-    el = time.time() - t0
-    res = {"gen_seconds": round(el, 1), "frames_per_s": round(a.clips * a.frames / el, 1), "stray_tokens": bad}
     reader, idr = train_reader(size=64, steps=1200, seed=0), identity_reader()
-    for name, v in (("real", real[..., 0]), ("generated", gen)):
+
+    def figures(v):
         hits = label_hits(reader, v.reshape(-1, 64, 64), np.repeat(labels, v.shape[1], axis=0))
         r = {"warp": float(np.mean([warping_error(x) for x in v])), "motion": float(np.mean([motion(x) for x in v])),
              "labels": float(hits.mean())}
-        r.update({k: v2 for k, v2 in identity_figures(v[..., None], idr).items() if k in ("switches_per_100", "confident_share", "tracked_steps", "switches")})
-        res[name] = r
-    res["generated"]["warp_ratio"] = res["generated"]["warp"] / res["real"]["warp"]
+        r.update({k: v2 for k, v2 in identity_figures(v[..., None], idr).items()
+                  if k in ("switches_per_100", "confident_share", "tracked_steps", "switches")})
+        return r
+
+    res = {"real": figures(real[..., 0])}
+    for rg in [float(x) for x in a.ref_guidance.split(",")]:
+        t0, toks = time.time(), []
+        for s in range(0, a.clips, 16):
+            lab = torch.as_tensor(labels[s:s + 16])
+            ref = torch.stack(list(generate(g, 1, Sampling(guidance=rg), batch=len(lab),
+                                            labels=lab, seed=s)), 1)  # the reference, guided on its own
+            rest = torch.stack(list(generate(g, n_latent - 1, Sampling(guidance=a.guidance), labels=lab, seed=s + 1,
+                                             context=ref)), 1)
+            toks.append(torch.cat([ref, rest], 1).numpy())
+        gen, bad = decode(c, np.concatenate(toks), a.frames)
+        el = time.time() - t0
+        r = figures(gen)
+        r.update({"ref_guidance": rg, "guidance": a.guidance, "gen_seconds": round(el, 1),
+                  "frames_per_s": round(a.clips * a.frames / el, 1), "stray_tokens": bad,
+                  "warp_ratio": r["warp"] / res["real"]["warp"]})
+        res[f"generated, reference guidance {rg:g}"] = r
+        if a.sheet:
+            from arvid.video.sheet import clips_sheet
+            clips_sheet([real[0]] + [v[..., None] for v in gen[:4]], a.sheet.replace(".png", f"-g{rg:g}.png"),
+                        titles=["real"] + [f"generated (labels {l[0]}, {l[1]})" for l in labels[:4]])
     if a.continuation:  # 10 given frames (the reference is the first, in pixels), 10 predicted
         n = a.continuation
         given, future = real[:n, :10, ..., 0], real[:n, 10:20, ..., 0]
@@ -129,10 +144,6 @@ def main():
         res["speed"] = {"layered_frames_per_s": 64 / t_ours, "shipped_frames_per_s": 64 / t_theirs,
                         "ratio": t_theirs / t_ours, "threads": torch.get_num_threads()}
     print(json.dumps(res, indent=1))
-    if a.sheet:
-        from arvid.video.sheet import clips_sheet
-        clips_sheet([real[0]] + [v[..., None] for v in gen[:4]], a.sheet,
-                    titles=["real", "generated", "generated", "generated", "generated"])
 
 
 if __name__ == "__main__":
