@@ -240,10 +240,16 @@ def build(a):
         toks, labs, t0 = [], [], time.time()
         for i in range(n):
             clip = ds[i]
-            r, codes = choose_decoded_reference(c, clip.video[..., 0], a.lookahead)
-            lay, box = c.layers(c.ref_pixels(codes[None]))
-            toks.append(to_tokens(codes.numpy(), oracle_positions(ds, i, lay[0], box[0], r)))
-            labs.append(clip.labels)
+            v = clip.video[..., 0]
+            m = min(a.lookahead, len(v))
+            codes = c.ref_codes(np.ascontiguousarray(v[:m]))
+            dec = c.ref_pixels(codes)
+            score = np.array([second_piece(d) for d in dec])
+            order = [int(r) for r in np.argsort(-score, kind="stable") if score[r] > 0][:a.refs if split == "train" else 1] or [0]
+            for r in order:  # the clearest frame first; more references of the same motion with --refs
+                lay, box = c.layers(dec[r:r + 1])
+                toks.append(to_tokens(codes[r].numpy(), oracle_positions(ds, i, lay[0], box[0], r)))
+                labs.append(clip.labels)
             if i % 250 == 0:
                 print(split, i, f"{time.time() - t0:.0f}s", flush=True)
         from arvid.train.tokens import write_token_dataset
@@ -301,5 +307,6 @@ if __name__ == "__main__":
     ap.add_argument("--sheet")
     ap.add_argument("--identity", action="store_true")
     ap.add_argument("--lookahead", type=int, default=16)
+    ap.add_argument("--refs", type=int, default=1, help="data: references per train clip (the clearest frames)")
     a = ap.parse_args()
     recon(a) if a.what == "recon" else build(a)

@@ -76,11 +76,12 @@ def main():
         return r
 
     res = {"real": figures(real[..., 0])}
-    for rg in [float(x) for x in a.ref_guidance.split(",")]:
+    for spec in a.ref_guidance.split(","):  # "G" or "G:T": guidance and temperature of the reference frame
+        rg, rt = (float(x) for x in (spec.split(":") + ["1"])[:2])
         t0, toks = time.time(), []
         for s in range(0, a.clips, 16):
             lab = torch.as_tensor(labels[s:s + 16])
-            ref = torch.stack(list(generate(g, 1, Sampling(guidance=rg), batch=len(lab),
+            ref = torch.stack(list(generate(g, 1, Sampling(guidance=rg, temperature=rt), batch=len(lab),
                                             labels=lab, seed=s)), 1)  # the reference, guided on its own
             rest = torch.stack(list(generate(g, n_latent - 1, Sampling(guidance=a.guidance), labels=lab, seed=s + 1,
                                              context=ref)), 1)
@@ -88,13 +89,13 @@ def main():
         gen, bad = decode(c, np.concatenate(toks), a.frames)
         el = time.time() - t0
         r = figures(gen)
-        r.update({"ref_guidance": rg, "guidance": a.guidance, "gen_seconds": round(el, 1),
+        r.update({"ref_guidance": rg, "ref_temperature": rt, "guidance": a.guidance, "gen_seconds": round(el, 1),
                   "frames_per_s": round(a.clips * a.frames / el, 1), "stray_tokens": bad,
                   "warp_ratio": r["warp"] / res["real"]["warp"]})
-        res[f"generated, reference guidance {rg:g}"] = r
+        res[f"generated, reference guidance {rg:g} temperature {rt:g}"] = r
         if a.sheet:
             from arvid.video.sheet import clips_sheet
-            clips_sheet([real[0]] + [v[..., None] for v in gen[:4]], a.sheet.replace(".png", f"-g{rg:g}.png"),
+            clips_sheet([real[0]] + [v[..., None] for v in gen[:4]], a.sheet.replace(".png", f"-g{rg:g}-t{rt:g}.png"),
                         titles=["real"] + [f"generated (labels {l[0]}, {l[1]})" for l in labels[:4]])
     if a.continuation:  # 10 given frames (the reference is the first, in pixels), 10 predicted
         n = a.continuation
@@ -123,11 +124,18 @@ def main():
         toks = torch.stack(list(generate(g, 1 + a.long_frames // PER_LATENT, Sampling(guidance=a.guidance),
                                          batch=a.long, labels=lab, seed=99)), 1).numpy()
         long, _ = decode(c, toks, a.long_frames)
+        live = (c.layers(c.ref_pixels(torch.from_numpy(toks[:, 0].astype(np.int64).clip(0, CODES - 1))))[1][:, :, 0] >= 0).sum(1)
         gs = BlockStats(a.long)
         for t in range(long.shape[1]):
             gs.push(long[:, t, ..., None])
-        bad = collapsed(*gs.arrays(), rule)
+        gi, gb, gm = gs.arrays()
+        bad = collapsed(gi, gb, gm, rule)
+        why = {int(j): {"blobs_min": float(gb[:, j].min()), "blobs_max": float(gb[:, j].max()),
+                        "max_blobs_min": float(gm[:, j].min()), "intensity_min": float(gi[:, j].min()),
+                        "intensity_max": float(gi[:, j].max())} for j in np.flatnonzero(bad)}
         res["long"] = {"clips": a.long, "frames": a.long_frames, "collapses": int(bad.sum()),
+                       "collapsed": np.flatnonzero(bad).tolist(), "layers_per_clip": live.tolist(),
+                       "why": why, "rule": rule,
                        "warp_ratio_last_64": float(np.mean([warping_error(x[-64:]) for x in long]) / res["real"]["warp"])}
         res["long"].update({k: v for k, v in identity_figures(long[:, -64:, ..., None], idr).items()
                             if k in ("switches_per_100", "confident_share", "tracked_steps", "switches")})
