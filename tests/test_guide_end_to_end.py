@@ -11,6 +11,7 @@ import contextvars
 import io
 import json
 import re
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -185,8 +186,10 @@ def guide(videos, tmp_path_factory):
                          videos, "--out", work / "report", *EVAL_FAST],
             }
             for name, argv in steps.items():
-                with reads.during(name):
+                with reads.during(name), warnings.catch_warnings(record=True) as notices:
+                    warnings.simplefilter("always")
                     out[name] = cli(*argv)
+                out[f"{name} notices"] = [str(n.message) for n in notices]
                 assert out[name][0] == 0, (name, out[name][1])
     finally:
         torch.set_num_threads(threads)
@@ -267,6 +270,7 @@ def test_the_packed_model_generates_and_extends_at_its_training_size(guide, vide
     assert longer.frames.shape == (len(source.frames) + 4, 16, 16, 3)
     _, lines, _ = guide["extend"]
     assert "arvid: resized 48x32 to 16x16 (short side scaled, then centre-cropped) to match the model" in lines
+    assert not any("far from" in line for line in lines + guide["extend notices"])  # a clip like the training ones
 
 
 def test_eval_generation_measures_the_held_out_files_and_only_them(guide, videos):
