@@ -211,10 +211,11 @@ def test_eval_tokenizer_calls_only_held_out_clips_held_out(tmp_path, capsys):
     from arvid.tokenizer import Tokenizer, TokenizerConfig
 
     Tokenizer(TokenizerConfig.preset("tiny", channels=3)).save_pretrained(tmp_path / "tok")
-    for n, said in ((14, "2 held-out clips of 5 frames"), (2, "2 clips (from the training files, not held out) of 5 frames")):
+    for n, said, flag in ((14, "2 held-out clips of 5 frames", "--data-path"),
+                          (2, "2 clips (from the training files, not held out) of 5 frames", "--path")):
         root = clip_folder(tmp_path / f"folder{n}", n)
         capsys.readouterr()
-        assert main(["eval", "tokenizer", str(tmp_path / "tok"), "--dataset", "folder", "--path", str(root),
+        assert main(["eval", "tokenizer", str(tmp_path / "tok"), "--dataset", "folder", flag, str(root),
                      "--clips", "2", "--frames", "5", "--size", "16", "--no-h264",
                      "--json", str(tmp_path / f"{n}.json")]) == 0
         out = capsys.readouterr().out

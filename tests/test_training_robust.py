@@ -326,6 +326,8 @@ def test_train_frames_rule_names_its_minimum_in_help_and_refusal(tokens, tmp_pat
             match="the clips have 8 latent frames: windows need at least 9 latent frames for preset tiny (window 6")
     refused(capsys, "train", "generator", *data, *GENERATOR, "--train-frames", 9,
             match="--train-frames 9 must be between 1 and the clips' 8 latent frames")
+    refused(capsys, "train", "generator", *data, *GENERATOR, "--eval-every", 0,
+            match="--eval-every must be at least 1, got 0")  # the flag that is wrong, not another
     assert not (tmp_path / "g").exists()
 
 

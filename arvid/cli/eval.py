@@ -44,7 +44,8 @@ def register_tokenizer(kinds) -> None:
     p.add_argument("model", type=Path, help="tokenizer folder (model.safetensors + config.json) or training run folder")
     p.add_argument("--dataset", default=None,
                    help="moving-mnist, shapes or folder (default: the dataset the model was trained on)")
-    p.add_argument("--path", type=Path, default=None, help="the folder of videos, for --dataset folder")
+    p.add_argument("--data-path", "--path", dest="path", type=Path, default=None,
+                   help="the folder of videos, for --dataset folder")
     p.add_argument("--split", choices=("train", "eval"), default="eval", help="default eval (held out)")
     p.add_argument("--clips", type=int, default=200, help="number of clips (default 200)")
     p.add_argument("--frames", type=int, default=17, help="frames per clip, 1 + k·τ (default 17)")

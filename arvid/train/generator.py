@@ -218,9 +218,11 @@ def task_from_args(args: argparse.Namespace) -> GeneratorTask:
         raise ArvidError(f"--train-frames {frames} must be between 1 and the clips' {longest} latent frames")
     check_train_frames(frames, config, "--init " + str(init) if init_model is not None else f"preset {args.preset}",
                        given=bool(args.train_frames), longest=longest)
-    if not 0 <= args.label_dropout <= 1 or args.eval_every < 1 or args.eval_windows < 1:
-        raise ArvidError(f"--label-dropout must be in [0, 1] (got {args.label_dropout}), --eval-every and --eval-windows "
-                         f"at least 1 (got {args.eval_every} and {args.eval_windows})")
+    if not 0 <= args.label_dropout <= 1:
+        raise ArvidError(f"--label-dropout must be in [0, 1], got {args.label_dropout}")
+    for flag, value in (("--eval-every", args.eval_every), ("--eval-windows", args.eval_windows)):
+        if value < 1:
+            raise ArvidError(f"{flag} must be at least 1, got {value}: the generator always measures held-out windows")
     return GeneratorTask(config, train_data, eval_data, frames, args.label_dropout if conditional else 0.0,
                          args.eval_every, args.eval_windows, getattr(args, "steps", 0), getattr(args, "seed", 0),
                          init_model, tokenizer=_preview_tokenizer(args, train_data))
