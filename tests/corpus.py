@@ -43,14 +43,15 @@ def write_audio_only(path: Path, frames: int = 4) -> Path:
     return path
 
 
-def tiny_model_dir(root: Path) -> Path:
-    """An untrained tiny model folder at `root`: 16x16 frames, 4x4 latent tokens, τ = 2."""
+def tiny_model_dir(root: Path, **tokenizer_overrides) -> Path:
+    """An untrained tiny model folder at `root`: 16x16 frames, 4x4 latent tokens, τ = 2 (the tokenizer preset
+    "tiny" with `tokenizer_overrides`, e.g. channels=3)."""
     from arvid.generator import Generator, GeneratorConfig
     from arvid.pipeline import Arvid
     from arvid.tokenizer import Tokenizer, TokenizerConfig
 
     torch.manual_seed(0)
-    tok = Tokenizer(TokenizerConfig.preset("tiny"))
+    tok = Tokenizer(TokenizerConfig.preset("tiny", **tokenizer_overrides))
     gen = Generator(GeneratorConfig.from_name("tiny", vocab_size=tok.codebook_size, latent_h=4, latent_w=4))
     Arvid(tok, gen, "cpu").save_pretrained(root)
     return root

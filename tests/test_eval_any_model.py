@@ -7,14 +7,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from arvid.cli.main import main
 from arvid.eval.generation import frame_psnr
-from arvid.generator import Generator, GeneratorConfig
 from arvid.kernels import use_backend
-from arvid.pipeline import Arvid
-from arvid.tokenizer import Tokenizer, TokenizerConfig
+from corpus import tiny_model_dir
 
 pytest.importorskip("cv2")
 FAST = ["--clips", "2", "--context", "3", "--predict", "2", "--frames", "4", "--batch", "2", "--sweep", "",
@@ -24,12 +21,7 @@ FAST = ["--clips", "2", "--context", "3", "--predict", "2", "--frames", "4", "--
 @pytest.fixture(scope="module")
 def colour_model(tmp_path_factory):
     """A tiny untrained 32x32 colour model (4x4 latent tokens, τ = 2), unconditional."""
-    torch.manual_seed(0)
-    tok = Tokenizer(TokenizerConfig.preset("tiny", channels=3, spatial_factor=8, patch=2))
-    gen = Generator(GeneratorConfig.from_name("tiny", vocab_size=tok.codebook_size, latent_h=4, latent_w=4))
-    root = tmp_path_factory.mktemp("model")
-    Arvid(tok, gen, "cpu").save_pretrained(root)
-    return root
+    return tiny_model_dir(tmp_path_factory.mktemp("model"), channels=3, spatial_factor=8, patch=2)
 
 
 @pytest.fixture(autouse=True)

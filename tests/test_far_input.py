@@ -7,16 +7,14 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 from arvid import ArvidNotice
 from arvid.cli.main import main
 from arvid.data import make_dataset
 from arvid.data.stats import KNOWN, dataset_stats, differences, far_notice, pixel_stats, training_stats
-from arvid.generator import Generator, GeneratorConfig
 from arvid.kernels import use_backend
 from arvid.pipeline import DEFAULT_MODEL_DIR, Arvid
-from arvid.tokenizer import Tokenizer, TokenizerConfig
+from corpus import tiny_model_dir
 
 
 def street(T: int = 5, H: int = 120, W: int = 160) -> np.ndarray:
@@ -40,12 +38,7 @@ def said(call) -> list[str]:
 @pytest.fixture(scope="module")
 def mnist_model(tmp_path_factory):
     """A tiny 16x16 gray model whose tokenizer's notes say it was trained on Moving MNIST."""
-    torch.manual_seed(0)
-    tok = Tokenizer(TokenizerConfig.preset("tiny", notes={"dataset": "moving-mnist", "size": 64}))
-    gen = Generator(GeneratorConfig.from_name("tiny", vocab_size=tok.codebook_size, latent_h=4, latent_w=4))
-    root = tmp_path_factory.mktemp("model")
-    Arvid(tok, gen, "cpu").save_pretrained(root)
-    return root
+    return tiny_model_dir(tmp_path_factory.mktemp("model"), notes={"dataset": "moving-mnist", "size": 64})
 
 
 @pytest.fixture(autouse=True)
