@@ -17,6 +17,7 @@ from arvid.generator import GeneratorConfig, Sampling
 from arvid.kernels import attention_backend
 from arvid.pipeline import DEFAULT_MODEL_DIR
 from arvid.tokenizer import TokenizerConfig
+from arvid.tokenizer.layered import LayeredConfig, is_layered
 from arvid.files import read_envelope
 from arvid.version import __version__
 
@@ -86,7 +87,15 @@ def default_model_info() -> dict:
         cfg = DEFAULT_MODEL_DIR / part / "config.json"
         if cfg.is_file():
             try:
-                parsed = config.from_dict(read_envelope(cfg, part), source=str(cfg))
+                raw = read_envelope(cfg, part)
+                if part == "tokenizer" and is_layered(raw):
+                    layered = LayeredConfig.from_dict(raw, source=str(cfg))
+                    out[part] = {**{k: v for k, v in layered.to_dict().items() if k not in ("reference", "notes")},
+                                 "frames_per_latent": layered.frames_per_latent,
+                                 "codebook_size": layered.codebook_size,
+                                 "reference": layered.reference_config.applicable()}
+                    continue
+                parsed = config.from_dict(raw, source=str(cfg))
                 out[part] = parsed.applicable() if part == "tokenizer" else parsed.to_dict()
             except (OSError, ValueError, ArvidError) as e:
                 out[part] = {"error": f"unreadable {cfg}: {e}"}

@@ -38,7 +38,7 @@ from arvid.data.stats import StatsCounter, far_notice
 from arvid.errors import ArvidError, ArvidNotice
 from arvid.generator import Generator, Sampling, check_request, generate
 from arvid.generator.sampling import check_seed
-from arvid.tokenizer import Tokenizer, new_latent_frames, tail_start, tensor_to_video, video_to_tensor
+from arvid.tokenizer import AnyTokenizer, load_tokenizer, new_latent_frames, tail_start, tensor_to_video, video_to_tensor
 from arvid.utils import resolve_device
 from arvid.utils import threads as cpu_threads
 from arvid.utils.memory import check_fits
@@ -58,14 +58,15 @@ class Prepared:
     """An input clip made ready for `extend` or `stream`: fitted frames and the tokens of its tail."""
 
     frames: np.ndarray  # uint8 (B or 1, T, H, W, C) at the model's resolution (1: one clip for the whole batch)
-    context: torch.Tensor  # int64 (B, t, h, w): the last W latent frames (or fewer)
+    context: torch.Tensor  # int64 (B, t, h, w): the last W latent frames (or fewer); a layered model's reference first
     notes: list[str] = field(default_factory=list)  # what was changed, said clearly
+    reference: torch.Tensor | None = None  # layered models: the picture (B, H, W) in [0, 255] the layers are cut from
 
 
 class Arvid:
     """A tokenizer and a generator that belong together (the generator predicts the tokenizer's codes)."""
 
-    def __init__(self, tokenizer: Tokenizer, generator: Generator, device: str | torch.device | None = None,
+    def __init__(self, tokenizer: AnyTokenizer, generator: Generator, device: str | torch.device | None = None,
                  recommended: dict | None = None, threads: int | None = None):
         """threads: CPU threads for generating (default: chosen for the work, see `arvid.utils.threads`)."""
         if threads is not None:
@@ -100,7 +101,7 @@ class Arvid:
                 raise ArvidError(f"model folder {root} has no {part}/ subfolder: a model folder holds "
                                  "tokenizer/ and generator/ (`arvid pack` makes one)")
         recommended = Sampling.read_file(root / SAMPLING_FILE) if (root / SAMPLING_FILE).exists() else None
-        return cls(Tokenizer.from_pretrained(root / "tokenizer", device="cpu"),
+        return cls(load_tokenizer(root / "tokenizer", device="cpu"),
                    Generator.from_pretrained(root / "generator", device="cpu"), device, recommended, threads)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
@@ -214,7 +215,8 @@ class Arvid:
         if video is not None and not isinstance(video, Prepared):
             prepared = self.prepare(video, batch)
             _notify(prepared.notes)
-        n_latent = new_latent_frames(num_frames, self.temporal_factor, after_context=prepared is not None)
+        n_latent = new_latent_frames(num_frames, self.temporal_factor, after_context=prepared is not None,
+                                     first=self.tokenizer.first_frames)
         latents = self.latents(n_latent, prepared, seed=seed, labels=labels, batch=batch, sampling=s)
         frames = self.render(latents, num_frames, batch, prepared)
         return _progress(frames, num_frames) if progress else frames
@@ -274,7 +276,10 @@ class Arvid:
                prepared: Prepared | None = None) -> Iterator[np.ndarray]:
         """Decode latent frames (B, h, w) as they come into exactly `num_frames` frames, uint8 (B, H, W, C) each;
         after `prepared`, whose tokens first warm the decoder (their frames are the input's own)."""
-        dec = self.tokenizer.decoder_stream(batch)
+        if prepared is not None and prepared.reference is not None:  # layered: the input's own picture, unquantized
+            dec = self.tokenizer.decoder_stream(batch, reference=prepared.reference.expand(batch, -1, -1))
+        else:
+            dec = self.tokenizer.decoder_stream(batch)
         n_threads = self.thread_count()
         if prepared is not None:
             with torch.inference_mode(), cpu_threads.using(n_threads):
@@ -331,10 +336,11 @@ class Arvid:
         counter.push(raw[:STATS_FRAMES] if raw.ndim == 4 else raw[:, :STATS_FRAMES])
         notes += self._far_notes(counter)
         notes += self._skip_notes(frames.shape[1])
-        context = self._encode_tail((frames[:, t] for t in range(frames.shape[1])), frames.shape[1], frames.shape[0])
+        context, reference = self._encode_tail((frames[:, t] for t in range(frames.shape[1])), frames.shape[1],
+                                               frames.shape[0])
         if frames.shape[0] == 1 and batch > 1:  # one clip for all: its frames are broadcast when joined
             context = context.expand(batch, -1, -1, -1)
-        return Prepared(frames=frames, context=context.contiguous(), notes=notes)
+        return Prepared(frames=frames, context=context.contiguous(), notes=notes, reference=reference)
 
     def prepare_stream(self, frames: Iterable[np.ndarray], count: int, batch: int = 1,
                        put: Callable[[np.ndarray], None] | None = None) -> Prepared:
@@ -357,12 +363,12 @@ class Arvid:
                     put(one[:, 0])
                 yield one[:, 0]
 
-        context = self._encode_tail(fitted(), count, 1)
+        context, reference = self._encode_tail(fitted(), count, 1)
         if batch > 1:
             context = context.expand(batch, -1, -1, -1)
         H, W = self.resolution
         return Prepared(frames=np.zeros((1, 0, H, W, self.channels), np.uint8), context=context.contiguous(),
-                        notes=notes + self._far_notes(counter) + self._skip_notes(count))
+                        notes=notes + self._far_notes(counter) + self._skip_notes(count), reference=reference)
 
     def _far_notes(self, counter: StatsCounter) -> list[str]:
         """A note where the input's first frames are far from the model's training data (`arvid.data.stats`):
@@ -371,21 +377,46 @@ class Arvid:
         note = far_notice(counter.stats(), self.tokenizer.config.notes)
         return [note] if note else []
 
+    @property
+    def layered(self) -> bool:
+        """A layered tokenizer: the first latent frame is a reference picture, the rest positions of its layers."""
+        return self.tokenizer.first_frames == 0
+
+    def _tail_plan(self, T: int) -> tuple[int, int]:
+        """(frames passed over at the start, copies of the first frame put in front) for an input of T frames.
+        A conv tokenizer reads the longest 1 + k·τ tail (its causal state needs every frame of it). A layered one
+        reads only the last W·τ frames at most (its tokens hold no state beyond the window), and an input shorter
+        than τ frames gets its first frame repeated in front to make τ (those copies are not shown)."""
+        tau = self.temporal_factor
+        if not self.layered:
+            return tail_start(T, tau), 0
+        if T < tau:
+            return 0, tau - T
+        return T - min(T // tau, self.generator.config.window_frames) * tau, 0
+
     def _skip_notes(self, T: int) -> list[str]:
-        skip, tau = tail_start(T, self.temporal_factor), self.temporal_factor
+        (skip, pad), tau = self._tail_plan(T), self.temporal_factor
+        if pad:
+            return [f"the input has {T} frame{'s' if T > 1 else ''} and the model reads them {tau} at a time: its first "
+                    f"frame was held {pad} more time{'s' if pad > 1 else ''} in front (not shown) to make {tau}"]
         if not skip:
             return []
         return [f"the first {skip} input frame{'s' if skip > 1 else ''} {'start' if skip > 1 else 'starts'} "
                 f"the output unchanged but do{'' if skip > 1 else 'es'} not steer the new frames: the model "
-                f"reads the input in steps of {tau} frames, counted back from its last frame"]
+                f"reads the input in steps of {tau} frames, counted back from its last frame"
+                + (f", and at most its last {self.generator.config.window_frames * tau}" if self.layered else "")]
 
-    def _encode_tail(self, frames: Iterable[np.ndarray], T: int, B: int) -> torch.Tensor:
-        """Tokenize the longest 1 + k·τ tail of `T` fitted frames, given one step (B, H, W, C) at a time, in chunks
-        of ENCODE_CHUNK frames from its start; the last W latent frames (B, t, h, w). Frames before the tail are
-        passed over; a chunk is all that is held."""
-        skip = tail_start(T, self.temporal_factor)
+    def _encode_tail(self, frames: Iterable[np.ndarray], T: int, B: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Tokenize the tail of `T` fitted frames that `_tail_plan` names, given one step (B, H, W, C) at a time, in
+        chunks of ENCODE_CHUNK frames from its start -> (the last W latent frames (B, t, h, w), and for a layered
+        model its reference first; the reference picture (B, H, W) a layered model's layers are cut from, else
+        None). Frames before the tail are passed over; a chunk is all that is held."""
+        skip, pad = self._tail_plan(T)
         keep = self.generator.config.window_frames
-        enc = self.tokenizer.encoder_stream(B)
+        if self.layered:  # the layers are cut from the input's own pixels: a continuation keeps its exact look
+            enc = self.tokenizer.encoder_stream(B, exact_reference=True)
+        else:
+            enc = self.tokenizer.encoder_stream(B)
         tail: list[torch.Tensor] = []
         chunk: list[np.ndarray] = []
         n_threads = cpu_threads.choose(cpu_threads.PARALLEL, self.threads) if self.device.type == "cpu" else None
@@ -394,6 +425,8 @@ class Arvid:
             seen += 1
             if t < skip:
                 continue
+            if t == 0 and pad:
+                chunk.extend([frame] * pad)
             chunk.append(frame)
             if len(chunk) < ENCODE_CHUNK and t < T - 1:
                 continue
@@ -402,10 +435,13 @@ class Arvid:
                 codes = enc.push(x.to(self.device))  # (B, t_new, h, w)
             chunk = []
             if codes.shape[1]:
-                tail = (tail + [codes])[-keep:]
+                tail = tail + [codes] if self.layered else (tail + [codes])[-keep:]  # layered: a bounded tail
         if seen != T:
             raise ArvidError(f"the input video gave {seen} frames, not the {T} it declared")
-        return torch.cat(tail, dim=1)[:, -keep:]
+        codes = torch.cat(tail, dim=1)
+        if self.layered:  # the reference's latent frame, then the positions' last W
+            return torch.cat([codes[:, :1], codes[:, 1:][:, -keep:]], dim=1), enc.reference
+        return codes[:, -keep:], None
 
 
 def _inference(it: Iterator[torch.Tensor], n_threads: int) -> Iterator[torch.Tensor]:
@@ -426,7 +462,7 @@ def join_input(prepared: Prepared, new: np.ndarray) -> np.ndarray:
     return np.concatenate([head, new], axis=1)
 
 
-def check_pair(tokenizer: Tokenizer, generator: Generator) -> None:
+def check_pair(tokenizer: AnyTokenizer, generator: Generator) -> None:
     """A generator predicts the codes of one tokenizer: the codebook sizes must match. (Any latent grid works
     with any tokenizer: it sets the resolution, h·s x w·s pixels.)"""
     cfg = generator.config

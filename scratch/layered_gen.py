@@ -43,9 +43,36 @@ def continue_positions(g, prefix, labels, n_new, temperature=1.0, seed=0):
         inp = torch.nn.functional.pad(seq, (1, 0), value=g.config.bos_token)
         logits = g(inp, labels)[:, -1]
         logits[:, :CODES] = -float("inf")
-        p = torch.softmax(logits / temperature, -1)
-        seq = torch.cat([seq, torch.multinomial(p, 1, generator=gen)], 1)
+        if temperature == 0:
+            nxt = logits.argmax(-1, keepdim=True)
+        else:
+            nxt = torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=gen)
+        seq = torch.cat([seq, nxt], 1)
     return seq
+
+
+@torch.no_grad()
+def pick_reference(g, c, lab, n, sampling, seed):
+    """Best of n drawn references per clip: (B, 8, 8). A candidate must decode into exactly K separate pieces (the
+    layers the codec moves); among those, the one the model itself finds most like its labels wins:
+    log p(x | labels) - log p(x | no labels), the implicit classifier of classifier-free guidance."""
+    from arvid.generator.model import slot_inputs
+    from layered import AREA, CORE
+    import cv2
+    B = len(lab)
+    labn = lab.repeat_interleave(n, 0)
+    cand = torch.stack(list(generate(g, 1, sampling, batch=B * n, labels=labn, seed=seed)), 1)  # (B n, 1, 8, 8)
+    pix = c.ref_pixels(torch.where(cand[:, 0] < CODES, cand[:, 0], 0))
+    pieces = np.array([int((cv2.connectedComponentsWithStats((p > CORE).astype(np.uint8), connectivity=8)[2][1:, 4]
+                            >= AREA).sum()) for p in pix])
+    flat = cand.reshape(B * n, -1)
+    inp = slot_inputs(flat, g.config.bos_token)
+    def lp(l):
+        return torch.log_softmax(g(inp, l).float(), -1).gather(-1, flat[..., None])[..., 0].sum(1)
+    score = (lp(labn) - lp(g.null_labels(B * n))).numpy()
+    score = np.where(pieces == K, score, score - 1e6)
+    best = score.reshape(B, n).argmax(1)
+    return cand.reshape(B, n, 1, 8, 8)[torch.arange(B), torch.from_numpy(best)]
 
 
 def main():
@@ -57,6 +84,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1); ap.add_argument("--continuation", type=int, default=16)
     ap.add_argument("--long", type=int, default=0); ap.add_argument("--long-frames", type=int, default=1024)
     ap.add_argument("--speed", action="store_true")
+    ap.add_argument("--ref-candidates", type=int, default=1, help="best of N references (pieces, implicit classifier)")
+    ap.add_argument("--motion-temperature", type=float, default=1.0)
     ap.add_argument("--ref-guidance", default="1", help="guidance of the reference frame alone, comma-separated")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -81,9 +110,12 @@ def main():
         t0, toks = time.time(), []
         for s in range(0, a.clips, 16):
             lab = torch.as_tensor(labels[s:s + 16])
-            ref = torch.stack(list(generate(g, 1, Sampling(guidance=rg, temperature=rt), batch=len(lab),
-                                            labels=lab, seed=s)), 1)  # the reference, guided on its own
-            rest = torch.stack(list(generate(g, n_latent - 1, Sampling(guidance=a.guidance), labels=lab, seed=s + 1,
+            if a.ref_candidates > 1:
+                ref = pick_reference(g, c, lab, a.ref_candidates, Sampling(guidance=rg, temperature=rt), s)
+            else:
+                ref = torch.stack(list(generate(g, 1, Sampling(guidance=rg, temperature=rt), batch=len(lab),
+                                                labels=lab, seed=s)), 1)  # the reference, guided on its own
+            rest = torch.stack(list(generate(g, n_latent - 1, Sampling(guidance=a.guidance, temperature=a.motion_temperature), labels=lab, seed=s + 1,
                                              context=ref)), 1)
             toks.append(torch.cat([ref, rest], 1).numpy())
         gen, bad = decode(c, np.concatenate(toks), a.frames)
@@ -106,7 +138,7 @@ def main():
         lay, box = c.layers(np.stack([v[r] for v, r in zip(given, refs)]))  # in pixels, unquantized
         pos = np.stack([search(lay[j], box[j], given[j], r=refs[j]) for j in range(n)])  # (n, 10, K, 2)
         prefix = torch.cat([codes.reshape(n, -1), torch.from_numpy(CODES + pos.reshape(n, -1))], 1)
-        seq = continue_positions(g, prefix, torch.as_tensor(labels[:n]), 10 * K * 2)
+        seq = continue_positions(g, prefix, torch.as_tensor(labels[:n]), 10 * K * 2, a.motion_temperature)
         newpos = (seq[:, -10 * K * 2:] - CODES).reshape(n, 10, K, 2).numpy()
         pred = np.stack([[render(lay[j], box[j], p) for p in newpos[j]] for j in range(n)])
         mse = float(((pred.astype(np.float64) - future) ** 2).mean() / 255**2)

@@ -48,7 +48,8 @@ def register_tokenizer(kinds) -> None:
                    help="the folder of videos, for --dataset folder")
     p.add_argument("--split", choices=("train", "eval"), default="eval", help="default eval (held out)")
     p.add_argument("--clips", type=int, default=200, help="number of clips (default 200)")
-    p.add_argument("--frames", type=int, default=17, help="frames per clip, 1 + k·τ (default 17)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="frames per clip, 1 + k·τ (a layered tokenizer: k·τ) (default 17, or the longest that fits 17)")
     p.add_argument("--size", type=int, default=None, help="frame size in pixels (default: the training size, else 64)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="clips per tokenizer batch (default 8)")
@@ -68,7 +69,7 @@ def register_tokenizer(kinds) -> None:
 def run_tokenizer(args: argparse.Namespace) -> int:
     from arvid.data import make_dataset
     from arvid.errors import ArvidError
-    from arvid.tokenizer import Tokenizer, check_frames
+    from arvid.tokenizer import check_frames, load_tokenizer, longest_prefix
     from arvid.eval.tokenizer import evaluate_tokenizer, h264_curve, rd_plot
     from arvid.utils.atomic import atomic_write_text, check_target
 
@@ -87,8 +88,10 @@ def run_tokenizer(args: argparse.Namespace) -> int:
         check_target(args.rd_plot)
     if args.json is not None:
         check_target(args.json)
-    tok = Tokenizer.from_pretrained(args.model, device=args.device)
-    check_frames(args.frames, tok.temporal_factor, what="--frames")
+    tok = load_tokenizer(args.model, device=args.device)
+    if args.frames is None:
+        args.frames = longest_prefix(17, tok.temporal_factor, tok.first_frames) or tok.temporal_factor
+    check_frames(args.frames, tok.temporal_factor, what="--frames", first=tok.first_frames)
     try:
         tok.check_refine(args.refine)
     except ArvidError as e:

@@ -38,14 +38,14 @@ def run(args: argparse.Namespace) -> int:
     from arvid.errors import ArvidError
     from arvid.generator import Generator, Sampling
     from arvid.pipeline import Arvid
-    from arvid.tokenizer import Tokenizer
+    from arvid.tokenizer import load_tokenizer
     from arvid.utils.atomic import atomic_path, check_target
 
     if args.out.exists():
         raise ArvidError(f"{args.out} already exists: pack writes a new folder, so remove it or pick another --out")
     check_target(args.out, is_dir=True)  # before loading anything
     sampling = Sampling.read_file(args.sampling) if args.sampling is not None else None
-    model = Arvid(Tokenizer.from_pretrained(args.tokenizer), Generator.from_pretrained(args.generator), "cpu",
+    model = Arvid(load_tokenizer(args.tokenizer), Generator.from_pretrained(args.generator), "cpu",
                   sampling)
     with atomic_path(args.out, is_dir=True) as tmp:
         model.save_pretrained(tmp)

@@ -89,6 +89,10 @@ def _check_size(args: argparse.Namespace, tok, height: int, width: int) -> None:
     from arvid.errors import ArvidError
 
     fit = tok.fitting_size(height, width)
+    if fit != (height, width) and tok.first_frames == 0:
+        sized = f" (after --size {args.size})" if args.size is not None else ""
+        raise ArvidError(f"{args.video}: frames of {height}x{width}{sized} do not fit this layered tokenizer: it codes "
+                         f"{fit[0]}x{fit[1]} frames; resize them with --size {fit[0]}x{fit[1]}")
     if fit != (height, width):
         sized = f" (after --size {args.size})" if args.size is not None else ""
         raise ArvidError(f"{args.video}: frames of {height}x{width}{sized} do not fit this tokenizer: height and width "
@@ -99,7 +103,7 @@ def _check_size(args: argparse.Namespace, tok, height: int, width: int) -> None:
 def run_tokenize(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from arvid.tokenizer import Tokenizer, check_frames, fit_frames, video_to_tensor
+    from arvid.tokenizer import check_frames, fit_frames, load_tokenizer, video_to_tensor
     from arvid.tokenizer.codes import save_codes
     from arvid.errors import ArvidError
     from arvid.utils.atomic import check_target, refuse_aliases
@@ -115,7 +119,7 @@ def run_tokenize(args: argparse.Namespace) -> int:
     check_overwrite(args.out, args.overwrite)
     size = parse_size(args.size) if args.size is not None else None
     set_threads(args.threads)
-    tok = Tokenizer.from_pretrained(tokenizer_folder(args.model), device=args.device)
+    tok = load_tokenizer(tokenizer_folder(args.model), device=args.device)
     tok.check_refine(args.refine)  # before reading the video
     video = read_video(args.video, channels=tok.config.channels)
     frames = video.frames
@@ -127,8 +131,8 @@ def run_tokenize(args: argparse.Namespace) -> int:
     if size is not None:
         frames = fit_video(frames, size, mode="crop")
     if args.fit is not None:
-        frames = fit_frames(frames, tok.temporal_factor, mode=args.fit)
-    check_frames(len(frames), tok.temporal_factor, what=str(args.video))
+        frames = fit_frames(frames, tok.temporal_factor, mode=args.fit, first=tok.first_frames)
+    check_frames(len(frames), tok.temporal_factor, what=str(args.video), first=tok.first_frames)
     _check_size(args, tok, frames.shape[1], frames.shape[2])
     stream = tok.encoder_stream(1, refine=args.refine)
     step = CHUNK_LATENT * tok.temporal_factor
@@ -144,7 +148,7 @@ def run_tokenize(args: argparse.Namespace) -> int:
 def run_detokenize(args: argparse.Namespace) -> int:
     import torch
 
-    from arvid.tokenizer import Tokenizer, tensor_to_video
+    from arvid.tokenizer import load_tokenizer, tensor_to_video
     from arvid.tokenizer.codes import load_codes
     from arvid.utils.atomic import refuse_aliases
     from arvid.utils.memory import check_fits
@@ -156,7 +160,7 @@ def run_detokenize(args: argparse.Namespace) -> int:
     check_overwrite(args.out, args.overwrite)
     set_threads(args.threads)
     f = load_codes(args.codes)
-    tok = Tokenizer.from_pretrained(tokenizer_folder(args.model), device=args.device)
+    tok = load_tokenizer(tokenizer_folder(args.model), device=args.device)
     f.check(tok)
     t, h, w = f.codes.shape
     s, tau, c = tok.spatial_factor, tok.temporal_factor, tok.config.channels
@@ -165,7 +169,7 @@ def run_detokenize(args: argparse.Namespace) -> int:
                "these codes make frames too large for this machine")
     stream = tok.decoder_stream(1)
     codes = torch.from_numpy(f.codes)[None]  # (1, t, h, w)
-    total = 1 + (t - 1) * tau
+    total = tok.first_frames + (t - 1) * tau
     out = VideoWriter(args.out, args.fps or f.fps)
     try:
         with out:  # frames go to the file as they are decoded

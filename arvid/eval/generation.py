@@ -37,6 +37,7 @@ Three protocols, each batched through the pipeline's public streaming API (`Arvi
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import platform
 import time
@@ -84,7 +85,17 @@ def rollout(model: Arvid, num_frames: int, sampling: Sampling, *, labels: np.nda
         return model.stream(num_frames, context, seed=seed, labels=labels, batch=batch or 1, sampling=sampling)
     if context is not None:
         raise ArvidError("the no-context ablation takes no context clip")
-    n_latent = new_latent_frames(num_frames, model.temporal_factor, after_context=False)
+    n_latent = new_latent_frames(num_frames, model.temporal_factor, after_context=False,
+                                 first=model.tokenizer.first_frames)
+    if model.tokenizer.first_frames == 0:  # layered: one reference, then each latent frame of motion after it alone
+        from arvid.pipeline import Prepared
+
+        ref = next(model.latents(1, seed=seed * 100_003, labels=labels, batch=batch, sampling=sampling))
+        only = Prepared(frames=np.zeros((0,), np.uint8), context=ref[:, None])
+        latents = itertools.chain([ref], (next(model.latents(1, only, seed=seed * 100_003 + i, labels=labels,
+                                                             batch=batch, sampling=sampling))
+                                          for i in range(1, n_latent)))
+        return model.render(latents, num_frames, batch)
     latents = (next(model.latents(1, seed=seed * 100_003 + i, labels=labels, batch=batch, sampling=sampling))
                for i in range(n_latent))
     return model.render(latents, num_frames, batch)
@@ -314,7 +325,8 @@ def _batches(n: int, batch: int):
 def continuation(model, st: Settings) -> dict:
     tau = model.temporal_factor
     video, labels = _real(model, st, st.context + st.predict, st.clips, st.seed)
-    skip = (st.context - 1) % tau  # tokenize the last 1 + k·τ given frames
+    first = model.tokenizer.first_frames
+    skip = (st.context - 1) % tau if first else 0  # tokenize the last 1 + k·τ given frames (layered: the model reads all)
     given, true = video[:, skip:st.context], video[:, st.context:]
     out = {"greedy": [], "sampled": [], "floor": []}
     for sl in _batches(st.clips, st.batch):
@@ -324,7 +336,7 @@ def continuation(model, st: Settings) -> dict:
             out[name].append(np.stack(frames, axis=1))
         # the floor: the tokenizer's reconstruction of the real frames, from the same first frame on
         full = video[sl, skip:]
-        n = longest_prefix(full.shape[1], tau)
+        n = longest_prefix(full.shape[1], tau, first)
         rec = reconstruct(model.tokenizer, full[:, :n])
         floor = np.concatenate([rec, np.repeat(rec[:, -1:], full.shape[1] - n, axis=1)], axis=1)
         out["floor"].append(floor[:, given.shape[1]:])
@@ -345,7 +357,7 @@ def consistency(model, st: Settings) -> dict:
     generated clips at the sweeps' other temperatures and guidance scales."""
     size, tau = model.resolution[0], model.temporal_factor
     video, labels = _real(model, st, st.consistency_frames, st.clips, st.seed + 1)
-    n = longest_prefix(video.shape[1], tau)
+    n = longest_prefix(video.shape[1], tau, model.tokenizer.first_frames)
     recon = np.concatenate([reconstruct(model.tokenizer, video[sl, :n]) for sl in _batches(st.clips, st.batch)])
     clips = {"real": video, "tokenizer reconstruction": recon}
     runs = [("generated", st.decoding(), False), ("no-context ablation", st.decoding(), True)]
@@ -620,7 +632,7 @@ def evaluate_generation(model, st: Settings, command: str = "", progress: bool =
         rep.examples.update({f"{name}/{k}": v for k, v in out["examples"].items()})
     if st.tokenizer_clips:
         t0 = time.perf_counter()
-        ds = eval_dataset(model, st.dataset, st.data_path, frames=longest_prefix(17, model.temporal_factor))
+        ds = eval_dataset(model, st.dataset, st.data_path, frames=longest_prefix(17, model.temporal_factor, model.tokenizer.first_frames) or model.temporal_factor)
         tr = evaluate_tokenizer(model.tokenizer, ds, clips=st.tokenizer_clips, progress=progress)
         rep.figures["tokenizer"] = {**tr.to_dict(), "table": tr.table()}
         rep.seconds["tokenizer"] = time.perf_counter() - t0

@@ -43,10 +43,12 @@ def weights_fingerprint(tok) -> str:
     """A short hash of the weights that decide what the codes are: the encoder's and the quantizer's
     (names, shapes and bytes). The decoder only renders codes, so a decoder trained further
     (`arvid train tokenizer --init DIR --train-part decoder`) still reads the code files of DIR. A tokenizer
-    that codes with context encodes against its decoder's output, so there every weight counts."""
+    that codes with context encodes against its decoder's output, and a layered tokenizer chooses and cuts its
+    reference as its decoder draws it, so there every weight counts."""
     h = hashlib.sha256()
+    every = tok.first_frames == 0 or tok.config.context
     for name, t in sorted(tok.state_dict().items()):
-        if not tok.config.context and not name.startswith(("encoder.", "quantizer.")):
+        if not every and not name.startswith(("encoder.", "quantizer.")):
             continue
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
@@ -82,6 +84,9 @@ class CodesFile:
             raise ArvidError(f"{where}: made by a tokenizer with the same settings but other weights "
                              f"({self.weights_fingerprint}, this one {weights_fingerprint(tok)}): decode with the "
                              "tokenizer folder that encoded it")
+        if self.frames != pixel_frames(len(self.codes), self.temporal_factor, tok.first_frames):
+            raise ArvidError(f"{where}: its {len(self.codes)} latent frames make {self.frames} frames, which this "
+                             f"tokenizer's would not: decode with the tokenizer that encoded it")
         header = (self.temporal_factor, self.spatial_factor, self.channels)
         if header != (tok.temporal_factor, tok.spatial_factor, tok.config.channels):
             raise ArvidError(f"{where}: the header says temporal factor {header[0]}, spatial factor {header[1]}, "
@@ -101,7 +106,7 @@ def save_codes(path: str | os.PathLike, codes, tok, fps: float) -> Path:
     arrays = dict(
         codes=codes.astype(dtype), codebook_size=tok.codebook_size, fps=np.float64(fps),
         config_fingerprint=np.str_(tok.config.fingerprint()), weights_fingerprint=np.str_(weights_fingerprint(tok)),
-        frames=pixel_frames(t, tok.temporal_factor), height=h * s, width=w * s, channels=tok.config.channels,
+        frames=pixel_frames(t, tok.temporal_factor, tok.first_frames), height=h * s, width=w * s, channels=tok.config.channels,
         temporal_factor=tok.temporal_factor, spatial_factor=s, format_version=FORMAT_VERSION,
     )
     path = Path(path)
@@ -138,7 +143,8 @@ def load_codes(path: str | os.PathLike, limits: ReadLimits | None = None) -> Cod
     if codes.ndim != 3 or codes.dtype.kind not in "iu" or min(codes.shape, default=0) < 1:
         raise ArvidError(f"{path}: codes must be integers (t, h, w) with t >= 1, h >= 1, w >= 1, "
                          f"got {codes.dtype} {codes.shape}")
-    decoded = _decoded_size(path, codes.shape, ints, limits or ReadLimits())
+    decoded = _decoded_size(path, codes.shape, ints, limits or ReadLimits(), first=0 if ints["frames"] == pixel_frames(
+        len(codes), max(ints["temporal_factor"], 1), 0) else 1)
     codes = codes.astype(np.int64)
     if codes.size and (codes.min() < 0 or codes.max() >= ints["codebook_size"]):
         raise ArvidError(f"{path}: codes outside [0, {ints['codebook_size']})")
@@ -151,13 +157,14 @@ def load_codes(path: str | os.PathLike, limits: ReadLimits | None = None) -> Cod
     return CodesFile(codes=codes, fps=fps, path=path, **ints, **strs)
 
 
-def _decoded_size(path: Path, shape: tuple[int, int, int], header: dict[str, int], limits: ReadLimits):
-    """(T, H, W) of the clip codes (t, h, w) decode to by the header's factors, checked against `limits`."""
+def _decoded_size(path: Path, shape: tuple[int, int, int], header: dict[str, int], limits: ReadLimits, first: int = 1):
+    """(T, H, W) of the clip codes (t, h, w) decode to by the header's factors (`first`: frames the first latent frame
+    makes, 0 for a layered tokenizer's codes), checked against `limits`."""
     tau, s, c = header["temporal_factor"], header["spatial_factor"], header["channels"]
     if not (1 <= tau <= 64 and 1 <= s <= 1024 and c in (1, 3)):
         raise ArvidError(f"{path}: malformed header values (temporal factor {tau}, spatial factor {s}, channels {c})")
     t, h, w = shape
-    frames, height, width = pixel_frames(t, tau), h * s, w * s
+    frames, height, width = pixel_frames(t, tau, first), h * s, w * s
     limits.check(path, frames=frames, height=height, width=width, channels=c, declared=True)
     return frames, height, width
 

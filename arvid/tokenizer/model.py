@@ -154,6 +154,8 @@ class Decoder(nn.Module):
 
 
 class Tokenizer(nn.Module):
+    first_frames = 1  # the first latent frame makes one frame: clips have T = 1 + k·τ (arvid.tokenizer.frames)
+
     def __init__(self, config: TokenizerConfig):
         super().__init__()
         if not isinstance(config, TokenizerConfig):
@@ -407,6 +409,9 @@ class Tokenizer(nn.Module):
         vector-quantize-pytorch reads FSQ's buffers (`.item()`) while building it, which a meta tensor cannot
         do; its only tensors are the implicit codebook, bounded by the config (2^20 codes)."""
         if not isinstance(config, TokenizerConfig):
+            if isinstance(config, dict) and config.get("kind") == "layered":
+                raise ArvidError(f"{source}: this is a layered tokenizer: load it with arvid.tokenizer.load_tokenizer "
+                                 "(or as part of a model folder)")
             config = TokenizerConfig.from_dict(config, source=source)
         parts = {"encoder": meta_layout(lambda: Encoder(config)), "decoder": meta_layout(lambda: Decoder(config))}
         if config.context:

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from arvid.data import make_dataset
 from arvid.errors import ArvidError
 from arvid.generator import Generator, GeneratorConfig, slot_inputs
-from arvid.tokenizer import Tokenizer, tensor_to_video
+from arvid.tokenizer import AnyTokenizer, load_tokenizer, tensor_to_video
 from arvid.train.distributed import unwrap
 from arvid.train.options import MODEL_FLAGS as _MODEL_FLAGS, generator_arguments as add_arguments, train_frames_minimum
 from arvid.train.tokens import TOKEN_FOLDERS, TokenDataset, build_token_dataset
@@ -66,7 +66,7 @@ class GeneratorTask:
     steps: int = 0  # total steps of the run: evaluate at the last one
     seed: int = 0
     init: Generator | None = None  # trained weights to start from
-    tokenizer: Tokenizer | None = None  # decodes the preview's clips (none: no preview)
+    tokenizer: AnyTokenizer | None = None  # decodes the preview's clips (none: no preview)
     kind: str = "generator"
 
     def __post_init__(self) -> None:
@@ -259,7 +259,7 @@ def _data_from_args(args) -> tuple[TokenDataset, TokenDataset | None]:
     return train, evals
 
 
-def _preview_tokenizer(args, data: TokenDataset) -> Tokenizer | None:
+def _preview_tokenizer(args, data: TokenDataset) -> AnyTokenizer | None:
     """The tokenizer that made the training tokens (--tokenizer, or the one their folder names), to decode the
     preview; None when it is gone or does not read these codes: training goes on without a preview."""
     path = args.tokenizer or data.source.get("tokenizer")
@@ -272,9 +272,9 @@ def _preview_tokenizer(args, data: TokenDataset) -> Tokenizer | None:
     return tokenizer if tokenizer.codebook_size == data.vocab_size else None
 
 
-def _load_tokenizer(path, device_name: str) -> Tokenizer:
+def _load_tokenizer(path, device_name: str) -> AnyTokenizer:
     device = resolve_device(device_name if device_name else "auto")
-    return Tokenizer.from_pretrained(path, device=device).eval()
+    return load_tokenizer(path, device=device).eval()
 
 
 def tokenized(folder: Path, args, split: str, count: int, source: dict) -> TokenDataset:
@@ -296,7 +296,7 @@ def _build(folder: Path, args, split: str, count: int, source: dict) -> None:
     from arvid.train.tokenizer import check_clip_size
 
     tokenizer = _load_tokenizer(args.tokenizer, getattr(args, "device", "auto"))
-    check_clip_size(args.clip_frames, args.size, tokenizer.config, "--clip-frames", "--size")
+    check_clip_size(args.clip_frames, args.size, tokenizer.config, "--clip-frames", "--size", tokenizer.first_frames)
     dataset = make_dataset(args.dataset, frames=args.clip_frames, size=args.size, split=split,
                            seed=getattr(args, "seed", 0), path=args.data_path)
     folder.parent.mkdir(parents=True, exist_ok=True)

@@ -166,14 +166,21 @@ class TokenizerTask:
         return self._shown
 
 
-def check_clip_size(frames: int, size: int, config: TokenizerConfig, frames_flag: str, size_flag: str) -> None:
+def check_clip_size(frames: int, size: int, config: TokenizerConfig, frames_flag: str, size_flag: str,
+                    first: int = 1) -> None:
     """ArvidError naming the flag and the valid values when clips of `frames` frames of `size` pixels do not fit
-    a tokenizer of `config` (1 + k·τ frames; a size that is a multiple of the spatial factor)."""
+    a tokenizer of `config` (first + k·τ frames, `first` being the frames its first latent frame makes; a size that
+    is a multiple of the spatial factor, or a layered tokenizer's own size)."""
     tau, s = config.temporal_factor, config.spatial_factor
-    if frames < 1 or not is_valid_frames(frames, tau):
-        near = " or ".join(str(n) for n in nearest_valid_frames(max(frames, 1), tau))
-        raise ArvidError(f"{frames_flag} {frames} does not fit the tokenizer: it takes 1 + k·{tau} frames (τ = {tau}): "
+    if frames < 1 or not is_valid_frames(frames, tau, first):
+        near = " or ".join(str(n) for n in nearest_valid_frames(max(frames, 1), tau, first))
+        rule = f"1 + k·{tau}" if first else f"k·{tau}"
+        raise ArvidError(f"{frames_flag} {frames} does not fit the tokenizer: it takes {rule} frames (τ = {tau}): "
                          f"give {near}")
+    fixed = getattr(config, "size", None)
+    if fixed is not None and tuple(fixed) != (size, size):
+        raise ArvidError(f"{size_flag} {size} does not fit the tokenizer: it codes {fixed[0]}x{fixed[1]} frames: "
+                         f"give {fixed[0]}")
     if size < s or size % s:
         near = " or ".join(str(n) for n in sorted({max(s, size // s * s), (size // s + 1) * s}))
         raise ArvidError(f"{size_flag} {size} does not fit the tokenizer: frames must be a multiple of {s} pixels "
