@@ -52,7 +52,7 @@ from arvid.version import __version__
 SUITES = {
     "kernels": ("bench_kernels.py",),
     "generation": ("bench_generator.py", "bench_pipeline.py", "bench_threads.py", "bench_decoding.py",
-                   "bench_memory.py"),
+                   "bench_memory.py", "bench_models.py"),
     "tokenizer": ("bench_tokenizer.py",),
 }
 SUITE_NAMES = (*SUITES, "all")

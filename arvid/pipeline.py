@@ -19,7 +19,10 @@ settings as keywords (`temperature=0.8`), which `Sampling.build` completes from 
 `generate(N)` samples 1 + ceil((N - 1) / τ) latent frames and returns exactly N frames; `extend(video, N)`
 accepts any number of input frames, tokenizes its longest 1 + k·τ tail (so the tokens end exactly at the last
 input frame), prefills the cache with the last W latent frames, and returns the input frames themselves followed
-by exactly N new ones.
+by exactly N new ones. A layered tokenizer (`arvid.tokenizer.layered`) starts every clip with a reference picture
+that makes no frame: `generate(N)` samples 1 + ceil(N / τ) latent frames, and `extend` tokenizes the input's last
+W·τ frames at most (k·τ of them; a shorter input gets its first frame repeated in front), with the reference's
+layers cut from the input's own pixels.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +167,9 @@ class Arvid:
         if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
             raise ArvidError(f"batch must be a positive integer, got {batch!r}")
         check_request(self.generator, s, labels, int(batch))
+        if s.is_on("reference_candidates") and not self.layered:
+            raise ArvidError(f"reference_candidates {s.reference_candidates} applies to layered models only (their clips "
+                             "start from a reference picture): this model is not one; leave it at 1")
         check_fits(self.request_bytes(int(batch), s.is_on("guidance")), f"generating a batch of {batch} clip(s)",
                    "lower --batch (batch=)")
         H, W = self.resolution
@@ -189,7 +195,8 @@ class Arvid:
                labels: Labels = None, batch: int = 1, sampling: Sampling | None = None,
                temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                min_p: float | None = None, guidance: float | None = None, steps: int | None = None,
-               choice_temperature: float | None = None, progress: bool = False) -> Iterator[np.ndarray]:
+               choice_temperature: float | None = None, reference_candidates: int | None = None,
+               progress: bool = False) -> Iterator[np.ndarray]:
         """Yield new frames, uint8 (B, H, W, C), as soon as they are decoded: exactly `num_frames` of them.
 
         video: uint8 (T, H, W, C), repeated for a batch of `batch`; or B clips (B, T, H, W, C); or what `prepare`
@@ -200,14 +207,17 @@ class Arvid:
         labels: k per clip, for all clips or (B, k); -1 means none.
         batch: how many clips to make at once.
         sampling: every decoding setting as one `Sampling`; or give some of them as keywords instead:
-        temperature, top_k, top_p, min_p, guidance, steps, choice_temperature: None takes the model's
-            recommended value, else the default (`Sampling` says what each does).
+        temperature, top_k, top_p, min_p, guidance, steps, choice_temperature, reference_candidates: None takes
+            the model's recommended value, else the default (`Sampling` says what each does). With a layered model
+            (`arvid.tokenizer.layered`) guidance steers the reference picture only, where the labels show; the
+            positions are drawn unguided.
         progress: show a progress bar (frames made, frames per second) on stderr.
 
         Every argument is checked when this is called, before any work."""
         _check_count(num_frames)
         settings = _settings(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, guidance=guidance,
-                             steps=steps, choice_temperature=choice_temperature)
+                             steps=steps, choice_temperature=choice_temperature,
+                             reference_candidates=reference_candidates)
         s = self.sampling(labels, sampling, **settings)
         batch = _batch_of(video, batch)
         self.check(s, labels, batch, seed)
@@ -225,13 +235,14 @@ class Arvid:
                  sampling: Sampling | None = None, temperature: float | None = None, top_k: int | None = None,
                  top_p: float | None = None, min_p: float | None = None, guidance: float | None = None,
                  steps: int | None = None, choice_temperature: float | None = None,
-                 progress: bool = False) -> np.ndarray:
+                 reference_candidates: int | None = None, progress: bool = False) -> np.ndarray:
         """A new clip of exactly `num_frames` frames: uint8 (B, num_frames, H, W, C).
 
         seed, labels, batch, sampling, the decoding settings (temperature ... choice_temperature; None: the
         model's recommended value) and progress (a progress bar on stderr) are as for `stream`."""
         settings = _settings(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, guidance=guidance,
-                             steps=steps, choice_temperature=choice_temperature)
+                             steps=steps, choice_temperature=choice_temperature,
+                             reference_candidates=reference_candidates)
         _check_count(num_frames)
         self.check(self.sampling(labels, sampling, **settings), labels, batch, seed, kept=num_frames)
         frames = self.stream(num_frames, None, seed=seed, labels=labels, batch=batch, sampling=sampling,
@@ -242,7 +253,7 @@ class Arvid:
                batch: int = 1, sampling: Sampling | None = None, temperature: float | None = None,
                top_k: int | None = None, top_p: float | None = None, min_p: float | None = None,
                guidance: float | None = None, steps: int | None = None, choice_temperature: float | None = None,
-               progress: bool = False) -> np.ndarray:
+               reference_candidates: int | None = None, progress: bool = False) -> np.ndarray:
         """The input clip followed by `num_frames` new frames: uint8 (B, T_in + num_frames, H, W, C).
 
         video: uint8 (T, H, W, C) or B clips (B, T, H, W, C), fitted to the model's size and colour with an
@@ -252,7 +263,8 @@ class Arvid:
         on stderr) are as for `stream`."""
         _check_count(num_frames)
         settings = _settings(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, guidance=guidance,
-                             steps=steps, choice_temperature=choice_temperature)
+                             steps=steps, choice_temperature=choice_temperature,
+                             reference_candidates=reference_candidates)
         if not isinstance(video, Prepared):
             shape = np.shape(video)  # (T, H, W), (T, H, W, C) or (B, T, H, W, C); fit() refuses others
             given = shape[-4] if len(shape) in (4, 5) else shape[0] if shape else 0
@@ -267,10 +279,60 @@ class Arvid:
     # ---- the parts -------------------------------------------------------------------------------------
     def latents(self, num_latent: int, prepared: Prepared | None = None, *, seed: int = 0, labels: Labels = None,
                 batch: int = 1, sampling: Sampling | None = None) -> Iterator[torch.Tensor]:
-        """Yield `num_latent` new latent frames, int64 (B, h, w), after `prepared`'s context if given."""
+        """Yield `num_latent` new latent frames, int64 (B, h, w), after `prepared`'s context if given. A layered
+        model's new clip starts with its reference picture (`draw_reference`); its positions are drawn unguided."""
+        s = sampling or Sampling()
         context = prepared.context.to(self.device) if prepared is not None else None
-        return _inference(generate(self.generator, num_latent, sampling or Sampling(), batch=batch, labels=labels,
-                                   context=context, seed=seed), self.thread_count())
+        if not self.layered:
+            return _inference(generate(self.generator, num_latent, s, batch=batch, labels=labels, context=context,
+                                       seed=seed), self.thread_count())
+        motion = replace(s, guidance=1.0, reference_candidates=1)
+        if context is not None or num_latent == 0:
+            return _inference(generate(self.generator, num_latent, motion, batch=batch, labels=labels,
+                                       context=context, seed=seed), self.thread_count())
+
+        def clip() -> Iterator[torch.Tensor]:
+            ref = self.draw_reference(s, labels, batch, seed)
+            yield ref
+            yield from generate(self.generator, num_latent - 1, motion, batch=batch, labels=labels,
+                                context=ref[:, None], seed=seed + 1)
+
+        return _inference(clip(), self.thread_count())
+
+    @torch.no_grad()
+    def draw_reference(self, s: Sampling, labels: Labels, batch: int, seed: int) -> torch.Tensor:
+        """A layered model's reference pictures, int64 codes (B, h, w): `s.reference_candidates` drawn per clip (with
+        `s`, guidance included), keeping per clip one whose objects are drawn whole, as many as the model has layers
+        (`arvid.tokenizer.layers.well_drawn`), else one whose ink at least falls into that many pieces, else the
+        first; among equals, with labels, the one the generator itself finds most like its labels,
+        log p(x | labels) - log p(x | no labels) (the classifier that classifier-free guidance follows), else the
+        first."""
+        from arvid.generator.model import check_labels, slot_inputs
+        from arvid.tokenizer.layers import count_pieces, well_drawn
+
+        n, gen = s.reference_candidates, self.generator
+        lab = check_labels(gen.config, labels, batch, self.device)
+        rows = lab.repeat_interleave(n, 0) if lab is not None else None
+        cand = next(iter(generate(gen, 1, replace(s, reference_candidates=1), batch=batch * n, labels=rows, seed=seed)))
+        if n == 1:
+            return cand
+        tok = self.tokenizer
+        pictures = tok.reference_pixels(cand).round().numpy()  # (B n, H, W)
+        k = tok.config.layers
+        tier = torch.tensor([2.0 if well_drawn(p, k, tok.rule) else 1.0 if count_pieces(p, tok.rule) == k else 0.0
+                             for p in pictures])
+        score = torch.zeros(batch * n)
+        if rows is not None:
+            flat = cand.reshape(batch * n, -1)  # (B n, h w)
+            inputs = slot_inputs(flat, gen.config.bos_token)
+
+            def logp(condition):
+                return torch.log_softmax(gen(inputs, condition).float(), -1).gather(-1, flat[..., None])[..., 0].sum(1)
+
+            score = (logp(rows) - logp(gen.null_labels(batch * n, self.device))).cpu()
+        best = torch.stack([tier, score], -1).view(batch, n, 2)
+        best = (best[..., 0] * (best[..., 1].abs().max() * 4 + 1) + best[..., 1]).argmax(1)  # the tier first
+        return cand.view(batch, n, *cand.shape[1:])[torch.arange(batch), best.to(cand.device)]
 
     def render(self, latents: Iterable[torch.Tensor], num_frames: int, batch: int,
                prepared: Prepared | None = None) -> Iterator[np.ndarray]:

@@ -156,9 +156,17 @@ class LayeredConfig:
         d = dict(d)
         try:
             if "size" in d:
-                d["size"] = tuple(int(v) for v in d["size"])
-                if len(d["size"]) != 2:
+                if not isinstance(d["size"], (list, tuple)) or len(d["size"]) != 2 or not all(
+                        isinstance(v, int) and not isinstance(v, bool) for v in d["size"]):
                     raise ValueError
+                d["size"] = tuple(d["size"])
+            for name in ("ink", "notes"):
+                if name in d and not isinstance(d[name], dict):
+                    raise ValueError
+            if not isinstance(d["reference"], dict) or not d["reference"]:
+                raise ValueError
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in d.get("ink", {}).values()):
+                raise ValueError
             for name in ("layers", "lookahead", "search_radius", "search_passes"):
                 if name in d:
                     if isinstance(d[name], bool) or int(d[name]) != d[name]:
@@ -168,8 +176,9 @@ class LayeredConfig:
                 raise ValueError
             return cls(**d)
         except (TypeError, ValueError):
-            raise ArvidError(f"{source}: malformed layered tokenizer settings (size is [H, W], layers, lookahead, "
-                             f"search_radius, search_passes whole numbers, ink and notes objects)") from None
+            raise ArvidError(f"{source}: malformed layered tokenizer settings (reference is an object of the reference "
+                             f"coder's settings, size is [H, W] in whole pixels, layers, lookahead, search_radius and "
+                             f"search_passes whole numbers, ink an object of whole numbers, notes an object)") from None
         except ArvidError as e:
             raise ArvidError(f"{source}: {e}") from None
 
@@ -519,7 +528,7 @@ class LayeredEncoderStream:
                 f1, f2 = back[ok] + 1, (back[ok] + 2).clamp_max(torch.from_numpy(r)[ok])
                 pos[idx, back[ok]] = self._search(idx, frames[idx, back[ok]], pos[idx, f1], pos[idx, f2])
         self.queue = list(pos.unbind(1))
-        self.recent = pos[:, -2:]
+        self.recent = pos[:, [max(tau - 2, 0), tau - 1]]
         return codes[:, None]  # (B, 1, h, w)
 
     def _search(self, idx: torch.Tensor, target: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor) -> torch.Tensor:

@@ -27,11 +27,15 @@ class InkRule:
     low: int = 16  # pixels at or below this are background
     area: int = 25  # pieces smaller than this (pixels) join a kept piece
     grow: int = 4  # steps of growing the kept pieces over the soft edge (pixels above `low`)
+    stroke: int = 128  # pixels at or above this are the strokes themselves
+    speck: int = 16  # a piece of stroke smaller than this (pixels) is a speck
 
 
-def pieces(frame: np.ndarray, rule: InkRule) -> np.ndarray:
-    """Areas of the separate pieces of ink of a frame (H, W), largest first."""
-    n, _, st, _ = cv2.connectedComponentsWithStats((frame > rule.core).astype(np.uint8), connectivity=8)
+def pieces(frame: np.ndarray, rule: InkRule, level: int | None = None) -> np.ndarray:
+    """Areas of the separate pieces (8-connected) of a frame (H, W) above `level` (default `rule.core`), largest
+    first."""
+    mask = frame > rule.core if level is None else frame >= level
+    n, _, st, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     return np.sort(st[1:, cv2.CC_STAT_AREA])[::-1]
 
 
@@ -45,6 +49,12 @@ def separation(frame: np.ndarray, rule: InkRule) -> int:
 def count_pieces(frame: np.ndarray, rule: InkRule) -> int:
     """The number of pieces of at least `rule.area` pixels."""
     return int((pieces(frame, rule) >= rule.area).sum())
+
+
+def well_drawn(picture: np.ndarray, k: int, rule: InkRule) -> bool:
+    """Whether a reference picture (H, W) in [0, 255] holds k objects drawn whole: its ink in k separate pieces,
+    and its strokes too (k pieces of at least `rule.speck` pixels: no object broken, no specks of stroke)."""
+    return count_pieces(picture, rule) == k and int((pieces(picture, rule, rule.stroke) >= rule.speck).sum()) == k
 
 
 def piece_slots(ref: np.ndarray, k: int, rule: InkRule) -> np.ndarray | None:
@@ -111,4 +121,4 @@ def split_layers(ref: np.ndarray, k: int, net: LayerNet | None, rule: InkRule) -
     return np.where(ink, owner, 0)
 
 
-__all__ = ["InkRule", "LayerNet", "count_pieces", "piece_slots", "separation", "split_layers"]
+__all__ = ["InkRule", "LayerNet", "count_pieces", "piece_slots", "separation", "split_layers", "well_drawn"]
