@@ -302,12 +302,10 @@ class Arvid:
     @torch.no_grad()
     def draw_reference(self, s: Sampling, labels: Labels, batch: int, seed: int) -> torch.Tensor:
         """A layered model's reference pictures, int64 codes (B, h, w): `s.reference_candidates` drawn per clip (with
-        `s`, guidance included), keeping per clip one whose objects are drawn whole, as many as the model has layers
-        (`arvid.tokenizer.layers.well_drawn`), else one whose ink at least falls into that many pieces, else the
-        first; among equals, with labels, the one the generator itself finds most like its labels,
-        log p(x | labels) - log p(x | no labels) (the classifier that classifier-free guidance follows), else the
-        first."""
-        from arvid.generator.model import check_labels, slot_inputs
+        `s`, guidance included), keeping per clip the first whose objects are drawn whole, as many as the model has
+        layers (`arvid.tokenizer.layers.well_drawn`), else the first whose ink at least falls into that many
+        pieces, else the first drawn."""
+        from arvid.generator.model import check_labels
         from arvid.tokenizer.layers import count_pieces, well_drawn
 
         n, gen = s.reference_candidates, self.generator
@@ -316,22 +314,11 @@ class Arvid:
         cand = next(iter(generate(gen, 1, replace(s, reference_candidates=1), batch=batch * n, labels=rows, seed=seed)))
         if n == 1:
             return cand
-        tok = self.tokenizer
+        tok, k = self.tokenizer, self.tokenizer.config.layers
         pictures = tok.reference_pixels(cand).round().numpy()  # (B n, H, W)
-        k = tok.config.layers
-        tier = torch.tensor([2.0 if well_drawn(p, k, tok.rule) else 1.0 if count_pieces(p, tok.rule) == k else 0.0
+        tier = torch.tensor([2 if well_drawn(p, k, tok.rule) else 1 if count_pieces(p, tok.rule) == k else 0
                              for p in pictures])
-        score = torch.zeros(batch * n)
-        if rows is not None:
-            flat = cand.reshape(batch * n, -1)  # (B n, h w)
-            inputs = slot_inputs(flat, gen.config.bos_token)
-
-            def logp(condition):
-                return torch.log_softmax(gen(inputs, condition).float(), -1).gather(-1, flat[..., None])[..., 0].sum(1)
-
-            score = (logp(rows) - logp(gen.null_labels(batch * n, self.device))).cpu()
-        best = torch.stack([tier, score], -1).view(batch, n, 2)
-        best = (best[..., 0] * (best[..., 1].abs().max() * 4 + 1) + best[..., 1]).argmax(1)  # the tier first
+        best = tier.view(batch, n).argmax(1)  # the first of the best tier
         return cand.view(batch, n, *cand.shape[1:])[torch.arange(batch), best.to(cand.device)]
 
     def render(self, latents: Iterable[torch.Tensor], num_frames: int, batch: int,

@@ -61,9 +61,8 @@ class Sampling:
              "commit, annealed to 0 over the steps; 0 commits the most confident first")
     reference_candidates: int = _setting(
         1, off=1, valid=lambda v: 1 <= v <= 64, rule="a whole number in [1, 64] (1: off)", integer=True,
-        help="layered models: draw this many reference pictures per new clip and keep one whose ink falls into as "
-             "many pieces as the model has layers (with labels, the one the model itself finds most like them); "
-             "1 keeps the first drawn")
+        help="layered models: draw this many reference pictures per new clip and keep the first whose objects are "
+             "drawn whole, as many as the model has layers; 1 keeps the first drawn")
 
     def __post_init__(self) -> None:
         for f in fields(self):
