@@ -50,6 +50,7 @@ from arvid.video import fit_video
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "default"
 SAMPLING_FILE = "sampling.json"  # a model folder's recommended decoding settings (optional)
+REFERENCE_ROUNDS = 4  # layered models: rounds of reference candidates drawn while a clip has none drawn whole
 ENCODE_CHUNK = 32  # frames pushed into the streaming encoder at a time when tokenizing an input clip
 STATS_FRAMES = 16  # an input's first frames, whose pixel statistics are held against the model's training data
 DEFAULT_FPS = 8.0  # frame rate of generated clips when no input says otherwise: the rate arvid's datasets are made at
@@ -167,9 +168,11 @@ class Arvid:
         if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
             raise ArvidError(f"batch must be a positive integer, got {batch!r}")
         check_request(self.generator, s, labels, int(batch))
-        if s.is_on("reference_candidates") and not self.layered:
-            raise ArvidError(f"reference_candidates {s.reference_candidates} applies to layered models only (their clips "
-                             "start from a reference picture): this model is not one; leave it at 1")
+        if not self.layered:
+            for name, off in (("reference_candidates", 1), ("reference_temperature", 1.0)):
+                if getattr(s, name) != off:
+                    raise ArvidError(f"{name} {getattr(s, name):g} applies to layered models only (their clips start "
+                                     f"from a reference picture): this model is not one; leave it at {off:g}")
         check_fits(self.request_bytes(int(batch), s.is_on("guidance")), f"generating a batch of {batch} clip(s)",
                    "lower --batch (batch=)")
         H, W = self.resolution
@@ -195,7 +198,8 @@ class Arvid:
                labels: Labels = None, batch: int = 1, sampling: Sampling | None = None,
                temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                min_p: float | None = None, guidance: float | None = None, steps: int | None = None,
-               choice_temperature: float | None = None, reference_candidates: int | None = None,
+               choice_temperature: float | None = None, reference_temperature: float | None = None,
+               reference_candidates: int | None = None,
                progress: bool = False) -> Iterator[np.ndarray]:
         """Yield new frames, uint8 (B, H, W, C), as soon as they are decoded: exactly `num_frames` of them.
 
@@ -207,17 +211,17 @@ class Arvid:
         labels: k per clip, for all clips or (B, k); -1 means none.
         batch: how many clips to make at once.
         sampling: every decoding setting as one `Sampling`; or give some of them as keywords instead:
-        temperature, top_k, top_p, min_p, guidance, steps, choice_temperature, reference_candidates: None takes
-            the model's recommended value, else the default (`Sampling` says what each does). With a layered model
-            (`arvid.tokenizer.layered`) guidance steers the reference picture only, where the labels show; the
-            positions are drawn unguided.
+        temperature, top_k, top_p, min_p, guidance, steps, choice_temperature, reference_temperature,
+            reference_candidates: None takes the model's recommended value, else the default (`Sampling` says what
+            each does). With a layered model (`arvid.tokenizer.layered`) guidance steers the reference picture only,
+            where the labels show, drawn at reference_temperature; the positions are drawn unguided at temperature.
         progress: show a progress bar (frames made, frames per second) on stderr.
 
         Every argument is checked when this is called, before any work."""
         _check_count(num_frames)
         settings = _settings(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, guidance=guidance,
                              steps=steps, choice_temperature=choice_temperature,
-                             reference_candidates=reference_candidates)
+                             reference_temperature=reference_temperature, reference_candidates=reference_candidates)
         s = self.sampling(labels, sampling, **settings)
         batch = _batch_of(video, batch)
         self.check(s, labels, batch, seed)
@@ -235,14 +239,15 @@ class Arvid:
                  sampling: Sampling | None = None, temperature: float | None = None, top_k: int | None = None,
                  top_p: float | None = None, min_p: float | None = None, guidance: float | None = None,
                  steps: int | None = None, choice_temperature: float | None = None,
-                 reference_candidates: int | None = None, progress: bool = False) -> np.ndarray:
+                 reference_temperature: float | None = None, reference_candidates: int | None = None,
+                 progress: bool = False) -> np.ndarray:
         """A new clip of exactly `num_frames` frames: uint8 (B, num_frames, H, W, C).
 
         seed, labels, batch, sampling, the decoding settings (temperature ... choice_temperature; None: the
         model's recommended value) and progress (a progress bar on stderr) are as for `stream`."""
         settings = _settings(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, guidance=guidance,
                              steps=steps, choice_temperature=choice_temperature,
-                             reference_candidates=reference_candidates)
+                             reference_temperature=reference_temperature, reference_candidates=reference_candidates)
         _check_count(num_frames)
         self.check(self.sampling(labels, sampling, **settings), labels, batch, seed, kept=num_frames)
         frames = self.stream(num_frames, None, seed=seed, labels=labels, batch=batch, sampling=sampling,
@@ -253,7 +258,8 @@ class Arvid:
                batch: int = 1, sampling: Sampling | None = None, temperature: float | None = None,
                top_k: int | None = None, top_p: float | None = None, min_p: float | None = None,
                guidance: float | None = None, steps: int | None = None, choice_temperature: float | None = None,
-               reference_candidates: int | None = None, progress: bool = False) -> np.ndarray:
+               reference_temperature: float | None = None, reference_candidates: int | None = None,
+               progress: bool = False) -> np.ndarray:
         """The input clip followed by `num_frames` new frames: uint8 (B, T_in + num_frames, H, W, C).
 
         video: uint8 (T, H, W, C) or B clips (B, T, H, W, C), fitted to the model's size and colour with an
@@ -264,7 +270,7 @@ class Arvid:
         _check_count(num_frames)
         settings = _settings(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, guidance=guidance,
                              steps=steps, choice_temperature=choice_temperature,
-                             reference_candidates=reference_candidates)
+                             reference_temperature=reference_temperature, reference_candidates=reference_candidates)
         if not isinstance(video, Prepared):
             shape = np.shape(video)  # (T, H, W), (T, H, W, C) or (B, T, H, W, C); fit() refuses others
             given = shape[-4] if len(shape) in (4, 5) else shape[0] if shape else 0
@@ -292,7 +298,7 @@ class Arvid:
                                        context=context, seed=seed), self.thread_count())
 
         def clip() -> Iterator[torch.Tensor]:
-            ref = self.draw_reference(s, labels, batch, seed)
+            ref = self.draw_reference(s, labels, batch, seed)  # (B, h, w)
             yield ref
             yield from generate(self.generator, num_latent - 1, motion, batch=batch, labels=labels,
                                 context=ref[:, None], seed=seed + 1)
@@ -301,25 +307,41 @@ class Arvid:
 
     @torch.no_grad()
     def draw_reference(self, s: Sampling, labels: Labels, batch: int, seed: int) -> torch.Tensor:
-        """A layered model's reference pictures, int64 codes (B, h, w): `s.reference_candidates` drawn per clip (with
-        `s`, guidance included), keeping per clip the first whose objects are drawn whole, as many as the model has
-        layers (`arvid.tokenizer.layers.well_drawn`), else the first whose ink at least falls into that many
-        pieces, else the first drawn."""
+        """A layered model's reference pictures, int64 codes (B, h, w), drawn with `s` at its reference_temperature
+        (guidance included). With `s.reference_candidates` = n above 1, n are drawn per clip, in up to
+        REFERENCE_ROUNDS rounds while a clip has none whose objects are drawn whole, as many as the model has layers
+        (`arvid.tokenizer.layers.well_drawn`); each clip keeps the first such, else the first whose ink at least
+        falls into that many pieces, else its first."""
         from arvid.generator.model import check_labels
         from arvid.tokenizer.layers import count_pieces, well_drawn
 
-        n, gen = s.reference_candidates, self.generator
+        n, gen, tok = s.reference_candidates, self.generator, self.tokenizer
+        drawn = replace(s, temperature=s.reference_temperature, reference_candidates=1)
         lab = check_labels(gen.config, labels, batch, self.device)
-        rows = lab.repeat_interleave(n, 0) if lab is not None else None
-        cand = next(iter(generate(gen, 1, replace(s, reference_candidates=1), batch=batch * n, labels=rows, seed=seed)))
+        if lab is not None:  # as labels again: the null label is -1
+            lab = torch.where(lab == gen.config.null_label, torch.full_like(lab, -1), lab)
         if n == 1:
-            return cand
-        tok, k = self.tokenizer, self.tokenizer.config.layers
-        pictures = tok.reference_pixels(cand).round().numpy()  # (B n, H, W)
-        tier = torch.tensor([2 if well_drawn(p, k, tok.rule) else 1 if count_pieces(p, tok.rule) == k else 0
-                             for p in pictures])
-        best = tier.view(batch, n).argmax(1)  # the first of the best tier
-        return cand.view(batch, n, *cand.shape[1:])[torch.arange(batch), best.to(cand.device)]
+            return next(iter(generate(gen, 1, drawn, batch=batch, labels=lab, seed=seed)))
+        best = torch.full((batch,), -1, dtype=torch.long)  # the tier of each clip's pick: 2 whole, 1 pieces, 0
+        picked = None
+        for round in range(REFERENCE_ROUNDS):
+            todo = (best < 2).nonzero()[:, 0]
+            if len(todo) == 0:
+                break
+            rows = lab[todo].repeat_interleave(n, 0) if lab is not None else None
+            cand = next(iter(generate(gen, 1, drawn, batch=len(todo) * n, labels=rows, seed=seed + round)))
+            pictures = tok.reference_pixels(cand).round().numpy()  # (b n, H, W)
+            tier = torch.tensor([2 if well_drawn(p, tok.config.layers, tok.rule)
+                                 else 1 if count_pieces(p, tok.rule) == tok.config.layers else 0
+                                 for p in pictures]).view(len(todo), n)
+            pick = tier.argmax(1)  # the first of the best tier
+            cand = cand.view(len(todo), n, *cand.shape[1:])[torch.arange(len(todo)), pick.to(cand.device)]
+            if picked is None:
+                picked = cand.new_zeros(batch, *cand.shape[1:])
+            better = tier.max(1).values > best[todo]
+            picked[todo[better].to(picked.device)] = cand[better.to(cand.device)]
+            best[todo[better]] = tier.max(1).values[better]
+        return picked
 
     def render(self, latents: Iterable[torch.Tensor], num_frames: int, batch: int,
                prepared: Prepared | None = None) -> Iterator[np.ndarray]:
@@ -435,7 +457,8 @@ class Arvid:
         """(frames passed over at the start, copies of the first frame put in front) for an input of T frames.
         A conv tokenizer reads the longest 1 + k·τ tail (its causal state needs every frame of it). A layered one
         reads only the last W·τ frames at most (its tokens hold no state beyond the window), and an input shorter
-        than τ frames gets its first frame repeated in front to make τ (those copies are not shown)."""
+        than τ frames gets its first frame repeated in front to make τ (those copies are not shown; their positions
+        become the input's motion carried back, `arvid.tokenizer.layered.carry_back`)."""
         tau = self.temporal_factor
         if not self.layered:
             return tail_start(T, tau), 0
@@ -446,8 +469,8 @@ class Arvid:
     def _skip_notes(self, T: int) -> list[str]:
         (skip, pad), tau = self._tail_plan(T), self.temporal_factor
         if pad:
-            return [f"the input has {T} frame{'s' if T > 1 else ''} and the model reads them {tau} at a time: its first "
-                    f"frame was held {pad} more time{'s' if pad > 1 else ''} in front (not shown) to make {tau}"]
+            return [f"the input has {T} frame{'s' if T > 1 else ''} and the model reads them {tau} at a time: {pad} more "
+                    f"{'were' if pad > 1 else 'was'} made in front (not shown) to make {tau}, its motion carried back"]
         if not skip:
             return []
         return [f"the first {skip} input frame{'s' if skip > 1 else ''} {'start' if skip > 1 else 'starts'} "
@@ -488,6 +511,10 @@ class Arvid:
         if seen != T:
             raise ArvidError(f"the input video gave {seen} frames, not the {T} it declared")
         codes = torch.cat(tail, dim=1)
+        if self.layered and pad:  # the stand-in frames in front: the input's motion carried back, not a stop
+            from arvid.tokenizer.layered import carry_back
+
+            codes = carry_back(codes, pad, self.tokenizer, enc.layers)
         if self.layered:  # the reference's latent frame, then the positions' last W
             return torch.cat([codes[:, :1], codes[:, 1:][:, -keep:]], dim=1), enc.reference
         return codes[:, -keep:], None

@@ -29,7 +29,7 @@ from arvid.pipeline import Arvid
 from arvid.tokenizer import (LayeredConfig, LayeredTokenizer, Tokenizer, TokenizerConfig, check_frames, fit_frames,
                              load_tokenizer, longest_prefix, new_latent_frames, pixel_frames, tail_start,
                              tensor_to_video, video_to_tensor)
-from arvid.tokenizer.layered import cut_layers, render, search_frame
+from arvid.tokenizer.layered import Layers, carry_back, cut_layers, render, search_frame
 from arvid.tokenizer.layers import InkRule, LayerNet, piece_slots, split_layers
 
 H = W = 32  # frames; spatial factor 8 -> 4x4 latent tokens
@@ -468,7 +468,7 @@ def test_generate_gives_exactly_n_frames(model, n):
     assert clip.shape == (1, n, H, W, 1) and clip.dtype == np.uint8
 
 
-@pytest.mark.parametrize("given, note", [(3, "first frame was held 1 more time in front"), (4, None),
+@pytest.mark.parametrize("given, note", [(3, "1 more was made in front"), (4, None),
                                          (10, "first 2 input frames start the output unchanged"),
                                          (18, "first 6 input frames .* at most its last 12")])
 def test_extend_keeps_the_input_and_adds_exactly_n(model, given, note):
@@ -484,18 +484,18 @@ def test_extend_keeps_the_input_and_adds_exactly_n(model, given, note):
     assert len(notes) == (2 if note else 0) and all(re.search(note, m) for m in notes)
 
 
-@pytest.mark.parametrize("given, shown", [(3, [0, 0, 1, 2]), (10, list(range(2, 10))), (18, list(range(6, 18)))])
+@pytest.mark.parametrize("given, shown", [(3, [0, 1, 2]), (10, list(range(2, 10))), (18, list(range(6, 18)))])
 def test_extend_continues_from_the_inputs_exact_frames(model, given, shown):
     """The context a continuation starts from decodes, with the prepared reference, to the input's own frames:
-    the last W·τ frames at most (W = 3 here), after the first frame repeated to make τ."""
+    the last W·τ frames at most (W = 3 here), after stand-in frames (the motion carried back) to make τ."""
     frames = moving_clips(18)[0][0, :given, :, :, None]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ArvidNotice)
         prepared = model.prepare(frames)
-    assert prepared.context.shape == (1, 1 + len(shown) // TAU, 4, 4)
+    assert prepared.context.shape == (1, 1 + -(-len(shown) // TAU), 4, 4)
     assert prepared.reference.shape == (1, H, W)
     decoded = model.tokenizer.decode(prepared.context, reference=prepared.reference)
-    assert np.array_equal(tensor_to_video(decoded)[0], frames[shown])
+    assert np.array_equal(tensor_to_video(decoded)[0, -len(shown):], frames[shown])
 
 
 # ------------------------------------------------------------------------------------------------ the layers
@@ -521,3 +521,22 @@ def test_split_layers_keeps_each_blob_whole():
     assert set(np.unique(ring[RING > 0])) == {1} and set(np.unique(bar[ref[2:11, 2:9] > rule.low])) == {2}
     assert slot[14, 4] == 2 and slot[30, 0] == 0
     assert piece_slots(np.where(slot == 1, ref, 0), K, rule) is None  # one piece alone is not split by pieces
+
+
+def test_an_input_shorter_than_a_latent_frame_has_its_motion_carried_back_not_stopped(tok):
+    """The stand-in frames in front of a short input get the input's motion at constant speed, bouncing off the
+    frame's edges: the generator reads motion that was going on."""
+
+    cfg = tok.config
+    tau, K, R = cfg.frames_per_latent, cfg.layers, cfg.reference_codes
+    layers = Layers(torch.ones(1, K, 4, 4), torch.zeros(1, K, 2, dtype=torch.long), torch.full((1, K, 2), 4),
+                    torch.ones(1, K, dtype=torch.bool))
+    pos = torch.zeros(1, tau, K, 2, dtype=torch.long)
+    pos[0, 2:, 0] = torch.tensor([[3, 10], [5, 11]])[: tau - 2]  # layer 0 moves (+2, +1) from frame 2
+    pos[0, 2:, 1] = torch.tensor([[20, 20], [20, 20]])[: tau - 2]  # layer 1 stands still
+    codes = torch.cat([torch.zeros(1, 1, *cfg.latent, dtype=torch.long),
+                       (pos + R).reshape(1, 1, *cfg.latent)], 1)
+    back = carry_back(codes, 2, tok, layers)[:, 1].reshape(1, tau, K, 2) - R
+    assert back[0, 1, 0].tolist() == [1, 9] and back[0, 0, 0].tolist() == [1, 8]  # y bounced off the top (-1 -> 1)
+    assert back[0, :2, 1].tolist() == [[20, 20], [20, 20]]
+    assert torch.equal(back[0, 2:], pos[0, 2:])  # the real frames untouched

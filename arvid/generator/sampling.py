@@ -59,6 +59,10 @@ class Sampling:
         1.0, off=0.0, valid=lambda v: v >= 0, rule=">= 0 (0: off)",
         help="masked models: scale of the Gumbel noise added to each token's confidence when choosing which to "
              "commit, annealed to 0 over the steps; 0 commits the most confident first")
+    reference_temperature: float = _setting(
+        1.0, off=None, valid=lambda v: v >= 0, rule=">= 0 (0: greedy)",
+        help="layered models: the sampling temperature of the reference picture (its positions take temperature); "
+             "0 is greedy")
     reference_candidates: int = _setting(
         1, off=1, valid=lambda v: 1 <= v <= 64, rule="a whole number in [1, 64] (1: off)", integer=True,
         help="layered models: draw this many reference pictures per new clip and keep the first whose objects are "
