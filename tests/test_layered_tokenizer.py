@@ -540,3 +540,22 @@ def test_an_input_shorter_than_a_latent_frame_has_its_motion_carried_back_not_st
     assert back[0, 1, 0].tolist() == [1, 9] and back[0, 0, 0].tolist() == [1, 8]  # y bounced off the top (-1 -> 1)
     assert back[0, :2, 1].tolist() == [[20, 20], [20, 20]]
     assert torch.equal(back[0, 2:], pos[0, 2:])  # the real frames untouched
+
+
+def test_well_drawn_wants_k_whole_objects_no_specks_and_no_blot():
+    from arvid.tokenizer.layers import count_pieces, well_drawn
+
+    rule = InkRule()
+    two = np.zeros((64, 64), np.float32)
+    two[5:20, 5:10] = 200
+    two[30:50, 30:36] = 255
+    assert well_drawn(two, 2, rule) and not well_drawn(two, 3, rule)
+    broken = two.copy()
+    broken[12, 5:10] = 100  # ink still joined above `core`, the stroke cut below `stroke`
+    assert not well_drawn(broken, 2, rule)
+    speck = two.copy()
+    speck[60:65, 60:65] = 255  # a third piece of stroke, 16 px
+    assert not well_drawn(speck, 2, rule)
+    blot = two.copy()
+    blot[30:60, 30:60] = 255  # the second object 900 px of solid stroke: over a tenth of the frame
+    assert count_pieces(blot, rule) == 2 and not well_drawn(blot, 2, rule)

@@ -165,7 +165,7 @@ class LayeredConfig:
                     raise ValueError
             if not isinstance(d["reference"], dict) or not d["reference"]:
                 raise ValueError
-            if not all(isinstance(v, int) and not isinstance(v, bool) for v in d.get("ink", {}).values()):
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in d.get("ink", {}).values()):
                 raise ValueError
             for name in ("layers", "lookahead", "search_radius", "search_passes"):
                 if name in d:
@@ -178,7 +178,7 @@ class LayeredConfig:
         except (TypeError, ValueError):
             raise ArvidError(f"{source}: malformed layered tokenizer settings (reference is an object of the reference "
                              f"coder's settings, size is [H, W] in whole pixels, layers, lookahead, search_radius and "
-                             f"search_passes whole numbers, ink an object of whole numbers, notes an object)") from None
+                             f"search_passes whole numbers, ink an object of numbers, notes an object)") from None
         except ArvidError as e:
             raise ArvidError(f"{source}: {e}") from None
 

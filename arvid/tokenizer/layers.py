@@ -29,6 +29,7 @@ class InkRule:
     grow: int = 4  # steps of growing the kept pieces over the soft edge (pixels above `low`)
     stroke: int = 128  # pixels at or above this are the strokes themselves
     speck: int = 16  # a piece of stroke smaller than this (pixels) is a speck
+    blot: float = 0.1  # a piece of stroke covering more than this share of the frame is a blot, not an object
 
 
 def pieces(frame: np.ndarray, rule: InkRule, level: int | None = None) -> np.ndarray:
@@ -53,8 +54,11 @@ def count_pieces(frame: np.ndarray, rule: InkRule) -> int:
 
 def well_drawn(picture: np.ndarray, k: int, rule: InkRule) -> bool:
     """Whether a reference picture (H, W) in [0, 255] holds k objects drawn whole: its ink in k separate pieces,
-    and its strokes too (k pieces of at least `rule.speck` pixels: no object broken, no specks of stroke)."""
-    return count_pieces(picture, rule) == k and int((pieces(picture, rule, rule.stroke) >= rule.speck).sum()) == k
+    and its strokes too (k pieces of at least `rule.speck` pixels: no object broken, no specks of stroke), none of
+    them a blot (over `rule.blot` of the frame)."""
+    strokes = pieces(picture, rule, rule.stroke)
+    return (count_pieces(picture, rule) == k and int((strokes >= rule.speck).sum()) == k
+            and (len(strokes) == 0 or strokes[0] <= rule.blot * picture.size))
 
 
 def piece_slots(ref: np.ndarray, k: int, rule: InkRule) -> np.ndarray | None:
