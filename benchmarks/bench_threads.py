@@ -60,7 +60,8 @@ def bench_generation_beside_a_busy_core(benchmark, model, quick, busy_core, thre
     assert clip.shape[1] == frames
     benchmark.extra_info.update({"device": "cpu", "model": "the shipped default model", "batch": 1,
                                  "threads": chosen, "frames": frames, "baseline": threads == "1 thread",
-                                 "latent_frames": new_latent_frames(frames, model.temporal_factor, after_context=False),
+                                 "latent_frames": new_latent_frames(frames, model.temporal_factor, after_context=False,
+                                                                   first=model.tokenizer.first_frames),
                                  "decoding": model.generator.config.decoding})
     stats = getattr(benchmark, "stats", None)
     if stats is not None and stats.stats.median:

@@ -59,7 +59,7 @@ def test_the_shipped_model_knows_it_was_trained_on_moving_mnist_and_says_colour_
     assert training_stats(model.tokenizer.config.notes) == KNOWN["moving-mnist"]
     far = [m for m in said(lambda: model.extend(street(), 1)) if "far from" in m]
     assert len(far) == 1 and "Moving MNIST" in far[0] and "in colour" in far[0] and "brightness" in far[0]
-    clip = make_dataset("moving-mnist", frames=5, size=64, split="eval", seed=3)[0].video
+    clip = make_dataset("moving-mnist", frames=16, size=64, split="eval", seed=3)[0].video
     assert said(lambda: model.extend(clip, 1)) == []
 
 

@@ -20,13 +20,13 @@ from arvid.data import make_dataset
 from arvid.kernels import use_backend
 
 TOKENIZER = Path(arvid.__file__).parent / "weights" / "default" / "tokenizer"
-FINGERPRINTS = {
-    "generate": "e4e7f07073f7f87d",
-    "generate_settings_0": "ce9d731dcf29df46",
-    "generate_settings_1": "718f4648464e9962",
-    "generate_uncond": "cc617ed6b670c9e1",
-    "extend": "00c8eefe0021c501",
-    "tokenize": "100e04101a0b6031",
+FINGERPRINTS = {  # the layered default model (reference picture and positions), its sampling.json included
+    "generate": "c5b69a59068155e4",
+    "generate_settings_0": "31dd83f6b981a30f",
+    "generate_settings_1": "0b057aae75099482",
+    "generate_uncond": "804586da60a9c9d5",
+    "extend": "d5dc06905f6d290c",
+    "tokenize": "579bfe2e01104d92",
 }
 
 

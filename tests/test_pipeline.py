@@ -267,7 +267,8 @@ def test_the_default_model_ships_in_the_package_and_generates_labelled_digits():
     assert [f.parent.name for f in files] == ["generator", "tokenizer"]
     assert all(f.stat().st_size < 16 * 2**20 for f in files), "each weights file must stay under 16 MiB"
     model = Arvid.from_pretrained(device="cpu")
-    assert model.resolution == (64, 64) and model.temporal_factor <= 2 and model.generator.config.conditional
+    assert model.resolution == (64, 64) and model.generator.config.conditional
+    assert model.layered and model.temporal_factor == 16  # a reference picture, then 16 frames per latent frame
     clip = model.generate(3, seed=0, labels=[3, 7], batch=2)
     assert clip.shape == (2, 3, 64, 64, 1)
     # a trained model draws digits on black: mostly dark, some bright strokes (an untrained one makes gray noise)
