@@ -21,8 +21,8 @@ accepts any number of input frames, tokenizes its longest 1 + k·τ tail (so the
 input frame), prefills the cache with the last W latent frames, and returns the input frames themselves followed
 by exactly N new ones. A layered tokenizer (`arvid.tokenizer.layered`) starts every clip with a reference picture
 that makes no frame: `generate(N)` samples 1 + ceil(N / τ) latent frames, and `extend` tokenizes the input's last
-W·τ frames at most (k·τ of them; a shorter input gets its first frame repeated in front), with the reference's
-layers cut from the input's own pixels.
+W·τ frames at most (k·τ of them; a shorter input gets stand-in frames in front that carry its motion back), with
+the reference's layers cut from the input's own pixels.
 """
 
 from __future__ import annotations
@@ -324,12 +324,12 @@ class Arvid:
             return next(iter(generate(gen, 1, drawn, batch=batch, labels=lab, seed=seed)))
         best = torch.full((batch,), -1, dtype=torch.long)  # the tier of each clip's pick: 2 whole, 1 pieces, 0
         picked = None
-        for round in range(REFERENCE_ROUNDS):
+        for attempt in range(REFERENCE_ROUNDS):
             todo = (best < 2).nonzero()[:, 0]
             if len(todo) == 0:
                 break
             rows = lab[todo].repeat_interleave(n, 0) if lab is not None else None
-            cand = next(iter(generate(gen, 1, drawn, batch=len(todo) * n, labels=rows, seed=seed + round)))
+            cand = next(iter(generate(gen, 1, drawn, batch=len(todo) * n, labels=rows, seed=seed + attempt)))
             pictures = tok.reference_pixels(cand).round().numpy()  # (b n, H, W)
             tier = torch.tensor([2 if well_drawn(p, tok.config.layers, tok.rule)
                                  else 1 if count_pieces(p, tok.rule) == tok.config.layers else 0

@@ -634,13 +634,5 @@ def carry_back(codes: torch.Tensor, start: int, tokenizer: "LayeredTokenizer", l
     return out
 
 
-def as_reference_pixels(frames: np.ndarray) -> torch.Tensor:
-    """uint8 frames (B, H, W, 1) or (B, H, W) -> reference pictures float (B, H, W) in [0, 255]."""
-    a = np.asarray(frames)
-    if a.ndim == 4:
-        a = a[..., 0]
-    return torch.from_numpy(a.astype(np.float32))
-
-
 __all__ = ["LAYERED", "LayeredConfig", "LayeredDecoderStream", "LayeredEncoderStream", "LayeredTokenizer", "Layers",
-           "as_reference_pixels", "carry_back", "cut_layers", "is_layered", "render", "search_frame"]
+           "carry_back", "cut_layers", "is_layered", "render", "search_frame"]
