@@ -43,10 +43,14 @@ ENV = {**os.environ, "ARVID_ATTENTION_BACKEND": "pytorch", "OMP_NUM_THREADS": "1
 
 
 def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    """In the child: the signals these tests send, back to their defaults. A child inherits a signal its parent
+    ignores, and the suite's own process may ignore some: SIGINT in a background job, SIGHUP under nohup."""
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def arvid_process(model_dir, out, frames, **popen) -> subprocess.Popen:
+    popen.setdefault("preexec_fn", _default_sigint)
     return subprocess.Popen([sys.executable, "-m", "arvid", "generate", "--model", str(model_dir), "--frames",
                              str(frames), "--out", str(out), "--device", "cpu"], env=ENV, **popen)
 

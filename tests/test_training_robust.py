@@ -46,7 +46,10 @@ def pytorch_attention():
 
 
 def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a child started in the background inherits SIGINT ignored
+    """In the child: the signals these tests send, back to their defaults. A child inherits a signal its parent
+    ignores, and the suite's own process may ignore some: SIGINT in a background job, SIGHUP under nohup."""
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def stop_after_progress(argv: list, sig: int, pattern: bytes, kill_timeout: float = 120) -> tuple[int, list[str]]:
@@ -154,7 +157,16 @@ def _cfg(out: Path, **kw) -> TrainConfig:
                                  log_every=1, device="cpu"), **kw})
 
 
-def test_a_second_signal_while_the_checkpoint_is_written_waits_for_it(tmp_path, monkeypatch):
+@pytest.fixture
+def interruptible():
+    """Ctrl-C as in a terminal: Python's own SIGINT handler, for tests that signal this process. A suite run as a
+    background job starts with SIGINT ignored, and training leaves an ignored signal ignored."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_a_second_signal_while_the_checkpoint_is_written_waits_for_it(tmp_path, monkeypatch, interruptible):
     real = trainer_module.save_checkpoint
 
     def impatient(*args, **kwargs):  # Ctrl-C twice more while the checkpoint is being written
@@ -171,7 +183,7 @@ def test_a_second_signal_while_the_checkpoint_is_written_waits_for_it(tmp_path, 
     assert signal.getsignal(signal.SIGTERM) is not None and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_a_second_signal_during_a_step_stops_at_once_and_keeps_the_last_checkpoint(tmp_path):
+def test_a_second_signal_during_a_step_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, interruptible):
     with pytest.raises(KeyboardInterrupt) as stopped:
         train(Signalling(at=7, signals=(signal.SIGTERM, signal.SIGINT)), _cfg(tmp_path))
     assert stopped.value.exit_code == 130  # the signal that stopped it
