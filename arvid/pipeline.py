@@ -330,7 +330,7 @@ class Arvid:
                 break
             rows = lab[todo].repeat_interleave(n, 0) if lab is not None else None
             cand = next(iter(generate(gen, 1, drawn, batch=len(todo) * n, labels=rows, seed=seed + attempt)))
-            pictures = tok.reference_pixels(cand).round().numpy()  # (b n, H, W)
+            pictures = tok.reference_pixels(cand).numpy()  # (b n, H, W), on 8-bit levels
             tier = torch.tensor([2 if well_drawn(p, tok.config.layers, tok.rule)
                                  else 1 if count_pieces(p, tok.rule) == tok.config.layers else 0
                                  for p in pictures]).view(len(todo), n)

@@ -29,6 +29,7 @@ be given the same pixels (`decode(codes, reference=...)`, `decoder_stream(B, ref
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -64,7 +65,7 @@ class LayeredConfig:
     kind: str = LAYERED
 
     def __post_init__(self):
-        ref = TokenizerConfig.from_dict(dict(self.reference), source="layered tokenizer's reference coder")
+        ref = self.reference_config
         H, W = self.size
         s = ref.spatial_factor
         if ref.channels != 1:
@@ -83,8 +84,8 @@ class LayeredConfig:
             raise ArvidError("search_radius must be >= 0 and search_passes >= 1")
         InkRule(**self.ink)
 
-    @property
-    def reference_config(self) -> TokenizerConfig:
+    @functools.cached_property
+    def reference_config(self) -> TokenizerConfig:  # parsed once: every size below derives from it
         return TokenizerConfig.from_dict(dict(self.reference), source="layered tokenizer's reference coder")
 
     @property
@@ -281,7 +282,8 @@ def search_frame(layers: Layers, target: torch.Tensor, guess: torch.Tensor, radi
             if not bool(live.any()):
                 continue
             others = F.pad(render(layers, cur[:, None], H, W, skip=k)[:, 0], (0, wm, 0, hm))
-            cand = hold_inside(layers, (cur[:, None, k] + off[None])[:, :, None].expand(B, len(off), K, 2), H, W)[:, :, k]
+            limit = (torch.tensor([H, W], device=cur.device) - layers.size[:, k].to(cur.device)).clamp_min(0)  # (B, 2)
+            cand = torch.minimum((cur[:, None, k] + off[None]).clamp_min(0), limit[:, None])  # (B, C, 2), held inside
             index = ((cand[..., 0, None, None] + rows[:, None]) * (W + wm)
                      + cand[..., 1, None, None] + cols[None, :]).reshape(B, -1)  # (B, C·hm·wm)
             o = others.reshape(B, -1).gather(1, index).view(B, len(off), hm, wm)
@@ -531,15 +533,16 @@ class LayeredEncoderStream:
         self.recent = pos[:, [max(tau - 2, 0), tau - 1]]
         return codes[:, None]  # (B, 1, h, w)
 
-    def _search(self, idx: torch.Tensor, target: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor) -> torch.Tensor:
-        """Positions (b, K, 2) for the clips idx: predicted from the last two (p1 + (p1 - p2)), then searched."""
+    def _search(self, idx: torch.Tensor | None, target: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor) -> torch.Tensor:
+        """Positions (b, K, 2) for the clips idx (None: all): predicted from the last two (p1 + (p1 - p2)), then
+        searched."""
         cfg = self.tok.config
-        lay = Layers(*(getattr(self.layers, f)[idx] for f in ("crops", "box", "size", "live")))
+        lay = self.layers if idx is None else Layers(*(getattr(self.layers, f)[idx] for f in ("crops", "box", "size",
+                                                                                              "live")))
         return search_frame(lay, target, 2 * p1 - p2, cfg.search_radius, cfg.search_passes)
 
     def _step(self, frame: torch.Tensor) -> None:
-        idx = torch.arange(self.batch_size)
-        pos = self._search(idx, frame, self.recent[:, 1], self.recent[:, 0])
+        pos = self._search(None, frame, self.recent[:, 1], self.recent[:, 0])
         self.queue.append(pos)
         self.recent = torch.stack([self.recent[:, 1], pos], 1)
 
