@@ -21,8 +21,8 @@ accepts any number of input frames, tokenizes its longest 1 + k·τ tail (so the
 input frame), prefills the cache with the last W latent frames, and returns the input frames themselves followed
 by exactly N new ones. A layered tokenizer (`arvid.tokenizer.layered`) starts every clip with a reference picture
 that makes no frame: `generate(N)` samples 1 + ceil(N / τ) latent frames, and `extend` tokenizes the input's last
-W·τ frames at most (k·τ of them; a shorter input gets stand-in frames in front that carry its motion back), with
-the reference's layers cut from the input's own pixels.
+W·τ + r frames at most (r = T mod τ), with the reference's layers cut from the input's own pixels; the positions
+of the last r frames start the next latent frame, whose rest the generator draws after them.
 """
 
 from __future__ import annotations
@@ -65,6 +65,9 @@ class Prepared:
     context: torch.Tensor  # int64 (B, t, h, w): the last W latent frames (or fewer); a layered model's reference first
     notes: list[str] = field(default_factory=list)  # what was changed, said clearly
     reference: torch.Tensor | None = None  # layered models: the picture (B, H, W) in [0, 255] the layers are cut from
+    partial: torch.Tensor | None = None  # layered models: (B, n) the first tokens of the next latent frame, the
+    #   positions of the input's last frames that make no whole latent frame (None: it ends on a latent frame)
+    partial_frames: int = 0  # the input frames `partial` holds: the next latent frame's first frames, not new ones
 
 
 class Arvid:
@@ -229,7 +232,8 @@ class Arvid:
         if video is not None and not isinstance(video, Prepared):
             prepared = self.prepare(video, batch)
             _notify(prepared.notes)
-        n_latent = new_latent_frames(num_frames, self.temporal_factor, after_context=prepared is not None,
+        given = prepared.partial_frames if prepared is not None else 0  # the next latent frame's first frames
+        n_latent = new_latent_frames(num_frames + given, self.temporal_factor, after_context=prepared is not None,
                                      first=self.tokenizer.first_frames)
         latents = self.latents(n_latent, prepared, seed=seed, labels=labels, batch=batch, sampling=s)
         frames = self.render(latents, num_frames, batch, prepared)
@@ -294,8 +298,10 @@ class Arvid:
                                        seed=seed), self.thread_count())
         motion = replace(s, guidance=1.0, reference_candidates=1)
         if context is not None or num_latent == 0:
+            partial = prepared.partial.to(self.device) if prepared is not None and prepared.partial is not None \
+                else None
             return _inference(generate(self.generator, num_latent, motion, batch=batch, labels=labels,
-                                       context=context, seed=seed), self.thread_count())
+                                       context=context, partial=partial, seed=seed), self.thread_count())
 
         def clip() -> Iterator[torch.Tensor]:
             ref = self.draw_reference(s, labels, batch, seed)  # (B, h, w)
@@ -346,7 +352,8 @@ class Arvid:
     def render(self, latents: Iterable[torch.Tensor], num_frames: int, batch: int,
                prepared: Prepared | None = None) -> Iterator[np.ndarray]:
         """Decode latent frames (B, h, w) as they come into exactly `num_frames` frames, uint8 (B, H, W, C) each;
-        after `prepared`, whose tokens first warm the decoder (their frames are the input's own)."""
+        after `prepared`, whose tokens first warm the decoder (their frames are the input's own, as are the first
+        `prepared.partial_frames` of the first latent frame)."""
         if prepared is not None and prepared.reference is not None:  # layered: the input's own picture, unquantized
             dec = self.tokenizer.decoder_stream(batch, reference=prepared.reference.expand(batch, -1, -1))
         else:
@@ -356,9 +363,11 @@ class Arvid:
             with torch.inference_mode(), cpu_threads.using(n_threads):
                 dec.push(prepared.context.to(self.device))
         left = num_frames
+        known = prepared.partial_frames if prepared is not None else 0  # the input's own: not shown again
         for codes in latents:
             with torch.inference_mode(), cpu_threads.using(n_threads):
-                frames = tensor_to_video(dec.push(codes[:, None]))  # (B, n, H, W, C)
+                frames = tensor_to_video(dec.push(codes[:, None]))[:, known:]  # (B, n, H, W, C)
+            known = 0
             for i in range(min(left, frames.shape[1])):
                 yield frames[:, i]
             left -= frames.shape[1]
@@ -407,11 +416,10 @@ class Arvid:
         counter.push(raw[:STATS_FRAMES] if raw.ndim == 4 else raw[:, :STATS_FRAMES])
         notes += self._far_notes(counter)
         notes += self._skip_notes(frames.shape[1])
-        context, reference = self._encode_tail((frames[:, t] for t in range(frames.shape[1])), frames.shape[1],
-                                               frames.shape[0])
+        tail = self._encode_tail((frames[:, t] for t in range(frames.shape[1])), frames.shape[1], frames.shape[0])
         if frames.shape[0] == 1 and batch > 1:  # one clip for all: its frames are broadcast when joined
-            context = context.expand(batch, -1, -1, -1)
-        return Prepared(frames=frames, context=context.contiguous(), notes=notes, reference=reference)
+            tail = tail.expand(batch)
+        return Prepared(frames=frames, notes=notes, **tail.fields())
 
     def prepare_stream(self, frames: Iterable[np.ndarray], count: int, batch: int = 1,
                        put: Callable[[np.ndarray], None] | None = None) -> Prepared:
@@ -434,12 +442,12 @@ class Arvid:
                     put(one[:, 0])
                 yield one[:, 0]
 
-        context, reference = self._encode_tail(fitted(), count, 1)
+        tail = self._encode_tail(fitted(), count, 1)
         if batch > 1:
-            context = context.expand(batch, -1, -1, -1)
+            tail = tail.expand(batch)
         H, W = self.resolution
-        return Prepared(frames=np.zeros((1, 0, H, W, self.channels), np.uint8), context=context.contiguous(),
-                        notes=notes + self._far_notes(counter) + self._skip_notes(count), reference=reference)
+        return Prepared(frames=np.zeros((1, 0, H, W, self.channels), np.uint8),
+                        notes=notes + self._far_notes(counter) + self._skip_notes(count), **tail.fields())
 
     def _far_notes(self, counter: StatsCounter) -> list[str]:
         """A note where the input's first frames are far from the model's training data (`arvid.data.stats`):
@@ -454,35 +462,36 @@ class Arvid:
         return self.tokenizer.first_frames == 0
 
     def _tail_plan(self, T: int) -> tuple[int, int]:
-        """(frames passed over at the start, copies of the first frame put in front) for an input of T frames.
+        """(frames passed over at the start, copies of the last frame put after it) for an input of T frames.
         A conv tokenizer reads the longest 1 + k·τ tail (its causal state needs every frame of it). A layered one
-        reads only the last W·τ frames at most (its tokens hold no state beyond the window), and an input shorter
-        than τ frames gets its first frame repeated in front to make τ (those copies are not shown; their positions
-        become the input's motion carried back, `arvid.tokenizer.layered.carry_back`)."""
+        reads the last W·τ + r frames at most, r = T mod τ (its tokens hold no state beyond the window; the last r
+        frames' positions start the next latent frame). An input shorter than τ frames is read whole, with its last
+        frame repeated after it to make τ: the copies only let the encoder choose the reference among τ frames,
+        their positions are dropped."""
         tau = self.temporal_factor
         if not self.layered:
             return tail_start(T, tau), 0
         if T < tau:
             return 0, tau - T
-        return T - min(T // tau, self.generator.config.window_frames) * tau, 0
+        return T - min(T // tau, self.generator.config.window_frames) * tau - T % tau, 0
 
     def _skip_notes(self, T: int) -> list[str]:
-        (skip, pad), tau = self._tail_plan(T), self.temporal_factor
-        if pad:
-            return [f"the input has {T} frame{'s' if T > 1 else ''} and the model reads them {tau} at a time: {pad} more "
-                    f"{'were' if pad > 1 else 'was'} made in front (not shown) to make {tau}, its motion carried back"]
+        skip, tau = self._tail_plan(T)[0], self.temporal_factor
         if not skip:
             return []
+        if self.layered:
+            return [f"the first {skip} input frame{'s' if skip > 1 else ''} {'start' if skip > 1 else 'starts'} "
+                    f"the output unchanged but do{'' if skip > 1 else 'es'} not steer the new frames: the model reads "
+                    f"at most the input's last {self.generator.config.window_frames * tau + T % tau}"]
         return [f"the first {skip} input frame{'s' if skip > 1 else ''} {'start' if skip > 1 else 'starts'} "
                 f"the output unchanged but do{'' if skip > 1 else 'es'} not steer the new frames: the model "
-                f"reads the input in steps of {tau} frames, counted back from its last frame"
-                + (f", and at most its last {self.generator.config.window_frames * tau}" if self.layered else "")]
+                f"reads the input in steps of {tau} frames, counted back from its last frame"]
 
-    def _encode_tail(self, frames: Iterable[np.ndarray], T: int, B: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _encode_tail(self, frames: Iterable[np.ndarray], T: int, B: int) -> "_Tail":
         """Tokenize the tail of `T` fitted frames that `_tail_plan` names, given one step (B, H, W, C) at a time, in
-        chunks of ENCODE_CHUNK frames from its start -> (the last W latent frames (B, t, h, w), and for a layered
-        model its reference first; the reference picture (B, H, W) a layered model's layers are cut from, else
-        None). Frames before the tail are passed over; a chunk is all that is held."""
+        chunks of ENCODE_CHUNK frames from its start -> its last W latent frames (a layered model's reference
+        first, its picture, and the positions of the last frames that make no whole latent frame). Frames before
+        the tail are passed over; a chunk is all that is held."""
         skip, pad = self._tail_plan(T)
         keep = self.generator.config.window_frames
         if self.layered:  # the layers are cut from the input's own pixels: a continuation keeps its exact look
@@ -497,9 +506,9 @@ class Arvid:
             seen += 1
             if t < skip:
                 continue
-            if t == 0 and pad:
-                chunk.extend([frame] * pad)
             chunk.append(frame)
+            if t == T - 1 and pad:
+                chunk.extend([frame] * pad)
             if len(chunk) < ENCODE_CHUNK and t < T - 1:
                 continue
             with torch.inference_mode(), cpu_threads.using(n_threads or torch.get_num_threads()):
@@ -511,13 +520,35 @@ class Arvid:
         if seen != T:
             raise ArvidError(f"the input video gave {seen} frames, not the {T} it declared")
         codes = torch.cat(tail, dim=1)
-        if self.layered and pad:  # the stand-in frames in front: the input's motion carried back, not a stop
-            from arvid.tokenizer.layered import carry_back
+        if not self.layered:
+            return _Tail(codes[:, -keep:])
+        if pad:  # one latent frame of positions, of which the first T are the input's
+            given = T * self.tokenizer.config.layers * 2
+            return _Tail(codes[:, :1], enc.reference, codes[:, 1].reshape(B, -1)[:, :given], T)
+        # the reference's latent frame, the positions' last W, and the frames after them
+        return _Tail(torch.cat([codes[:, :1], codes[:, 1:][:, -keep:]], dim=1), enc.reference, enc.partial_codes(),
+                     T % self.temporal_factor)
 
-            codes = carry_back(codes, pad, self.tokenizer, enc.layers)
-        if self.layered:  # the reference's latent frame, then the positions' last W
-            return torch.cat([codes[:, :1], codes[:, 1:][:, -keep:]], dim=1), enc.reference
-        return codes[:, -keep:], None
+
+@dataclass
+class _Tail:
+    """What `_encode_tail` read from an input: its context, and for a layered model the reference picture and the
+    partial latent frame (`Prepared` says what each is)."""
+
+    context: torch.Tensor  # (B, t, h, w)
+    reference: torch.Tensor | None = None  # (B, H, W)
+    partial: torch.Tensor | None = None  # (B, n)
+    partial_frames: int = 0
+
+    def expand(self, batch: int) -> "_Tail":
+        """One clip's tail for a batch of `batch` (the picture is broadcast where it is used)."""
+        part = None if self.partial is None else self.partial.expand(batch, -1)
+        return replace(self, context=self.context.expand(batch, -1, -1, -1), partial=part)
+
+    def fields(self) -> dict:
+        part = None if self.partial is None or self.partial.shape[1] == 0 else self.partial.contiguous()
+        return {"context": self.context.contiguous(), "reference": self.reference, "partial": part,
+                "partial_frames": self.partial_frames if part is not None else 0}
 
 
 def _inference(it: Iterator[torch.Tensor], n_threads: int) -> Iterator[torch.Tensor]:

@@ -29,7 +29,7 @@ from arvid.pipeline import Arvid
 from arvid.tokenizer import (LayeredConfig, LayeredTokenizer, Tokenizer, TokenizerConfig, check_frames, fit_frames,
                              load_tokenizer, longest_prefix, new_latent_frames, pixel_frames, tail_start,
                              tensor_to_video, video_to_tensor)
-from arvid.tokenizer.layered import Layers, carry_back, cut_layers, render, search_frame
+from arvid.tokenizer.layered import Layers, cut_layers, render, search_frame
 from arvid.tokenizer.layers import InkRule, LayerNet, piece_slots, split_layers
 
 H = W = 32  # frames; spatial factor 8 -> 4x4 latent tokens
@@ -468,9 +468,8 @@ def test_generate_gives_exactly_n_frames(model, n):
     assert clip.shape == (1, n, H, W, 1) and clip.dtype == np.uint8
 
 
-@pytest.mark.parametrize("given, note", [(3, "1 more was made in front"), (4, None),
-                                         (10, "first 2 input frames start the output unchanged"),
-                                         (18, "first 6 input frames .* at most its last 12")])
+@pytest.mark.parametrize("given, note", [(3, None), (4, None), (10, None),
+                                         (18, "first 4 input frames .* at most the input's last 14")])
 def test_extend_keeps_the_input_and_adds_exactly_n(model, given, note):
     frames = moving_clips(18)[0][0, :given, :, :, None]  # (T, H, W, 1)
     with warnings.catch_warnings(record=True) as said:
@@ -484,18 +483,49 @@ def test_extend_keeps_the_input_and_adds_exactly_n(model, given, note):
     assert len(notes) == (2 if note else 0) and all(re.search(note, m) for m in notes)
 
 
-@pytest.mark.parametrize("given, shown", [(3, [0, 1, 2]), (10, list(range(2, 10))), (18, list(range(6, 18)))])
-def test_extend_continues_from_the_inputs_exact_frames(model, given, shown):
+@pytest.mark.parametrize("given, whole, part", [(3, [], [0, 1, 2]), (4, [0, 1, 2, 3], []),
+                                                (10, list(range(8)), [8, 9]),
+                                                (18, list(range(4, 16)), [16, 17])])
+def test_extend_continues_from_the_inputs_exact_frames(model, given, whole, part):
     """The context a continuation starts from decodes, with the prepared reference, to the input's own frames:
-    the last W·τ frames at most (W = 3 here), after stand-in frames (the motion carried back) to make τ."""
+    its last W·τ + r frames at most (W = 3 here, r = T mod τ), the last r as the first positions of the next
+    latent frame, which the generator completes; nothing is made up in front of a short input."""
     frames = moving_clips(18)[0][0, :given, :, :, None]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ArvidNotice)
         prepared = model.prepare(frames)
-    assert prepared.context.shape == (1, 1 + -(-len(shown) // TAU), 4, 4)
+    assert prepared.context.shape == (1, 1 + len(whole) // TAU, 4, 4)
     assert prepared.reference.shape == (1, H, W)
-    decoded = model.tokenizer.decode(prepared.context, reference=prepared.reference)
-    assert np.array_equal(tensor_to_video(decoded)[0, -len(shown):], frames[shown])
+    assert prepared.partial_frames == len(part)
+    if not part:
+        assert prepared.partial is None
+        decoded = model.tokenizer.decode(prepared.context, reference=prepared.reference)
+        assert np.array_equal(tensor_to_video(decoded)[0], frames[whole])
+        return
+    per = model.tokenizer.config.layers * 2  # tokens per frame
+    assert prepared.partial.shape == (1, len(part) * per)
+    last = prepared.partial[:, -per:]  # the next latent frame completed with the last frame held still
+    nxt = torch.cat([prepared.partial] + [last] * (TAU - len(part)), 1).view(1, 1, 4, 4)
+    decoded = tensor_to_video(model.tokenizer.decode(torch.cat([prepared.context, nxt], 1),
+                                                     reference=prepared.reference))[0]
+    assert np.array_equal(decoded[:len(whole) + len(part)], frames[whole + part])
+
+
+def test_extend_after_a_partial_latent_frame_shows_only_new_frames(model):
+    """With 2 of a latent frame's 4 frames given, the first new frame is the latent frame's third: the stream
+    yields the generated frames only, and as many as asked."""
+    frames = moving_clips(18)[0][0, :6, :, :, None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ArvidNotice)
+        prepared = model.prepare(frames)
+        new = list(model.stream(3, prepared, seed=0))
+        codes = next(model.latents(1, prepared, seed=0))  # (1, h, w): the completed latent frame
+    assert len(new) == 3
+    assert torch.equal(codes.reshape(1, -1)[:, :prepared.partial.shape[1]], prepared.partial)
+    dec = model.tokenizer.decoder_stream(1, reference=prepared.reference)
+    dec.push(prepared.context)
+    whole = tensor_to_video(dec.push(codes[:, None]))[0]  # (τ, H, W, 1)
+    assert np.array_equal(np.stack([f[0] for f in new])[:TAU - 2], whole[2:])
 
 
 # ------------------------------------------------------------------------------------------------ the layers
@@ -521,25 +551,6 @@ def test_split_layers_keeps_each_blob_whole():
     assert set(np.unique(ring[RING > 0])) == {1} and set(np.unique(bar[ref[2:11, 2:9] > rule.low])) == {2}
     assert slot[14, 4] == 2 and slot[30, 0] == 0
     assert piece_slots(np.where(slot == 1, ref, 0), K, rule) is None  # one piece alone is not split by pieces
-
-
-def test_an_input_shorter_than_a_latent_frame_has_its_motion_carried_back_not_stopped(tok):
-    """The stand-in frames in front of a short input get the input's motion at constant speed, bouncing off the
-    frame's edges: the generator reads motion that was going on."""
-
-    cfg = tok.config
-    tau, K, R = cfg.frames_per_latent, cfg.layers, cfg.reference_codes
-    layers = Layers(torch.ones(1, K, 4, 4), torch.zeros(1, K, 2, dtype=torch.long), torch.full((1, K, 2), 4),
-                    torch.ones(1, K, dtype=torch.bool))
-    pos = torch.zeros(1, tau, K, 2, dtype=torch.long)
-    pos[0, 2:, 0] = torch.tensor([[3, 10], [5, 11]])[: tau - 2]  # layer 0 moves (+2, +1) from frame 2
-    pos[0, 2:, 1] = torch.tensor([[20, 20], [20, 20]])[: tau - 2]  # layer 1 stands still
-    codes = torch.cat([torch.zeros(1, 1, *cfg.latent, dtype=torch.long),
-                       (pos + R).reshape(1, 1, *cfg.latent)], 1)
-    back = carry_back(codes, 2, tok, layers)[:, 1].reshape(1, tau, K, 2) - R
-    assert back[0, 1, 0].tolist() == [1, 9] and back[0, 0, 0].tolist() == [1, 8]  # y bounced off the top (-1 -> 1)
-    assert back[0, :2, 1].tolist() == [[20, 20], [20, 20]]
-    assert torch.equal(back[0, 2:], pos[0, 2:])  # the real frames untouched
 
 
 def test_well_drawn_wants_k_whole_objects_no_specks_and_no_blot():

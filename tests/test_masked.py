@@ -139,6 +139,18 @@ def test_context_is_continued_as_if_generated():
                        full[:, 3:])
 
 
+def test_a_partial_frame_starts_decided():
+    """Known first tokens of the next frame are kept as given; the rest is drawn around them, with the cache
+    as without it."""
+    model = masked_model(1)
+    kw = dict(labels=[5, 6], temperature=0, choice_temperature=0)
+    full = clip(model, 3, **kw)
+    partial = (full[:, 2].reshape(1, -1)[:, :5] + 1) % 32
+    out = clip(model, 2, context=full[:, :2], partial=partial, **kw)
+    assert torch.equal(out[:, 0].reshape(1, -1)[:, :5], partial)
+    assert torch.equal(out, clip(model, 2, context=full[:, :2], partial=partial, use_cache=False, **kw))
+
+
 def test_training_masks_a_cosine_share_of_each_frame():
     m = mask_frames(np.random.default_rng(0), 400, 6, 64)  # (B, T, F)
     share = m.mean(-1)

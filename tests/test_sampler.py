@@ -129,6 +129,32 @@ def test_sample_draws_tokens_with_their_probabilities():
             Sampling(**bad)
 
 
+@pytest.mark.parametrize("use_cache", [True, False])
+@pytest.mark.parametrize("given", [1, 7, 15])
+def test_a_partial_frame_is_completed_as_if_generated(model, given, use_cache):
+    """The first `given` tokens of the next frame, known: greedy decoding completes that frame and goes on exactly as
+    it did when it drew them itself, with guidance too (the unconditional rows read the same tokens)."""
+    kw = dict(labels=[[5, 6], [1, -1]], batch=2, temperature=0, guidance=3.0)
+    full = clip(model, 5, **kw)  # (2, 5, 4, 4)
+    partial = full[:, 2].reshape(2, -1)[:, :given]
+    out = clip(model, 3, context=full[:, :2], partial=partial, use_cache=use_cache, **kw)
+    assert torch.equal(out, full[:, 2:])
+    other = clip(model, 1, context=full[:, :2], partial=(partial + 1) % 32, **kw)  # other known tokens: kept
+    assert torch.equal(other.reshape(2, -1)[:, :given], (partial + 1) % 32)
+
+
+def test_bad_partial_frames_are_clear_errors(model):
+    ctx = torch.zeros(2, 1, 4, 4, dtype=torch.long)
+    with pytest.raises(ArvidError, match="a latent frame has 16"):
+        next(generate(model, 1, context=ctx, partial=torch.zeros(2, 16, dtype=torch.long)))
+    with pytest.raises(ArvidError, match="2 rows for a batch of 1|rows"):
+        next(generate(model, 1, partial=torch.zeros(2, 3, dtype=torch.long)))
+    with pytest.raises(ArvidError, match="integer tokens"):
+        next(generate(model, 1, context=ctx, partial=torch.zeros(2, 3)))
+    with pytest.raises(ArvidError, match="outside"):
+        next(generate(model, 1, context=ctx, partial=torch.full((2, 3), 99)))
+
+
 def test_bad_labels_and_context_are_clear_errors(model):
     with pytest.raises(ArvidError, match="out of range"):
         next(generate(model, 1, labels=[3, 10]))

@@ -317,6 +317,17 @@ def reconstruct(tok, video: np.ndarray) -> np.ndarray:
     return tensor_to_video(tok.decode(tok.encode(video_to_tensor(video).to(tok.device))))
 
 
+@torch.inference_mode()
+def reconstruct_exact(tok, video: np.ndarray) -> np.ndarray:
+    """A layered tokenizer's reconstruction of uint8 clips (B, T, H, W, C), any T >= 1: the last frame repeated to
+    whole latent frames, the layers cut from the clip's own reference frame (as `extend` does), the copies dropped."""
+    T, tau = video.shape[1], tok.temporal_factor
+    padded = np.concatenate([video, np.repeat(video[:, -1:], -T % tau, axis=1)], axis=1)
+    enc = tok.encoder_stream(len(video), exact_reference=True)
+    codes = enc.push(video_to_tensor(padded).to(tok.device))
+    return tensor_to_video(tok.decode(codes, reference=enc.reference))[:, :T]
+
+
 def _batches(n: int, batch: int):
     for s in range(0, n, batch):
         yield slice(s, min(n, s + batch))
@@ -336,9 +347,12 @@ def continuation(model, st: Settings) -> dict:
             out[name].append(np.stack(frames, axis=1))
         # the floor: the tokenizer's reconstruction of the real frames, from the same first frame on
         full = video[sl, skip:]
-        n = longest_prefix(full.shape[1], tau, first)
-        rec = reconstruct(model.tokenizer, full[:, :n])
-        floor = np.concatenate([rec, np.repeat(rec[:, -1:], full.shape[1] - n, axis=1)], axis=1)
+        if first:
+            n = longest_prefix(full.shape[1], tau, first)
+            rec = reconstruct(model.tokenizer, full[:, :n])
+            floor = np.concatenate([rec, np.repeat(rec[:, -1:], full.shape[1] - n, axis=1)], axis=1)
+        else:  # layered: every frame positioned (the last repeated to whole latent frames), layers cut as extend does
+            floor = reconstruct_exact(model.tokenizer, full)
         out["floor"].append(floor[:, given.shape[1]:])
     preds = {k: np.concatenate(v) for k, v in out.items()}
     preds["copy last"] = np.repeat(video[:, st.context - 1:st.context], st.predict, axis=1)

@@ -179,9 +179,13 @@ def _compiled_masked_step():
 
 
 def generate(model: Generator, num_frames: int, sampling: Sampling | None = None, *, batch: int = 1, labels=None,
-             context: torch.Tensor | None = None, seed: int = 0, use_cache: bool = True,
-             compile: bool | None = None) -> Iterator[torch.Tensor]:
+             context: torch.Tensor | None = None, partial: torch.Tensor | None = None, seed: int = 0,
+             use_cache: bool = True, compile: bool | None = None) -> Iterator[torch.Tensor]:
     """Yield `num_frames` new latent frames, int64 (B, h, w) each, after `context` (B, t0, h, w) if given.
+
+    partial: the first n tokens (B, n), 0 <= n < h·w, of the first new frame, already known (a clip that ends
+    inside a latent frame): that frame is yielded with them as given and the rest drawn after them (raster), or
+    around them (masked: they start decided).
 
     sampling: how tokens are drawn (default: `Sampling()`, temperature 1). labels: k labels for all clips or
     (B, k) (-1: none). use_cache=False recomputes the window for each token (the baseline). compile:
@@ -195,6 +199,7 @@ def generate(model: Generator, num_frames: int, sampling: Sampling | None = None
         check_tokens(cfg, context, "context tokens")
         batch = context.shape[0]
         context = context.to(device)
+    partial = _check_partial(cfg, partial, batch, device)
     if num_frames < 0 or batch < 1:
         raise ArvidError(f"cannot generate {num_frames} frame(s) for a batch of {batch}")
     labels = check_request(model, s, labels, batch, device)
@@ -203,12 +208,30 @@ def generate(model: Generator, num_frames: int, sampling: Sampling | None = None
         labels = torch.cat([labels, model.null_labels(batch, device)])
     compile = compile if compile is not None else device.type == "cuda"
     if cfg.masked:
-        return _generate_masked(model, num_frames, s, batch, labels, context, seed, use_cache, compile)
-    return _generate_raster(model, num_frames, s, batch, labels, context, seed, use_cache, compile)
+        return _generate_masked(model, num_frames, s, batch, labels, context, partial, seed, use_cache, compile)
+    return _generate_raster(model, num_frames, s, batch, labels, context, partial, seed, use_cache, compile)
+
+
+def _check_partial(cfg, partial: torch.Tensor | None, batch: int, device) -> torch.Tensor | None:
+    """The known first tokens of the next frame as int64 (B, n) on `device`, n < h·w; None when none are."""
+    if partial is None:
+        return None
+    if not torch.is_tensor(partial) or partial.ndim != 2 or partial.dtype.is_floating_point \
+            or partial.dtype == torch.bool:
+        raise ArvidError(f"partial must be integer tokens (B, n), got "
+                         f"{tuple(partial.shape) if torch.is_tensor(partial) else type(partial).__name__}")
+    if not partial.shape[1] < cfg.frame_tokens:
+        raise ArvidError(f"partial holds {partial.shape[1]} tokens; a latent frame has {cfg.frame_tokens}: give "
+                         "whole frames as context and at most the first frame_tokens - 1 of the next as partial")
+    if partial.shape[0] != batch:
+        raise ArvidError(f"partial has {partial.shape[0]} rows for a batch of {batch}")
+    if partial.numel() and (int(partial.min()) < 0 or int(partial.max()) >= cfg.vocab_size):
+        raise ArvidError(f"partial tokens hold codes outside 0..{cfg.vocab_size - 1}")
+    return partial.to(device=device, dtype=torch.long) if partial.shape[1] else None
 
 
 @torch.no_grad()
-def _generate_raster(model, num_frames, s, batch, labels, context, seed, use_cache, compile):
+def _generate_raster(model, num_frames, s, batch, labels, context, partial, seed, use_cache, compile):
     cfg, device = model.config, next(model.parameters()).device
     mb = 2 * batch if s.is_on("guidance") else batch  # the model's batch
     F = cfg.frame_tokens
@@ -216,6 +239,9 @@ def _generate_raster(model, num_frames, s, batch, labels, context, seed, use_cac
     if context is not None and context.shape[1]:
         ctx = context.reshape(batch, -1).repeat(mb // batch, 1)  # (MB, N0)
         history = torch.cat([history, ctx], dim=1)
+    given = 0 if partial is None else partial.shape[1]  # tokens of the first new frame already known
+    if given:
+        history = torch.cat([history, partial.repeat(mb // batch, 1)], dim=1)
     n0 = history.shape[1] - 1  # the first new slot
     cache = None
     if use_cache:
@@ -225,9 +251,12 @@ def _generate_raster(model, num_frames, s, batch, labels, context, seed, use_cac
     gen = torch.Generator(device).manual_seed(int(seed))
     pos = torch.tensor([n0], device=device)
     prev = history[:, -1:]  # (MB, 1): input of the next slot
-    for _ in range(num_frames):
+    for f in range(num_frames):
         frame = torch.empty(batch, F, dtype=torch.long, device=device)
-        for i in range(F):
+        start = given if f == 0 else 0
+        if start:
+            frame[:, :start] = partial
+        for i in range(start, F):
             noise = None if s.temperature == 0 else \
                 torch.empty(batch, cfg.vocab_size, device=device).exponential_(generator=gen)
             if use_cache:
@@ -243,7 +272,7 @@ def _generate_raster(model, num_frames, s, batch, labels, context, seed, use_cac
 
 
 @torch.no_grad()
-def _generate_masked(model, num_frames, s, batch, labels, context, seed, use_cache, compile):
+def _generate_masked(model, num_frames, s, batch, labels, context, partial, seed, use_cache, compile):
     cfg, device = model.config, next(model.parameters()).device
     mb = 2 * batch if s.is_on("guidance") else batch  # the model's batch
     F, V, mask = cfg.frame_tokens, cfg.vocab_size, cfg.mask_token
@@ -260,8 +289,10 @@ def _generate_masked(model, num_frames, s, batch, labels, context, seed, use_cac
     gen = torch.Generator(device).manual_seed(int(seed))
     schedule = [torch.tensor(n, device=device) for n in masked_schedule(F, s.steps)]
     pos = torch.arange(n0, n0 + F, device=device)
-    for _ in range(num_frames):
+    for f in range(num_frames):
         tokens = torch.full((batch, F), mask, dtype=torch.long, device=device)
+        if f == 0 and partial is not None:  # known tokens start decided
+            tokens[:, :partial.shape[1]] = partial
         for k, keep in enumerate(schedule):
             noise = None if s.temperature == 0 else \
                 torch.empty(batch * F, V, device=device).exponential_(generator=gen)

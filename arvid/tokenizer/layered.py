@@ -476,6 +476,13 @@ class LayeredEncoderStream:
             self._step(px[:, j])
         return self._codes(out)
 
+    def partial_codes(self) -> torch.Tensor:
+        """Codes (B, n) of the frames pushed since the last whole latent frame: the first n = frames·K·2 tokens of
+        the next one (0 frames: (B, 0))."""
+        if not self.queue:
+            return torch.zeros(self.batch_size, 0, dtype=torch.long)
+        return (self.tok.config.reference_codes + torch.stack(self.queue, 1)).reshape(self.batch_size, -1)
+
     def _codes(self, out: list[torch.Tensor]) -> torch.Tensor:
         cfg = self.tok.config
         tau, (h, w) = cfg.frames_per_latent, cfg.latent
@@ -612,30 +619,5 @@ class LayeredDecoderStream:
         return (video.round() / 127.5 - 1)[:, None].clamp(-1, 1)
 
 
-def carry_back(codes: torch.Tensor, start: int, tokenizer: "LayeredTokenizer", layers: Layers) -> torch.Tensor:
-    """Codes (B, t >= 2, h, w) whose first latent frame of positions begins with `start` stand-in frames (copies of
-    the first real one): those positions replaced by the real motion carried back at constant speed, bouncing off
-    the frame's edges, so the generator reads motion that was going on rather than a stop. Needs two real frames;
-    a layer absent from them stays as coded."""
-    cfg = tokenizer.config
-    tau, K, R, P = cfg.frames_per_latent, cfg.layers, cfg.reference_codes, cfg.positions
-    if start < 1 or start + 2 > tau:
-        return codes
-    B = codes.shape[0]
-    pos = (codes[:, 1].reshape(B, tau, K, 2) - R).clone()  # (B, τ, K, 2)
-    first, step = pos[:, start], pos[:, start + 1] - pos[:, start]  # (B, K, 2)
-    known = ((first < P) & (pos[:, start + 1] < P)).all(-1)  # (B, K)
-    limit = (torch.tensor(cfg.size) - layers.size.to(pos.device)).clamp_min(0)  # (B, K, 2): the box's top-left range
-    for j in range(1, start + 1):
-        x = first - j * step
-        period = (2 * limit).clamp_min(1)
-        x = torch.remainder(x, period)
-        x = torch.where(x > limit, period - x, x)  # reflected off the edges
-        pos[:, start - j] = torch.where(known[..., None], x, pos[:, start - j])
-    out = codes.clone()
-    out[:, 1] = (pos + R).reshape(B, *codes.shape[2:])
-    return out
-
-
 __all__ = ["LAYERED", "LayeredConfig", "LayeredDecoderStream", "LayeredEncoderStream", "LayeredTokenizer", "Layers",
-           "carry_back", "cut_layers", "is_layered", "render", "search_frame"]
+           "cut_layers", "is_layered", "render", "search_frame"]
