@@ -25,7 +25,7 @@ FINGERPRINTS = {  # the layered default model (reference picture and positions),
     "generate_settings_0": "31dd83f6b981a30f",
     "generate_settings_1": "0b057aae75099482",
     "generate_uncond": "804586da60a9c9d5",
-    "extend": "d5dc06905f6d290c",
+    "extend": "63f3c7558edf2990",
     "tokenize": "579bfe2e01104d92",
 }
 
