@@ -17,7 +17,7 @@ LAYERS = (
     ("errors", "version"),  # arvid's error type and version
     ("utils",),  # atomic writes, devices
     ("files", "kernels", "video"),  # model files, attention ops, media
-    ("data", "tokenizer", "generator"),  # datasets and the models
+    ("data", "tokenizer", "generator", "reader"),  # datasets and the models
     ("pipeline",),  # the inference core: a tokenizer and a generator turned into video
     ("train", "eval"),  # the workbench: training engine and tasks, evaluation
     ("benchmark", "info"),  # the benchmark runner, what arvid runs on

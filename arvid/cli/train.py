@@ -1,6 +1,6 @@
-"""`arvid train KIND ...`: train a tokenizer or a generator (or the toy task) with arvid's engine.
+"""`arvid train KIND ...`: train a tokenizer, a generator or a label reader (or the toy task) with arvid's engine.
 
-Each kind has a task module (`arvid.train.tokenizer`, `arvid.train.generator`), which exposes
+Each kind has a task module (`arvid.train.tokenizer`, `arvid.train.generator`, ...), which exposes
 `add_arguments(parser)` and `task_from_args(args)`. The options come from torch-free modules
 (`arvid.train.options`, `arvid.train.config`), and the task module (and torch) is imported only once
 the options are parsed: `arvid --help` and `arvid train KIND --help` stay fast and list every option.
@@ -21,6 +21,7 @@ from arvid.train.recipes import KINDS as RECIPE_KINDS, recipe_help, recipe_value
 TASK_MODULES = {
     "tokenizer": "arvid.train.tokenizer",
     "generator": "arvid.train.generator",
+    "reader": "arvid.train.reader",
     "toy": "arvid.train.toy",
 }
 
@@ -34,6 +35,7 @@ left it. Ctrl-C, SIGTERM or SIGHUP finish the step in progress, save a checkpoin
 kinds:
   tokenizer   the causal 3D-conv VQ video tokenizer
   generator   the transformer over tokenized clips
+  reader      the label reader: which labels a picture shows, to pick among a model's reference pictures
   toy         a tiny regression task that trains in seconds: checks a setup (GPU, torchrun)
   plot        the curves of a run: `arvid train plot RUN` prints its log as a table and draws curves.png
 
@@ -54,7 +56,7 @@ process); every process must see the same --out folder.
 """
 
 
-COMMANDS = {"train": "train a tokenizer or a generator on a dataset or your own videos"}
+COMMANDS = {"train": "train a tokenizer, a generator or a label reader on a dataset or your own videos"}
 
 
 # what `arvid train KIND --help` says above the options, for the people who train
@@ -101,6 +103,20 @@ With probability --label-dropout a clip trains without its labels, which --guida
 it learns to fill in frames whose tokens are partly masked. --init DIR starts from a trained generator's
 weights, for instance to train it further on more clips or to start a masked model from a raster one.
 """,
+    "reader": """\
+Train the label reader: a small CNN that reads which label classes a picture shows (multi-label: one
+sigmoid per class, max-pooled over positions). Put in a model folder as reader/ (`arvid pack --reader`),
+it scores a layered model's candidate reference pictures, and the one that shows the asked-for labels
+most clearly is kept.
+
+    arvid train reader --out runs/reader --dataset moving-mnist
+
+It learns from --frames-per-clip random frames of each clip of the dataset's train split, with the
+clip's labels as targets (binary cross-entropy); the dataset must be labelled. Every --eval-every steps
+and at the end, eval_accuracy in the log is the share of held-out frames (the eval split) whose m most
+likely classes are exactly their m distinct labels. The defaults train the Moving MNIST reader in under
+three minutes on one CPU thread, to about 0.88 of held-out frames read exactly.
+""",
     "toy": """\
 Train a two-layer MLP on a fixed random linear map: it finishes in seconds on a CPU, so it checks a setup
 (GPUs, bf16, torchrun across processes or nodes, --resume) before an hour-long run.
@@ -121,11 +137,12 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """The engine's flags; defaults come from TrainConfig."""
+def add_train_arguments(parser: argparse.ArgumentParser, kind: str | None = None) -> None:
+    """The engine's flags; defaults come from TrainConfig, as the kind's TRAIN_DEFAULTS change them."""
     from arvid.train.config import TrainConfig
+    from arvid.train.options import TRAIN_DEFAULTS
 
-    d = TrainConfig(out_dir="-")
+    d = TrainConfig(out_dir="-", **TRAIN_DEFAULTS.get(kind, {}))
     g = parser.add_argument_group("training")
     g.add_argument("--out", required=True, metavar="DIR", help="run folder: checkpoints and the final model")
     g.add_argument("--resume", action="store_true",
@@ -228,7 +245,7 @@ def build_kind_parser(kind: str):
 
     parser = Parser(prog=f"arvid train {kind}", description=KIND_HELP.get(kind, ""),
                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_train_arguments(parser)
+    add_train_arguments(parser, kind)
     if kind in RECIPE_KINDS:
         parser.add_argument("--recipe", metavar="NAME|FILE.toml", help=recipe_help(kind))
     add_task_arguments(kind, parser)

@@ -10,8 +10,9 @@ DistributedDataParallel under torchrun. Model folders themselves are `arvid.file
 Files: config.py (the engine's settings, `TrainConfig`), trainer.py (the engine's loop), checkpoint.py
 (training checkpoints: weights, optimizer state, RNG states), distributed.py (torchrun), rng.py (RNG capture
 and restore), schedule.py (the learning-rate schedule); the tasks: options.py (the command-line options of
-the tokenizer and generator tasks), tokenizer.py (`arvid train tokenizer`), generator.py (`arvid train
-generator`), tokens.py (tokenized clips for the generator), toy.py (a seconds-long check of a setup).
+the tokenizer, generator and reader tasks), tokenizer.py (`arvid train tokenizer`), generator.py (`arvid train
+generator`), tokens.py (tokenized clips for the generator), reader.py (`arvid train reader`), toy.py (a
+seconds-long check of a setup).
 """
 
 from __future__ import annotations

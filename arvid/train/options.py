@@ -1,6 +1,7 @@
-"""The command-line options of `arvid train tokenizer` and `arvid train generator`, without torch: `arvid train KIND
---help` lists them before torch loads. Each task module (tokenizer.py, generator.py) exposes its function as
-`add_arguments` and turns the parsed options into its task (`task_from_args`); toy.py, torch-free itself, keeps its own.
+"""The command-line options of `arvid train tokenizer`, `generator` and `reader`, without torch: `arvid train KIND
+--help` lists them before torch loads. Each task module (tokenizer.py, generator.py, reader.py) exposes its function
+as `add_arguments` and turns the parsed options into its task (`task_from_args`); toy.py, torch-free itself, keeps its
+own. `TRAIN_DEFAULTS` holds the engine settings a kind trains with unless told otherwise (the others: `TrainConfig`'s).
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ from arvid.generator.config import DECODINGS, PRESETS as GENERATOR_PRESETS
 from arvid.tokenizer.config import PRESETS as TOKENIZER_PRESETS, QUANTIZERS
 
 TRAIN_PARTS = ("all", "decoder")  # what `--train-part` may train of a tokenizer
+
+# kind -> TrainConfig fields it defaults otherwise: the label reader is small and learns fast, at a high rate
+TRAIN_DEFAULTS = {
+    "reader": {"steps": 5000, "batch_size": 64, "lr": 2e-3, "warmup_steps": 100, "ckpt_every": 1000, "seed": 7},
+}
 
 MODEL_FLAGS = {  # flag -> GeneratorConfig field
     "n_layer": "n_layer", "n_head": "n_head", "n_kv_head": "n_kv_head", "d_model": "d_model",
@@ -106,6 +112,30 @@ def generator_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--eval-windows", type=int, default=64, help="held-out windows per evaluation (default %(default)s)")
 
 
+def reader_arguments(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("data (frames of a labelled dataset's train split; held-out frames of its eval split)")
+    data.add_argument("--dataset", default="moving-mnist",
+                      help="moving-mnist, shapes, or folder with one subfolder per class (default %(default)s)")
+    data.add_argument("--data-path", metavar="DIR", default=None, help="folder of videos, for --dataset folder")
+    data.add_argument("--size", type=int, default=64,
+                      help="picture height and width in pixels: the size of the pictures it will read (default %(default)s)")
+    data.add_argument("--clip-frames", type=int, default=20, help="frames of each clip drawn from (default %(default)s)")
+    data.add_argument("--frames-per-clip", type=int, default=4,
+                      help="random frames a batch takes from each clip (default %(default)s)")
+
+    model = parser.add_argument_group("reader model")
+    model.add_argument("--width", type=int, default=16,
+                       help="channels of the first convolutions; 16, half the evaluation's judge (default %(default)s)")
+    model.add_argument("--downsample", type=int, default=2,
+                       help="average-pool the picture by this first (default %(default)s)")
+
+    run = parser.add_argument_group("reader evaluation")
+    run.add_argument("--eval-every", type=int, default=500,
+                     help="steps between evaluations: the share of held-out frames whose most likely classes are "
+                          "exactly their labels (eval_accuracy in the log); 0: at the end only (default %(default)s)")
+    run.add_argument("--eval-frames", type=int, default=1024, help="held-out frames per evaluation (default %(default)s)")
+
+
 def train_frames_minimum(window: int, sinks: int) -> int:
     """The fewest latent frames a training window may have: window + sinks + 2 (any number without sinks)."""
     return window + sinks + 2 if sinks else 1
@@ -141,8 +171,10 @@ def add_task_arguments(kind: str, parser: argparse.ArgumentParser) -> None:
     if kind == "toy":
         from arvid.train.toy import add_arguments
     else:
-        add_arguments = {"tokenizer": tokenizer_arguments, "generator": generator_arguments}[kind]
+        add_arguments = {"tokenizer": tokenizer_arguments, "generator": generator_arguments,
+                         "reader": reader_arguments}[kind]
     add_arguments(parser)
 
 
-__all__ = ["MODEL_FLAGS", "TRAIN_PARTS", "add_task_arguments", "train_frames_minimum", "generator_arguments", "tokenizer_arguments"]
+__all__ = ["MODEL_FLAGS", "TRAIN_DEFAULTS", "TRAIN_PARTS", "add_task_arguments", "train_frames_minimum",
+           "generator_arguments", "reader_arguments", "tokenizer_arguments"]
