@@ -16,6 +16,7 @@ from arvid.errors import ArvidError
 from arvid.generator import GeneratorConfig, Sampling
 from arvid.kernels import attention_backend
 from arvid.pipeline import DEFAULT_MODEL_DIR
+from arvid.reader import FOLDER as READER, ReaderConfig
 from arvid.tokenizer import TokenizerConfig
 from arvid.tokenizer.layered import LayeredConfig, is_layered
 from arvid.files import read_envelope
@@ -79,11 +80,12 @@ def attention_info(device: str) -> dict:
 
 
 def default_model_info() -> dict:
-    """The shipped default model's configs (and its recommended decoding), when the package carries one."""
+    """The shipped default model's configs (its label reader's and recommended decoding too, where it has them),
+    when the package carries one."""
     if not DEFAULT_MODEL_DIR.is_dir():
         return {"shipped": False, "path": str(DEFAULT_MODEL_DIR)}
     out: dict = {"shipped": True, "path": str(DEFAULT_MODEL_DIR)}
-    for part, config in (("tokenizer", TokenizerConfig), ("generator", GeneratorConfig)):
+    for part, config in (("tokenizer", TokenizerConfig), ("generator", GeneratorConfig), (READER, ReaderConfig)):
         cfg = DEFAULT_MODEL_DIR / part / "config.json"
         if cfg.is_file():
             try:

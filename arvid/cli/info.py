@@ -16,7 +16,7 @@ def register(sub) -> None:
         description="Show arvid's and its dependencies' versions, the device arvid will use, which "
         "attention implementation runs there (compiled Triton kernels on a GPU, the Triton interpreter "
         "when TRITON_INTERPRET=1, otherwise PyTorch's scaled_dot_product_attention), and the shipped "
-        "default model's configuration.",
+        "default model's configuration (with its label reader's, when it has one).",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object, for scripts")
     p.set_defaults(func=run)
@@ -42,7 +42,7 @@ def _table(info: dict) -> str:
         lines.append(f"  not shipped in this build ({model['path']} is missing)")
     else:
         lines.append(f"  {model['path']}")
-        for part in ("tokenizer", "generator", "sampling"):
+        for part in ("tokenizer", "generator", "reader", "sampling"):
             if part in model:
                 cfg = ", ".join(f"{k}={v}" for k, v in model[part].items())
                 lines.append(f"  {part}: {cfg}")

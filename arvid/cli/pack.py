@@ -6,6 +6,9 @@
 The folder holds tokenizer/ and generator/ (model.safetensors + config.json each, no optimizer
 state): what `--model PATH` reads (and `Arvid.from_pretrained(PATH)` in Python). The two must belong
 together: the generator was trained on this tokenizer's codes (same codebook and latent grid).
+With --reader DIR (a label reader: `arvid train reader`), the folder also holds reader/, which scores a
+conditional model's candidate pictures by how clearly they show the asked-for labels; it must read the
+model's pictures (size, channels) and label classes.
 With --sampling FILE, the folder also holds sampling.json: the decoding settings `arvid generate`
 uses where its flags leave them unset (some of the settings listed below), for example
 {"top_p": 0.9, "guidance": 3.0}. Measure them first: `arvid eval generation` sweeps them.
@@ -28,6 +31,8 @@ def register(sub) -> None:
                        description=f"{__doc__}\nThe settings a sampling.json may hold: {settings}.", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tokenizer", type=Path, required=True, help="tokenizer folder or its training run folder")
     p.add_argument("--generator", type=Path, required=True, help="generator folder or its training run folder")
+    p.add_argument("--reader", type=Path, default=None,
+                   help="label reader folder or its training run folder (`arvid train reader`), written as reader/")
     p.add_argument("--out", type=Path, required=True, help="model folder to write (must not exist yet)")
     p.add_argument("--sampling", type=Path, default=None,
                    help="JSON file of the model's recommended decoding settings, written as sampling.json")
@@ -38,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from arvid.errors import ArvidError
     from arvid.generator import Generator, Sampling
     from arvid.pipeline import Arvid
+    from arvid.reader import FOLDER
     from arvid.tokenizer import load_tokenizer
     from arvid.utils.atomic import atomic_path, check_target
 
@@ -47,12 +53,36 @@ def run(args: argparse.Namespace) -> int:
     sampling = Sampling.read_file(args.sampling) if args.sampling is not None else None
     model = Arvid(load_tokenizer(args.tokenizer), Generator.from_pretrained(args.generator), "cpu",
                   sampling)
+    reader = _reader(args.reader, model) if args.reader is not None else None
     with atomic_path(args.out, is_dir=True) as tmp:
         model.save_pretrained(tmp)
+        if reader is not None:
+            reader.save_pretrained(tmp / FOLDER)
     tok, gen = model.tokenizer, model.generator
     params = sum(p.numel() for p in tok.parameters()) + sum(p.numel() for p in gen.parameters())
     h, w = model.resolution
     print(f"arvid: packed {args.out} ({params / 1e6:.1f}M parameters; {w}x{h}, τ={tok.temporal_factor}, "
           f"{tok.codebook_size} codes, window {gen.config.window_frames} latent frames"
-          + (f"; sampling {model.recommended}" if model.recommended else "") + ")")
+          + (f"; sampling {model.recommended}" if model.recommended else "")
+          + (f"; a label reader of {reader.config.num_classes} classes" if reader is not None else "") + ")")
     return 0
+
+
+def _reader(path: Path, model):
+    """The label reader at `path`, refused unless it reads what the model makes: its pictures and its labels."""
+    from arvid.errors import ArvidError
+    from arvid.reader import LabelReader
+
+    reader = LabelReader.from_pretrained(path)
+    c, gen = reader.config, model.generator.config
+    (h, w), channels = model.resolution, model.channels
+    if (c.size, c.channels) != ((h, w), channels):
+        raise ArvidError(f"--reader {path} reads {c.size[1]}x{c.size[0]} pictures of {c.channels} channel(s); the model "
+                         f"makes {w}x{h} of {channels}: train the reader at the model's size (arvid train reader --size)")
+    if not gen.conditional:
+        raise ArvidError(f"--reader {path}: the generator takes no labels, so there is nothing for a label reader to "
+                         "read; pack without --reader")
+    if c.num_classes != gen.num_classes:
+        raise ArvidError(f"--reader {path} reads {c.num_classes} classes; the generator is conditioned on "
+                         f"{gen.num_classes}: train the reader on the generator's dataset")
+    return reader
