@@ -41,6 +41,7 @@ from arvid.data.stats import StatsCounter, far_notice
 from arvid.errors import ArvidError, ArvidNotice
 from arvid.generator import Generator, Sampling, check_request, generate
 from arvid.generator.sampling import check_seed
+from arvid.reader import FOLDER as READER_FOLDER
 from arvid.tokenizer import AnyTokenizer, load_tokenizer, new_latent_frames, tail_start, tensor_to_video, video_to_tensor
 from arvid.utils import resolve_device
 from arvid.utils import threads as cpu_threads
@@ -74,8 +75,10 @@ class Arvid:
     """A tokenizer and a generator that belong together (the generator predicts the tokenizer's codes)."""
 
     def __init__(self, tokenizer: AnyTokenizer, generator: Generator, device: str | torch.device | None = None,
-                 recommended: dict | None = None, threads: int | None = None):
-        """threads: CPU threads for generating (default: chosen for the work, see `arvid.utils.threads`)."""
+                 recommended: dict | None = None, threads: int | None = None, reader=None):
+        """threads: CPU threads for generating (default: chosen for the work, see `arvid.utils.threads`).
+        reader: a `arvid.reader.LabelReader` (optional): a layered model keeps, among its reference candidates, one
+        it reads the asked-for labels on."""
         if threads is not None:
             cpu_threads.check(threads, "threads")
         self.threads = threads
@@ -85,12 +88,31 @@ class Arvid:
         check_pair(self.tokenizer, self.generator)
         Sampling.build(recommended)  # a bad recommendation fails here, not at the first clip
         self.recommended = dict(recommended or {})  # the folder's sampling.json: what a request leaves unset
+        self.reader = reader.eval() if reader is not None else None
+        if reader is not None:
+            self._check_reader(reader)
+
+    def _check_reader(self, reader) -> None:
+        """A label reader must read what this model makes: its pictures (size, channels) and its labels."""
+        c, gen = reader.config, self.generator.config
+        (h, w), channels = self.resolution, self.channels
+        if (tuple(c.size), c.channels) != ((h, w), channels):
+            raise ArvidError(f"the label reader reads {c.size[1]}x{c.size[0]} pictures of {c.channels} channel(s); the "
+                             f"model makes {w}x{h} of {channels}: train the reader at the model's size "
+                             "(arvid train reader --size)")
+        if not gen.conditional:
+            raise ArvidError("the generator takes no labels, so there is nothing for a label reader to read: "
+                             "leave the reader out")
+        if c.num_classes != gen.num_classes:
+            raise ArvidError(f"the label reader reads {c.num_classes} classes; the generator is conditioned on "
+                             f"{gen.num_classes}: train the reader on the generator's dataset")
 
     # ---- loading and saving ----------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, device: str | torch.device | None = None,
                         threads: int | None = None) -> "Arvid":
-        """Load `path/tokenizer` and `path/generator` (and `path/sampling.json`); with no path, the default model."""
+        """Load `path/tokenizer` and `path/generator` (and `path/sampling.json` and `path/reader`, where present);
+        with no path, the default model."""
         if path is not None and not isinstance(path, (str, os.PathLike)):
             raise ArvidError(f"from_pretrained takes a model folder's path (a str or os.PathLike), got "
                              f"{type(path).__name__} {path!r}")
@@ -108,8 +130,13 @@ class Arvid:
                 raise ArvidError(f"model folder {root} has no {part}/ subfolder: a model folder holds "
                                  "tokenizer/ and generator/ (`arvid pack` makes one)")
         recommended = Sampling.read_file(root / SAMPLING_FILE) if (root / SAMPLING_FILE).exists() else None
+        reader = None
+        if (root / READER_FOLDER).is_dir():
+            from arvid.reader import LabelReader
+
+            reader = LabelReader.from_pretrained(root / READER_FOLDER)
         return cls(load_tokenizer(root / "tokenizer", device="cpu"),
-                   Generator.from_pretrained(root / "generator", device="cpu"), device, recommended, threads)
+                   Generator.from_pretrained(root / "generator", device="cpu"), device, recommended, threads, reader)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         root = Path(path)
@@ -118,6 +145,8 @@ class Arvid:
         root.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(root / "tokenizer")
         self.generator.save_pretrained(root / "generator")
+        if self.reader is not None:
+            self.reader.save_pretrained(root / READER_FOLDER)
         if self.recommended:
             atomic_write_text(root / SAMPLING_FILE, json.dumps(self.recommended, indent=1) + "\n")
         else:  # an earlier model's recommendation there would decode this model with another's settings
@@ -315,9 +344,11 @@ class Arvid:
     def draw_reference(self, s: Sampling, labels: Labels, batch: int, seed: int) -> torch.Tensor:
         """A layered model's reference pictures, int64 codes (B, h, w), drawn with `s` at its reference_temperature
         (guidance included). With `s.reference_candidates` = n above 1, n are drawn per clip, in up to
-        REFERENCE_ROUNDS rounds while a clip has none whose objects are drawn whole, as many as the model has layers
-        (`arvid.tokenizer.layers.well_drawn`); each clip keeps the first such, else the first whose ink at least
-        falls into that many pieces, else its first."""
+        REFERENCE_ROUNDS rounds while a clip has no candidate that is good enough: its objects drawn whole, as many
+        as the model has layers (`arvid.tokenizer.layers.well_drawn`), and, where the model has a label reader and
+        the clip labels, the reader finding every label on it (`arvid.reader`). Each clip keeps the best candidate
+        drawn: drawn whole and most clearly showing its labels, else drawn whole, else with its ink in that many
+        pieces, else its first; the first among equals."""
         from arvid.generator.model import check_labels
         from arvid.tokenizer.layers import count_pieces, well_drawn
 
@@ -328,25 +359,32 @@ class Arvid:
             lab = torch.where(lab == gen.config.null_label, torch.full_like(lab, -1), lab)
         if n == 1:
             return next(iter(generate(gen, 1, drawn, batch=batch, labels=lab, seed=seed)))
-        best = torch.full((batch,), -1, dtype=torch.long)  # the tier of each clip's pick: 2 whole, 1 pieces, 0
+        read = self.reader is not None and lab is not None and bool((lab >= 0).any())
+        enough = 2.5 if read else 2.0  # drawn whole (2), and read (score above 0.5) where a reader reads
+        best = torch.full((batch,), -1.0)  # each clip's pick: its tier (2 whole, 1 pieces, 0) + its reader score
         picked = None
         for attempt in range(REFERENCE_ROUNDS):
-            todo = (best < 2).nonzero()[:, 0]
+            todo = (best < enough).nonzero()[:, 0]
             if len(todo) == 0:
                 break
             rows = lab[todo].repeat_interleave(n, 0) if lab is not None else None
             cand = next(iter(generate(gen, 1, drawn, batch=len(todo) * n, labels=rows, seed=seed + attempt)))
             pictures = tok.reference_pixels(cand).numpy()  # (b n, H, W), on 8-bit levels
-            tier = torch.tensor([2 if well_drawn(p, tok.config.layers, tok.rule)
-                                 else 1 if count_pieces(p, tok.rule) == tok.config.layers else 0
-                                 for p in pictures]).view(len(todo), n)
-            pick = tier.argmax(1)  # the first of the best tier
+            tier = torch.tensor([2.0 if well_drawn(p, tok.config.layers, tok.rule)
+                                 else 1.0 if count_pieces(p, tok.rule) == tok.config.layers else 0.0
+                                 for p in pictures])
+            if read:  # the reader's score counts among candidates drawn whole
+                score = self.reader.label_scores(pictures.round().clip(0, 255).astype(np.uint8), rows.cpu())
+                tier = tier + torch.where(tier == 2, score.float().cpu(), torch.zeros_like(tier))
+            tier = tier.view(len(todo), n)
+            pick = tier.argmax(1)  # the first of the best
             cand = cand.view(len(todo), n, *cand.shape[1:])[torch.arange(len(todo)), pick.to(cand.device)]
             if picked is None:
                 picked = cand.new_zeros(batch, *cand.shape[1:])
-            better = tier.max(1).values > best[todo]
+            value = tier.max(1).values
+            better = value > best[todo]
             picked[todo[better].to(picked.device)] = cand[better.to(cand.device)]
-            best[todo[better]] = tier.max(1).values[better]
+            best[todo[better]] = value[better]
         return picked
 
     def render(self, latents: Iterable[torch.Tensor], num_frames: int, batch: int,

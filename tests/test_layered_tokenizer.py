@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from arvid.errors import ArvidError, ArvidNotice
-from arvid.generator import Generator, GeneratorConfig
+from arvid.generator import Generator, GeneratorConfig, Sampling, generate
 from arvid.kernels import use_backend
 from arvid.pipeline import Arvid
 from arvid.tokenizer import (LayeredConfig, LayeredTokenizer, Tokenizer, TokenizerConfig, check_frames, fit_frames,
@@ -570,3 +570,93 @@ def test_well_drawn_wants_k_whole_objects_no_specks_and_no_blot():
     blot = two.copy()
     blot[30:60, 30:60] = 255  # the second object 900 px of solid stroke: over a tenth of the frame
     assert count_pieces(blot, rule) == 2 and not well_drawn(blot, 2, rule)
+
+
+# ------------------------------------------------------------------------------------------- the label reader
+
+class ScriptedReader(torch.nn.Module):
+    """A label reader whose scores are given in advance, one list per round of candidates."""
+
+    def __init__(self, rounds: list[list[float]], **config):
+        super().__init__()
+        from arvid.reader import ReaderConfig
+
+        self.config = ReaderConfig(size=(H, W), **config)
+        self.rounds, self.calls = [torch.tensor(r) for r in rounds], 0
+
+    def label_scores(self, pictures, labels):
+        assert pictures.dtype == np.uint8 and pictures.shape[1:] == (H, W) and len(labels) == len(pictures)
+        out = self.rounds[min(self.calls, len(self.rounds) - 1)]
+        self.calls += 1
+        return out
+
+
+@pytest.fixture
+def conditional(tok, monkeypatch) -> tuple[Generator, Sampling]:
+    """A labelled tiny generator whose every candidate counts as drawn whole, and 3 candidates a clip."""
+    import arvid.tokenizer.layers as layers
+
+    monkeypatch.setattr(layers, "well_drawn", lambda *a: True)
+    torch.manual_seed(1)
+    gen = Generator(GeneratorConfig.from_name("tiny", vocab_size=tok.codebook_size, latent_h=4, latent_w=4,
+                                              num_classes=10, labels_per_clip=2))
+    return gen, Sampling(reference_candidates=3)
+
+
+def candidates(gen, s: Sampling, labels: list, seed: int) -> torch.Tensor:
+    """The candidates draw_reference draws in a round: (clips, n, h, w)."""
+    from dataclasses import replace as _replace
+
+    drawn = _replace(s, temperature=s.reference_temperature, reference_candidates=1)
+    rows = torch.tensor(labels).repeat_interleave(s.reference_candidates, 0)
+    out = next(iter(generate(gen, 1, drawn, batch=len(rows), labels=rows, seed=seed)))
+    return out.view(len(labels), s.reference_candidates, 4, 4)
+
+
+def test_the_reader_picks_the_candidate_that_shows_the_labels_best(tok, conditional):
+    gen, s = conditional
+    labels = [[3, 7], [1, 2]]
+    cand = candidates(gen, s, labels, seed=5)
+    plain = Arvid(tok, gen, "cpu").draw_reference(s, labels, 2, seed=5)
+    assert torch.equal(plain, cand[:, 0])  # no reader: the first drawn whole
+    reader = ScriptedReader([[0.2, 0.9, 0.6, 0.7, 0.1, 0.8]])
+    picked = Arvid(tok, gen, "cpu", reader=reader).draw_reference(s, labels, 2, seed=5)
+    assert torch.equal(picked[0], cand[0, 1]) and torch.equal(picked[1], cand[1, 2])
+    assert reader.calls == 1  # both read clearly (above 0.5): no second round
+
+
+def test_a_clip_the_reader_cannot_read_draws_more_rounds_and_keeps_its_best(tok, conditional):
+    gen, s = conditional
+    labels = [[3, 7], [1, 2]]
+    reader = ScriptedReader([[0.1, 0.2, 0.3, 0.9, 0.1, 0.1],  # round 0: clip 1 read (0.9), clip 0 not (0.3 best)
+                             [0.4, 0.1, 0.2],  # round 1: clip 0 alone, better (0.4)
+                             [0.1, 0.1, 0.1]])  # rounds 2, 3: no better
+    picked = Arvid(tok, gen, "cpu", reader=reader).draw_reference(s, labels, 2, seed=5)
+    assert reader.calls == 4
+    assert torch.equal(picked[1], candidates(gen, s, labels, seed=5)[1, 0])
+    assert torch.equal(picked[0], candidates(gen, s, [[3, 7]], seed=6)[0, 0])  # round 1's first, seed + 1
+
+
+def test_a_reader_that_does_not_read_the_models_pictures_or_labels_is_refused(tok, conditional):
+    gen, _ = conditional
+    with pytest.raises(ArvidError, match="reads 32x32 pictures of 3 channel"):
+        Arvid(tok, gen, "cpu", reader=ScriptedReader([[1.0]], channels=3))
+    with pytest.raises(ArvidError, match="reads 5 classes; the generator is conditioned on 10"):
+        Arvid(tok, gen, "cpu", reader=ScriptedReader([[1.0]], num_classes=5))
+    with pytest.raises(ArvidError, match="takes no labels"):
+        Arvid(tok, Generator(GeneratorConfig.from_name("tiny", vocab_size=tok.codebook_size, latent_h=4, latent_w=4)),
+              "cpu", reader=ScriptedReader([[1.0]]))
+
+
+def test_a_model_folder_keeps_its_reader(tok, conditional, tmp_path):
+    from arvid.reader import LabelReader, ReaderConfig
+
+    gen, _ = conditional
+    torch.manual_seed(0)
+    reader = LabelReader(ReaderConfig(size=(H, W), width=4))
+    Arvid(tok, gen, "cpu", reader=reader).save_pretrained(tmp_path / "m")
+    back = Arvid.from_pretrained(tmp_path / "m")
+    assert isinstance(back.reader, LabelReader)
+    assert all(torch.equal(a, b) for a, b in zip(reader.state_dict().values(), back.reader.state_dict().values()))
+    Arvid(tok, gen, "cpu").save_pretrained(tmp_path / "m2")
+    assert Arvid.from_pretrained(tmp_path / "m2").reader is None

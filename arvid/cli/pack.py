@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from arvid.errors import ArvidError
     from arvid.generator import Generator, Sampling
     from arvid.pipeline import Arvid
-    from arvid.reader import FOLDER
+    from arvid.reader import LabelReader
     from arvid.tokenizer import load_tokenizer
     from arvid.utils.atomic import atomic_path, check_target
 
@@ -51,13 +51,11 @@ def run(args: argparse.Namespace) -> int:
         raise ArvidError(f"{args.out} already exists: pack writes a new folder, so remove it or pick another --out")
     check_target(args.out, is_dir=True)  # before loading anything
     sampling = Sampling.read_file(args.sampling) if args.sampling is not None else None
-    model = Arvid(load_tokenizer(args.tokenizer), Generator.from_pretrained(args.generator), "cpu",
-                  sampling)
-    reader = _reader(args.reader, model) if args.reader is not None else None
+    reader = LabelReader.from_pretrained(args.reader) if args.reader is not None else None
+    model = Arvid(load_tokenizer(args.tokenizer), Generator.from_pretrained(args.generator), "cpu", sampling,
+                  reader=reader)  # refused unless the reader reads the model's pictures and labels
     with atomic_path(args.out, is_dir=True) as tmp:
         model.save_pretrained(tmp)
-        if reader is not None:
-            reader.save_pretrained(tmp / FOLDER)
     tok, gen = model.tokenizer, model.generator
     params = sum(p.numel() for p in tok.parameters()) + sum(p.numel() for p in gen.parameters())
     h, w = model.resolution
@@ -66,23 +64,3 @@ def run(args: argparse.Namespace) -> int:
           + (f"; sampling {model.recommended}" if model.recommended else "")
           + (f"; a label reader of {reader.config.num_classes} classes" if reader is not None else "") + ")")
     return 0
-
-
-def _reader(path: Path, model):
-    """The label reader at `path`, refused unless it reads what the model makes: its pictures and its labels."""
-    from arvid.errors import ArvidError
-    from arvid.reader import LabelReader
-
-    reader = LabelReader.from_pretrained(path)
-    c, gen = reader.config, model.generator.config
-    (h, w), channels = model.resolution, model.channels
-    if (c.size, c.channels) != ((h, w), channels):
-        raise ArvidError(f"--reader {path} reads {c.size[1]}x{c.size[0]} pictures of {c.channels} channel(s); the model "
-                         f"makes {w}x{h} of {channels}: train the reader at the model's size (arvid train reader --size)")
-    if not gen.conditional:
-        raise ArvidError(f"--reader {path}: the generator takes no labels, so there is nothing for a label reader to "
-                         "read; pack without --reader")
-    if c.num_classes != gen.num_classes:
-        raise ArvidError(f"--reader {path} reads {c.num_classes} classes; the generator is conditioned on "
-                         f"{gen.num_classes}: train the reader on the generator's dataset")
-    return reader
