@@ -99,7 +99,7 @@ def test_every_help_text_speaks_to_users():
 LIGHT = ("--help", "info --help", "data --help", "train --help", "tokenize --help", "detokenize --help",
          "bench --help", "generate --help", "extend --help", "eval --help", "eval generation --help",
          "eval tokenizer --help", "pack --help", "train tokenizer --help", "train generator --help",
-         "train toy --help", "train reader --help")
+         "train toy --help", "train reader --help", "train layers --help")
 
 
 @pytest.mark.parametrize("argv", LIGHT)

@@ -22,6 +22,7 @@ TASK_MODULES = {
     "tokenizer": "arvid.train.tokenizer",
     "generator": "arvid.train.generator",
     "reader": "arvid.train.reader",
+    "layers": "arvid.train.layers",
     "toy": "arvid.train.toy",
 }
 
@@ -36,6 +37,8 @@ kinds:
   tokenizer   the causal 3D-conv VQ video tokenizer
   generator   the transformer over tokenized clips
   reader      the label reader: which labels a picture shows, to pick among a model's reference pictures
+  layers      the layer splitter of a layered tokenizer, around a trained reference coder: the run folder
+              is a layered tokenizer folder
   toy         a tiny regression task that trains in seconds: checks a setup (GPU, torchrun)
   plot        the curves of a run: `arvid train plot RUN` prints its log as a table and draws curves.png
 
@@ -116,6 +119,23 @@ clip's labels as targets (binary cross-entropy); the dataset must be labelled. E
 and at the end, eval_accuracy in the log is the share of held-out frames (the eval split) whose m most
 likely classes are exactly their m distinct labels. The defaults train the Moving MNIST reader in under
 three minutes on one CPU thread, to about 0.88 of held-out frames read exactly.
+""",
+    "layers": """\
+Make a layered tokenizer: train its layer splitter (LayerNet, a small U-Net that says which object owns
+each ink pixel of a reference picture whose objects touch) around the reference coder of --reference,
+which is copied in and stays frozen. The run folder is then a layered tokenizer folder.
+
+    arvid train tokenizer --out runs/ref --init runs/tok --train-part decoder --frames 1
+    arvid train layers --out runs/layers --reference runs/ref
+
+--reference is a one-channel conv tokenizer (the decoder of one tuned on single frames draws the
+reference best), or a layered tokenizer, whose reference coder and encoder settings are kept. The net
+learns from composites made the way Moving MNIST frames are: --layers train digits at random places
+combined by max, so each ink pixel's owner is known, softened to look like a decoded picture; the loss
+is the pixel cross-entropy under the best of the layers! orders of the slots. Every --eval-every steps
+and at the end, eval_ink_accuracy in the log is the share of the ink of held-out composites (held-out
+digits, coded and decoded by the reference coder) given to the right layer, eval_touching_accuracy the
+same over those whose ink is one piece; OUT/preview.png shows them and their layers.
 """,
     "toy": """\
 Train a two-layer MLP on a fixed random linear map: it finishes in seconds on a CPU, so it checks a setup

@@ -1,7 +1,7 @@
-"""The command-line options of `arvid train tokenizer`, `generator` and `reader`, without torch: `arvid train KIND
---help` lists them before torch loads. Each task module (tokenizer.py, generator.py, reader.py) exposes its function
-as `add_arguments` and turns the parsed options into its task (`task_from_args`); toy.py, torch-free itself, keeps its
-own. `TRAIN_DEFAULTS` holds the engine settings a kind trains with unless told otherwise (the others: `TrainConfig`'s).
+"""The command-line options of `arvid train tokenizer`, `generator`, `reader` and `layers`, without torch: `arvid
+train KIND --help` lists them before torch loads. Each task module (tokenizer.py, generator.py, reader.py, layers.py)
+exposes its function as `add_arguments` and turns the parsed options into its task (`task_from_args`); toy.py,
+torch-free itself, keeps its own. `TRAIN_DEFAULTS` holds the engine settings a kind trains with unless told otherwise (the others: `TrainConfig`'s).
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from arvid.tokenizer.config import PRESETS as TOKENIZER_PRESETS, QUANTIZERS
 
 TRAIN_PARTS = ("all", "decoder")  # what `--train-part` may train of a tokenizer
 
-# kind -> TrainConfig fields it defaults otherwise: the label reader is small and learns fast, at a high rate
+# kind -> TrainConfig fields it defaults otherwise: the label reader and the layer splitter are small and learn fast,
+# at a high rate
 TRAIN_DEFAULTS = {
     "reader": {"steps": 5000, "batch_size": 64, "lr": 2e-3, "warmup_steps": 100, "ckpt_every": 1000, "seed": 7},
+    "layers": {"steps": 800, "batch_size": 16, "lr": 2e-3, "warmup_steps": 50, "ckpt_every": 200},
 }
 
 MODEL_FLAGS = {  # flag -> GeneratorConfig field
@@ -136,6 +138,29 @@ def reader_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--eval-frames", type=int, default=1024, help="held-out frames per evaluation (default %(default)s)")
 
 
+def layers_arguments(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("the layered tokenizer (its reference coder from --reference; composites of "
+                                     "train digits to learn from)")
+    data.add_argument("--reference", metavar="DIR", default=None,
+                      help="tokenizer folder whose coder codes the reference picture: a one-channel conv tokenizer "
+                           "(e.g. one trained with `arvid train tokenizer --frames 1`), or a layered tokenizer, whose "
+                           "reference coder and encoder settings are kept (required)")
+    data.add_argument("--dataset", default="moving-mnist",
+                      help="what the frames are composites of: moving-mnist, its train digits (default %(default)s)")
+    data.add_argument("--size", type=int, default=64,
+                      help="frame height and width in pixels: a multiple of 8 and of the reference coder's spatial "
+                           "factor, at least 28 (default %(default)s)")
+    data.add_argument("--layers", type=int, default=2,
+                      help="layers (objects) a reference is cut into, 2 to 4 (default %(default)s)")
+
+    run = parser.add_argument_group("layer splitter evaluation")
+    run.add_argument("--eval-every", type=int, default=200,
+                     help="steps between evaluations: the share of the ink of held-out composites (decoded by the "
+                          "reference coder) given to the right layer (eval_ink_accuracy; eval_touching_accuracy over "
+                          "those whose ink is one piece); 0: at the end only (default %(default)s)")
+    run.add_argument("--eval-frames", type=int, default=512, help="held-out composites per evaluation (default %(default)s)")
+
+
 def train_frames_minimum(window: int, sinks: int) -> int:
     """The fewest latent frames a training window may have: window + sinks + 2 (any number without sinks)."""
     return window + sinks + 2 if sinks else 1
@@ -172,9 +197,9 @@ def add_task_arguments(kind: str, parser: argparse.ArgumentParser) -> None:
         from arvid.train.toy import add_arguments
     else:
         add_arguments = {"tokenizer": tokenizer_arguments, "generator": generator_arguments,
-                         "reader": reader_arguments}[kind]
+                         "reader": reader_arguments, "layers": layers_arguments}[kind]
     add_arguments(parser)
 
 
 __all__ = ["MODEL_FLAGS", "TRAIN_DEFAULTS", "TRAIN_PARTS", "add_task_arguments", "train_frames_minimum",
-           "generator_arguments", "reader_arguments", "tokenizer_arguments"]
+           "generator_arguments", "layers_arguments", "reader_arguments", "tokenizer_arguments"]

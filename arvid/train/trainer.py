@@ -42,7 +42,8 @@ from arvid.train.stop import StopNow, StopRequests
 class TrainTask(Protocol):
     """What a model family plugs into `train`.
 
-    Optional members, looked up with getattr: `no_decay(name, p) -> bool` (default: 1-D parameters
+    Optional members, looked up with getattr: `command: str` (the KIND of `arvid train KIND` when it is not `kind`),
+    `no_decay(name, p) -> bool` (default: 1-D parameters
     and biases get no weight decay), `throughput(batch) -> dict[str, float]` (per-process counts
     in one step, e.g. {"tokens": B * N}; the bar shows their rate summed over processes, e.g.
     tokens/s) and `find_unused_parameters: bool` (passed to DistributedDataParallel).
@@ -120,6 +121,7 @@ class _Run:
         self.bf16 = cfg.bf16 if cfg.bf16 is not None else ctx.device.type == "cuda"
         self.history: list[dict] = []
         self.model_config = _jsonable(task.model_config(), f"{task.kind} model_config()")
+        self.command = getattr(task, "command", task.kind)  # `arvid train COMMAND`
 
     # -- setup
 
@@ -182,7 +184,7 @@ class _Run:
     def run(self) -> dict:
         start = self._setup()
         cfg, ctx = self.cfg, self.ctx
-        bar = tqdm(total=cfg.steps, initial=start, desc=f"train {self.task.kind}", unit="step", dynamic_ncols=True,
+        bar = tqdm(total=cfg.steps, initial=start, desc=f"train {self.command}", unit="step", dynamic_ncols=True,
                    disable=not ctx.is_main, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
         last: dict = dict(self.history[-1]) if self.history else {}
         self.figures = {k: v for k, v in last.items() if k.startswith("eval_")}  # the latest evaluation's
@@ -234,7 +236,7 @@ class _Run:
 
     def _stopped(self, step: int | None, exit_code: int) -> KeyboardInterrupt:
         """The interruption the CLI reports in one line: where the work is saved and how to continue it."""
-        resume = f"continue with `arvid train {self.task.kind} --out {self.out} --resume`"
+        resume = f"continue with `arvid train {self.command} --out {self.out} --resume`"
         if step is not None:
             said = f"step {step} saved in {latest_checkpoint(self.out)}; {resume}"
         elif self.saved_at is not None:
