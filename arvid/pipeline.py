@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -88,7 +89,7 @@ class Arvid:
         check_pair(self.tokenizer, self.generator)
         Sampling.build(recommended)  # a bad recommendation fails here, not at the first clip
         self.recommended = dict(recommended or {})  # the folder's sampling.json: what a request leaves unset
-        self.reader = reader.eval() if reader is not None else None
+        self.reader = reader.to(self.device).eval() if reader is not None else None
         if reader is not None:
             self._check_reader(reader)
 
@@ -96,6 +97,9 @@ class Arvid:
         """A label reader must read what this model makes: its pictures (size, channels) and its labels."""
         c, gen = reader.config, self.generator.config
         (h, w), channels = self.resolution, self.channels
+        if not self.layered:
+            raise ArvidError("a label reader picks a layered model's reference picture, and this model's tokenizer is "
+                             "not layered (it draws no reference): leave the reader out")
         if (tuple(c.size), c.channels) != ((h, w), channels):
             raise ArvidError(f"the label reader reads {c.size[1]}x{c.size[0]} pictures of {c.channels} channel(s); the "
                              f"model makes {w}x{h} of {channels}: train the reader at the model's size "
@@ -147,6 +151,8 @@ class Arvid:
         self.generator.save_pretrained(root / "generator")
         if self.reader is not None:
             self.reader.save_pretrained(root / READER_FOLDER)
+        elif (root / READER_FOLDER).is_dir():  # an earlier model's reader there would pick this model's pictures
+            shutil.rmtree(root / READER_FOLDER)
         if self.recommended:
             atomic_write_text(root / SAMPLING_FILE, json.dumps(self.recommended, indent=1) + "\n")
         else:  # an earlier model's recommendation there would decode this model with another's settings
@@ -360,11 +366,11 @@ class Arvid:
         if n == 1:
             return next(iter(generate(gen, 1, drawn, batch=batch, labels=lab, seed=seed)))
         read = self.reader is not None and lab is not None and bool((lab >= 0).any())
-        enough = 2.5 if read else 2.0  # drawn whole (2), and read (score above 0.5) where a reader reads
         best = torch.full((batch,), -1.0)  # each clip's pick: its tier (2 whole, 1 pieces, 0) + its reader score
         picked = None
         for attempt in range(REFERENCE_ROUNDS):
-            todo = (best < enough).nonzero()[:, 0]
+            done = best > 2.5 if read else best >= 2  # drawn whole, and read (score above 0.5) where a reader reads
+            todo = (~done).nonzero()[:, 0]
             if len(todo) == 0:
                 break
             rows = lab[todo].repeat_interleave(n, 0) if lab is not None else None

@@ -213,16 +213,22 @@ def test_an_unlabelled_dataset_is_refused_with_what_to_do(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    """A conditional tiny tokenizer + generator (16x16 frames, two labels of 10 classes) and a 16x16 reader."""
+    """A conditional tiny layered tokenizer + generator (16x16 frames, two labels of 10 classes), a 16x16 reader,
+    and a conv tokenizer + generator, which draw no reference for a reader to pick."""
     from arvid.generator import Generator, GeneratorConfig
-    from arvid.tokenizer import Tokenizer, TokenizerConfig
+    from arvid.tokenizer import LayeredConfig, LayeredTokenizer, Tokenizer, TokenizerConfig
 
     root = tmp_path_factory.mktemp("parts")
     torch.manual_seed(0)
-    tok = Tokenizer(TokenizerConfig.preset("tiny"))
+    ref = TokenizerConfig.preset("tiny", spatial_factor=8, patch=2).to_dict()
+    tok = LayeredTokenizer(LayeredConfig(reference=ref, size=(16, 16), layers=2, lookahead=1))
     tok.save_pretrained(root / "tok")
-    Generator(GeneratorConfig.from_name("tiny", vocab_size=tok.codebook_size, latent_h=4, latent_w=4,
+    Generator(GeneratorConfig.from_name("tiny", vocab_size=tok.codebook_size, latent_h=2, latent_w=2,
                                         num_classes=10, labels_per_clip=2)).save_pretrained(root / "gen")
+    conv = Tokenizer(TokenizerConfig.preset("tiny"))
+    conv.save_pretrained(root / "conv")
+    Generator(GeneratorConfig.from_name("tiny", vocab_size=conv.codebook_size, latent_h=4, latent_w=4,
+                                        num_classes=10, labels_per_clip=2)).save_pretrained(root / "conv-gen")
     LabelReader(TINY).save_pretrained(root / "reader")
     LabelReader(ReaderConfig(size=(64, 64), width=4)).save_pretrained(root / "reader64")
     return root
@@ -239,6 +245,8 @@ def test_pack_carries_a_reader_and_refuses_one_that_cannot_read_the_model(parts,
     assert not (tmp_path / "plain" / "reader").exists()
     refused(capsys, *pack, "--reader", parts / "reader64", "--out", tmp_path / "bad", match="reads 64x64 pictures")
     refused(capsys, *pack, "--reader", parts / "nothing", "--out", tmp_path / "bad", match="does not exist")
+    refused(capsys, "pack", "--tokenizer", parts / "conv", "--generator", parts / "conv-gen", "--reader",
+            parts / "reader", "--out", tmp_path / "bad", match="not layered")
     assert not (tmp_path / "bad").exists()
 
 

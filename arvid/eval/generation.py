@@ -320,7 +320,8 @@ def reconstruct(tok, video: np.ndarray) -> np.ndarray:
 @torch.inference_mode()
 def reconstruct_exact(tok, video: np.ndarray) -> np.ndarray:
     """A layered tokenizer's reconstruction of uint8 clips (B, T, H, W, C), any T >= 1: the last frame repeated to
-    whole latent frames, the layers cut from the clip's own reference frame (as `extend` does), the copies dropped."""
+    whole latent frames, the layers cut from the clip's own pixels of its reference frame (`exact_reference`, as
+    `extend` cuts them), the copies dropped."""
     T, tau = video.shape[1], tok.temporal_factor
     padded = np.concatenate([video, np.repeat(video[:, -1:], -T % tau, axis=1)], axis=1)
     enc = tok.encoder_stream(len(video), exact_reference=True)
@@ -351,7 +352,8 @@ def continuation(model, st: Settings) -> dict:
             n = longest_prefix(full.shape[1], tau, first)
             rec = reconstruct(model.tokenizer, full[:, :n])
             floor = np.concatenate([rec, np.repeat(rec[:, -1:], full.shape[1] - n, axis=1)], axis=1)
-        else:  # layered: every frame positioned (the last repeated to whole latent frames), layers cut as extend does
+        else:  # layered: every frame positioned (the last repeated to whole latent frames), the layers cut from
+            # the clip's own pixels as extend cuts them (the reference chosen among the first τ of all 20 frames)
             floor = reconstruct_exact(model.tokenizer, full)
         out["floor"].append(floor[:, given.shape[1]:])
     preds = {k: np.concatenate(v) for k, v in out.items()}

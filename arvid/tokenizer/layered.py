@@ -538,7 +538,7 @@ class LayeredEncoderStream:
                 pos[idx, back[ok]] = self._search(idx, frames[idx, back[ok]], pos[idx, f1], pos[idx, f2])
         self.queue = list(pos.unbind(1))
         self.recent = pos[:, [max(tau - 2, 0), tau - 1]]
-        return codes[:, None]  # (B, 1, h, w)
+        return codes[:, None].cpu()  # (B, 1, h, w), on the CPU like the positions it goes out with
 
     def _search(self, idx: torch.Tensor | None, target: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor) -> torch.Tensor:
         """Positions (b, K, 2) for the clips idx (None: all): predicted from the last two (p1 + (p1 - p2)), then
