@@ -20,12 +20,12 @@ from arvid.data import make_dataset
 from arvid.kernels import use_backend
 
 TOKENIZER = Path(arvid.__file__).parent / "weights" / "default" / "tokenizer"
-FINGERPRINTS = {  # the layered default model (reference picture and positions), its sampling.json included
-    "generate": "c5b69a59068155e4",
-    "generate_settings_0": "31dd83f6b981a30f",
-    "generate_settings_1": "0b057aae75099482",
-    "generate_uncond": "804586da60a9c9d5",
-    "extend": "63f3c7558edf2990",
+FINGERPRINTS = {  # the layered default model (reference picture and positions), its label reader and sampling.json
+    "generate": "f7994ed2ae678f0a",
+    "generate_settings_0": "5168463354d958e8",
+    "generate_settings_1": "a42e26efd5a81c12",
+    "generate_uncond": "f2fdee57ed520ac5",
+    "extend": "96856da4c35a0dbb",
     "tokenize": "579bfe2e01104d92",
 }
 
