@@ -264,7 +264,7 @@ def test_the_default_model_ships_in_the_package_and_generates_labelled_digits():
     from arvid.pipeline import DEFAULT_MODEL_DIR
 
     files = sorted(DEFAULT_MODEL_DIR.rglob("*.safetensors"))
-    assert [f.parent.name for f in files] == ["generator", "tokenizer"]
+    assert [f.parent.name for f in files] == ["generator", "reader", "tokenizer"]
     assert all(f.stat().st_size < 16 * 2**20 for f in files), "each weights file must stay under 16 MiB"
     model = Arvid.from_pretrained(device="cpu")
     assert model.resolution == (64, 64) and model.generator.config.conditional

@@ -50,8 +50,10 @@ import math
 import os
 import re
 import shutil
+import signal
 import struct
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
@@ -662,6 +664,23 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | Video, fps: float 
     return writer.path
 
 
+_HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold Ctrl-C, SIGTERM and SIGHUP (in the main thread, where Python handles them) until the block ends; they
+    are delivered then, so the block runs whole."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 class VideoWriter:
     """A video written a frame at a time: memory does not grow with its length.
 
@@ -720,11 +739,12 @@ class VideoWriter:
         with self._errors():
             for frame in frames:
                 try:
-                    self._write_one(frame)
-                except BaseException:  # Ctrl-C in the middle of a frame: the frames before it stay whole
+                    with _signals_held():  # a stop lands between frames: an encoder never holds an uncounted one
+                        self._write_one(frame)
+                        self.frames += 1
+                except BaseException:  # an error in the middle of a frame: the frames before it stay whole
                     self._drop_partial()
                     raise
-                self.frames += 1
 
     def close(self) -> Path | None:
         """Finish the file and rename it into place; the path, or None when no frame was written (nothing is
