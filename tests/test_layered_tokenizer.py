@@ -29,7 +29,7 @@ from arvid.pipeline import Arvid
 from arvid.tokenizer import (LayeredConfig, LayeredTokenizer, Tokenizer, TokenizerConfig, check_frames, fit_frames,
                              load_tokenizer, longest_prefix, new_latent_frames, pixel_frames, tail_start,
                              tensor_to_video, video_to_tensor)
-from arvid.tokenizer.layered import Layers, cut_layers, render, search_frame
+from arvid.tokenizer.layered import cut_layers, render, search_frame
 from arvid.tokenizer.layers import InkRule, LayerNet, piece_slots, split_layers
 
 H = W = 32  # frames; spatial factor 8 -> 4x4 latent tokens

@@ -56,7 +56,7 @@ from arvid.eval.identity import (CONFIDENT, EXPECTED, THRESHOLD, clip_identity, 
 from arvid.eval.tokenizer import evaluate_tokenizer, psnr, ssim
 from arvid.generator import Sampling
 from arvid.pipeline import Arvid
-from arvid.tokenizer import longest_prefix, new_latent_frames, tail_start, tensor_to_video, video_to_tensor
+from arvid.tokenizer import longest_prefix, new_latent_frames, tensor_to_video, video_to_tensor
 from arvid.utils.atomic import atomic_path, atomic_write_text
 from arvid.video import contact_sheet
 from arvid.video.flow import backward_flows, warp_back
